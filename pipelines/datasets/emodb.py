@@ -1,0 +1,131 @@
+"""EmoDB (Berlin Emotional Speech) as tri-modal samples: audio frames + the spoken sentence, no video.
+
+Data: `emodb/wav16k/*.wav` (535 clips, 16 kHz mono; upstream cut/padded every clip to 2.00 s) and
+`emodb/labels_from_filename.csv` (speaker, gender, sentence id, German sentence, emotion).
+
+- Labels: 7 emotions, `EMOTIONS` order (the CSV's names; fear is "anxiety_fear").
+- Speaker-independent split (10 speakers; fixed, documented): test = speakers 03 (male) and
+  08 (female), 107 clips; validation = speaker 09 (female), 43 clips; training = the other
+  seven (10, 11, 12, 13, 14, 15, 16), 385 clips.
+- `audio`: per-frame features of `models.audio_frontend` (log-mel + prosody), cached per
+  frontend version under `<cache_dir>/trimodal/`.
+- `text`: the German sentence through the frozen MiniLM ([CLS] + word-token states of the last
+  layer). MiniLM is English-trained, and each of the 10 sentences is spoken in every emotion by
+  design, so the text carries no label information: it is there to exercise the text path, and
+  any model that relied on it could do no better than the class prior.
+- `vision`: absent.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.datasets.trimodal import TriModalSplit, missing_view
+
+NAME = "emodb"
+EMOTIONS: tuple[str, ...] = ("anger", "boredom", "disgust", "anxiety_fear", "happiness", "sadness", "neutral")
+TEST_SPEAKERS: tuple[str, ...] = ("03", "08")
+VAL_SPEAKERS: tuple[str, ...] = ("09",)
+SPLIT_RULE = ("speaker-independent: test speakers 03 (m) + 08 (f), validation speaker 09 (f), "
+              "training the other 7 speakers")
+FRONTEND_DESCRIPTION = ("models.audio_frontend frames every 10 ms: log-mel 64 + energy dB, pitch Hz, zcr, voiced "
+                        "(68-d)")
+
+
+@dataclass(frozen=True)
+class EmoClip:
+    path: Path
+    speaker: str
+    gender: str
+    text_id: str
+    text: str
+    emotion: str
+
+    @property
+    def split(self) -> str:
+        if self.speaker in TEST_SPEAKERS:
+            return "test"
+        return "val" if self.speaker in VAL_SPEAKERS else "train"
+
+
+def load_clips(data_dir: Path) -> list[EmoClip]:
+    """All clips in CSV order."""
+    base = Path(data_dir) / NAME
+    with (base / "labels_from_filename.csv").open(encoding="utf-8", newline="") as f:
+        return [EmoClip(base / r["file"], r["speaker_id"], r["gender"], r["text_id"], r["text_de"], r["emotion"])
+                for r in csv.DictReader(f)]
+
+
+def frontend_version() -> str:
+    from models.audio_frontend import AUDIO_FRONTEND_VERSION
+
+    return AUDIO_FRONTEND_VERSION
+
+
+def clip_frames(path: Path, frontend: Any = None) -> np.ndarray:
+    """Per-frame features [T, 68] (log-mel 64, energy dB, pitch Hz, zcr, voiced) of one WAV file."""
+    from models.audio_frontend import AudioFrontend
+
+    fe = frontend or AudioFrontend()
+    return np.asarray(fe.frames(fe.load(path)), np.float32)
+
+
+def audio_frames(clips: list[EmoClip], cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Padded frames [N, T, D] and lengths [N] for the clips (cached by frontend version + files)."""
+    version = frontend_version()
+    h = hashlib.sha256(version.encode())
+    for c in clips:
+        h.update(c.path.name.encode() + b"\0" + hashlib.sha256(c.path.read_bytes()).digest())
+    path = Path(cache_dir) / "trimodal" / f"emodb-frames-{h.hexdigest()[:24]}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            return z["frames"], z["lengths"]
+    from tqdm.auto import tqdm
+
+    from models.audio_frontend import AudioFrontend
+
+    fe = AudioFrontend()
+    seqs = [clip_frames(c.path, fe) for c in tqdm(clips, desc="emodb frames", unit="clip")]
+    lengths = np.asarray([len(s) for s in seqs], np.int64)
+    frames = np.zeros((len(seqs), int(lengths.max()), seqs[0].shape[1]), np.float32)
+    for i, s in enumerate(seqs):
+        frames[i, : len(s)] = s
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    with tmp.open("wb") as f:
+        np.savez(f, frames=frames, lengths=lengths)
+    tmp.replace(path)
+    return frames, lengths
+
+
+def sentence_states(texts: list[str], device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """MiniLM last-layer states ([CLS] + tokens + [SEP]) [N, L, 384] and lengths, for few texts."""
+    from models.text_encoder import TextEncoder
+
+    st = TextEncoder(device=device).states(texts)
+    mask = st.attention_mask.cpu().numpy().astype(bool)
+    x = st.hidden_states[-1].float().cpu().numpy() * mask[..., None]
+    return x.astype(np.float32), mask.sum(1).astype(np.int64)
+
+
+def load_emodb_trimodal(data_dir: Path, cache_dir: Path, device: str = "cpu") -> dict[str, TriModalSplit]:
+    """{"train", "val", "test"} speaker-independent tri-modal splits."""
+    clips = load_clips(data_dir)
+    frames, flen = audio_frames(clips, cache_dir)
+    sentences = sorted({c.text for c in clips})
+    s_states, s_len = sentence_states(sentences, device)
+    which = np.asarray([sentences.index(c.text) for c in clips])
+    n = len(clips)
+    vision, vlen = missing_view(n, 1)
+    full = TriModalSplit(
+        text=s_states[which], text_lengths=s_len[which], audio=frames, audio_lengths=flen, vision=vision,
+        vision_lengths=vlen, labels=np.asarray([EMOTIONS.index(c.emotion) for c in clips], np.int64),
+        ids=[c.path.stem for c in clips], raw_text=[c.text for c in clips], groups=[c.speaker for c in clips],
+        meta={"source": NAME, "frontend": frontend_version()})
+    return {s: full.subset([i for i, c in enumerate(clips) if c.split == s]) for s in ("train", "val", "test")}

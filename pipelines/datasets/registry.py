@@ -1,0 +1,36 @@
+"""Name -> loader for the sentiment data sets (so recipes and the CLI can pick them by name)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from pipelines.datasets import airline, meld, mvsa, tweeteval
+from pipelines.datasets.base import Record
+
+SENTIMENT_SETS: dict[str, Callable[[Path], list[Record]]] = {
+    "airline": airline.load,
+    "tweeteval": tweeteval.load,
+    "mvsa-single": mvsa.load_single,
+    "mvsa-multiple": mvsa.load_multiple,
+    "meld": meld.load,
+}
+
+
+def load_sentiment(name: str, data_dir: Path) -> list[Record]:
+    try:
+        return SENTIMENT_SETS[name](data_dir)
+    except KeyError:
+        raise KeyError(f"unknown sentiment data set {name!r}; known: {sorted(SENTIMENT_SETS)}") from None
+
+
+def available(data_dir: Path) -> list[str]:
+    """Data sets whose files are present under data_dir."""
+    folders = {
+        "airline": "airline-tweets",
+        "tweeteval": "tweeteval",
+        "mvsa-single": "mvsa-single",
+        "mvsa-multiple": "mvsa-multiple-text",
+        "meld": "meld",
+    }
+    return [n for n, d in folders.items() if (Path(data_dir) / d).exists()]

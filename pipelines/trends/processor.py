@@ -1,0 +1,569 @@
+"""Event-time trend windows kept in PostgreSQL, idempotent by post id.
+
+Design (why not Faust table state): Faust's changelog writes and its offset commits are not
+atomic, so after a SIGKILL a changelog-backed aggregate can count a replayed post twice or miss
+one. Here a batch of ``posts.scored`` records is applied in ONE PostgreSQL transaction:
+
+1. every (watch, post) goes into ``trend_members`` with ``ON CONFLICT DO NOTHING`` (a replayed
+   post is a no-op, whichever worker replays it, before or after a rebalance);
+2. each source partition's highest event time goes into ``trend_watermarks``; the global
+   watermark is the minimum over partitions minus the allowed lateness, so a partition consumed
+   ahead of the others cannot make the others' posts late;
+3. every window whose end the watermark passed is aggregated in SQL from the membership rows and
+   upserted into ``trend_windows``; alert rules are evaluated on those windows and their firings
+   (plus an outbox row each) are written in the same transaction.
+
+The Kafka offset is committed only after the transaction, so a crash at any point either
+replays into no-ops or redoes the whole batch. A transaction-scoped advisory lock serialises
+batches of all trends workers, so "which windows were closed when a post arrived"
+(``arrival_wm``) is exact: a post counts in every window that ends after ``arrival_wm``, and
+is *late* (counted in ``trend_windows.late_posts``, never silently dropped) for the others.
+
+Raw SQL on purpose: ``pipelines`` may not import ``services``; the tables are defined in
+``services/storage/alert_models.py`` and created by migration 0002.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, text
+
+from pipelines.schemas import ScoredPost
+from pipelines.trends.rules import COUNT_METRICS, Rule, Verdict, evaluate
+from pipelines.trends.windows import (
+    DEFAULT_SPECS,
+    WindowSpec,
+    closed_windows_containing,
+    global_watermark,
+)
+
+log = logging.getLogger("voxpop.trends")
+
+LOCK_KEY = 727301  # pg_advisory_xact_lock key shared by every trends worker
+_EPOCH_FLOOR = datetime(1900, 1, 1, tzinfo=UTC)
+WINDOW_COLUMNS = (
+    "watch_id",
+    "size",
+    "window_start",
+    "window_end",
+    "n_posts",
+    "n_negative",
+    "n_neutral",
+    "n_positive",
+    "mean_score",
+    "share_negative",
+    "share_positive",
+    "unique_authors",
+    "top_negative",
+    "top_positive",
+    "late_posts",
+)
+
+
+@dataclass
+class LatePost:
+    watch_id: int
+    post_id: str
+    size: str
+    window_start: datetime
+
+
+@dataclass
+class BatchResult:
+    """What one batch did; the service layer turns it into Redis updates, logs and Kafka events."""
+
+    received: int = 0
+    new_members: int = 0
+    duplicate_members: int = 0
+    late: list[LatePost] = field(default_factory=list)
+    closed: list[dict[str, Any]] = field(default_factory=list)
+    firings: list[dict[str, Any]] = field(default_factory=list)
+    live: list[dict[str, Any]] = field(default_factory=list)
+    watermark: datetime | None = None
+
+
+@dataclass
+class TrendConfig:
+    source: str = "posts.scored"
+    specs: tuple[WindowSpec, ...] = DEFAULT_SPECS
+    lateness_s: float = 300.0
+    expected_partitions: int = 1
+    idle_s: float = 120.0
+    top_n: int = 5
+
+
+class TrendProcessor:
+    """Applies batches of scored posts to the window store; see the module docstring."""
+
+    def __init__(self, engine: Engine, config: TrendConfig | None = None) -> None:
+        self.engine = engine
+        self.cfg = config or TrendConfig()
+        self.started = time.monotonic()
+        self._spec_by_name = {s.name: s for s in self.cfg.specs}
+
+    # --- public -------------------------------------------------------------------------------
+
+    def process(self, items: Sequence[tuple[int, ScoredPost]]) -> BatchResult:
+        """Apply ``(source partition, post)`` pairs; returns what changed."""
+        res = BatchResult(received=len(items))
+        with self.engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
+            prev = self._closed_through(conn)
+            new = self._insert_members(conn, items, prev)
+            res.new_members = len(new)
+            res.duplicate_members = sum(len(set(p.watches)) for _, p in items) - len(new)
+            res.late = self._record_late(conn, new, prev)
+            self._bump_watermarks(conn, items)
+            wm = self._watermark(conn)
+            res.watermark = prev
+            if wm is not None and (prev is None or wm > prev):
+                res.closed, res.firings = self._close(conn, prev, wm)
+                res.watermark = wm
+        res.live = self.live_snapshots(_latest_per_watch(items), res.watermark)
+        return res
+
+    def advance(self, watermark: datetime) -> BatchResult:
+        """Close every window ending at or before ``watermark`` (end of a finite replay)."""
+        res = BatchResult()
+        with self.engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
+            prev = self._closed_through(conn)
+            res.watermark = prev
+            if prev is None or watermark > prev:
+                res.closed, res.firings = self._close(conn, prev, watermark)
+                res.watermark = watermark
+        return res
+
+    def live_snapshots(self, latest: dict[int, datetime], watermark: datetime | None) -> list[dict[str, Any]]:
+        """Aggregates of the newest open window of each watch in ``latest`` and each spec."""
+        if not latest:
+            return []
+        out: list[dict[str, Any]] = []
+        with self.engine.connect() as conn:
+            for spec in self.cfg.specs:
+                watches, starts = [], []
+                for w, t in latest.items():
+                    start = spec.current_start(t)
+                    if watermark is not None and start + timedelta(seconds=spec.size_s) <= watermark:
+                        continue
+                    watches.append(w)
+                    starts.append(start)
+                if not watches:
+                    continue
+                rows = (
+                    conn.execute(
+                        text(_LIVE_SQL),
+                        {"watches": watches, "starts": starts, "size": spec.size_s, "top": self.cfg.top_n},
+                    )
+                    .mappings()
+                    .all()
+                )
+                for r in rows:
+                    d = _window_dict(r)
+                    d.update(size=spec.name, open=True)
+                    out.append(d)
+        return out
+
+    def unpublished_firings(self, limit: int = 500) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    text("SELECT * FROM alert_firings WHERE published_at IS NULL ORDER BY id LIMIT :n"),
+                    {"n": limit},
+                )
+                .mappings()
+                .all()
+            )
+        return [dict(r) for r in rows]
+
+    def mark_published(self, ids: Iterable[int]) -> None:
+        ids = list(ids)
+        if ids:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    text("UPDATE alert_firings SET published_at = now() WHERE id = ANY(:ids)"), {"ids": ids}
+                )
+
+    # --- steps --------------------------------------------------------------------------------
+
+    def _closed_through(self, conn: Connection) -> datetime | None:
+        conn.execute(
+            text(
+                "INSERT INTO trend_progress (source, closed_through, updated_at) "
+                "VALUES (:s, NULL, now()) ON CONFLICT DO NOTHING"
+            ),
+            {"s": self.cfg.source},
+        )
+        return conn.execute(
+            text("SELECT closed_through FROM trend_progress WHERE source = :s"), {"s": self.cfg.source}
+        ).scalar_one()
+
+    def _insert_members(
+        self, conn: Connection, items: Sequence[tuple[int, ScoredPost]], prev: datetime | None
+    ) -> list[tuple[int, str, datetime]]:
+        cols: dict[str, list[Any]] = defaultdict(list)
+        seen: set[tuple[int, str]] = set()
+        for partition, p in items:
+            for w in sorted(set(p.watches)):
+                if (w, p.post_id) in seen:
+                    continue
+                seen.add((w, p.post_id))
+                cols["w"].append(w)
+                cols["p"].append(p.post_id)
+                cols["t"].append(p.created_at)
+                cols["a"].append(p.author_id)
+                cols["l"].append(p.label)
+                cols["s"].append(float(p.score))
+                cols["part"].append(partition)
+        if not seen:
+            return []
+        rows = conn.execute(text(_INSERT_MEMBERS_SQL), {**cols, "wm": prev}).all()
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def _record_late(
+        self, conn: Connection, new: list[tuple[int, str, datetime]], prev: datetime | None
+    ) -> list[LatePost]:
+        late: list[LatePost] = []
+        for watch, post_id, t in new:
+            for spec, start in closed_windows_containing(t, prev, self.cfg.specs):
+                late.append(LatePost(watch, post_id, spec.name, start))
+        if late:
+            per = Counter((lp.watch_id, lp.size, lp.window_start) for lp in late)
+            for (watch, size, start), n in per.items():
+                spec = self._spec_by_name[size]
+                conn.execute(
+                    text(_LATE_UPSERT_SQL),
+                    {
+                        "w": watch,
+                        "size": size,
+                        "start": start,
+                        "n": n,
+                        "end": start + timedelta(seconds=spec.size_s),
+                    },
+                )
+        return late
+
+    def _bump_watermarks(self, conn: Connection, items: Sequence[tuple[int, ScoredPost]]) -> None:
+        top: dict[int, datetime] = {}
+        for partition, p in items:
+            if partition not in top or p.created_at > top[partition]:
+                top[partition] = p.created_at
+        for partition, t in top.items():
+            conn.execute(
+                text(
+                    "INSERT INTO trend_watermarks (source, partition, max_event_time, updated_at) "
+                    "VALUES (:s, :p, :t, now()) ON CONFLICT (source, partition) DO UPDATE SET "
+                    "max_event_time = GREATEST(trend_watermarks.max_event_time, EXCLUDED.max_event_time), "
+                    "updated_at = now()"
+                ),
+                {"s": self.cfg.source, "p": partition, "t": t},
+            )
+
+    def _watermark(self, conn: Connection) -> datetime | None:
+        rows = conn.execute(
+            text(
+                "SELECT partition, max_event_time, updated_at, now() AS now "
+                "FROM trend_watermarks WHERE source = :s"
+            ),
+            {"s": self.cfg.source},
+        ).all()
+        if not rows:
+            return None
+        maxes = {r.partition: r.max_event_time for r in rows}
+        idle: set[int] = set()
+        if time.monotonic() - self.started >= self.cfg.idle_s:  # grace after (re)start
+            horizon = rows[0].now - timedelta(seconds=self.cfg.idle_s)
+            idle = {r.partition for r in rows if r.updated_at < horizon}
+            idle.add(-1)  # stop waiting for partitions that never reported
+        return global_watermark(maxes, self.cfg.expected_partitions, idle, self.cfg.lateness_s)
+
+    def _close(
+        self, conn: Connection, prev: datetime | None, wm: datetime
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        closed: list[dict[str, Any]] = []
+        prev_e = (prev or _EPOCH_FLOOR).timestamp()
+        for spec in self.cfg.specs:
+            lo = (prev or _EPOCH_FLOOR) - timedelta(seconds=spec.size_s)
+            rows = (
+                conn.execute(
+                    text(_CLOSE_SQL),
+                    {
+                        "lo": lo,
+                        "hi": wm,
+                        "step": spec.step_s,
+                        "slots": spec.slots,
+                        "size": spec.size_s,
+                        "prev_e": prev_e,
+                        "wm_e": wm.timestamp(),
+                        "name": spec.name,
+                        "top": self.cfg.top_n,
+                    },
+                )
+                .mappings()
+                .all()
+            )
+            closed.extend(_window_dict(r) for r in rows)
+        conn.execute(
+            text("UPDATE trend_progress SET closed_through = :wm, updated_at = now() WHERE source = :s"),
+            {"wm": wm, "s": self.cfg.source},
+        )
+        closed.sort(key=lambda r: (r["window_end"], r["size"], r["watch_id"]))
+        firings = self._evaluate_rules(conn, closed) if closed else []
+        return closed, firings
+
+    # --- alert rules --------------------------------------------------------------------------
+
+    def _evaluate_rules(self, conn: Connection, closed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        rules = [
+            Rule.from_row(r)
+            for r in conn.execute(text("SELECT * FROM alert_rules WHERE enabled ORDER BY id"))
+            .mappings()
+            .all()
+        ]
+        rules = [r for r in rules if r.window_size in self._spec_by_name]
+        if not rules:
+            return []
+        history = _HistoryCache(conn)
+        states: dict[tuple[int, int], dict[str, Any]] = {}
+        firings: list[dict[str, Any]] = []
+        for win in closed:
+            for rule in rules:
+                if rule.window_size != win["size"] or rule.watch_id not in (None, win["watch_id"]):
+                    continue
+                spec = self._spec_by_name[rule.window_size]
+                hist = history.values(rule, spec, win) if rule.uses_baseline else []
+                verdict = evaluate(rule, win, hist)
+                if not verdict.evaluated:
+                    continue
+                key = (rule.id, win["watch_id"])
+                if key not in states:
+                    states[key] = _load_state(conn, *key)
+                ev = self._transition(conn, rule, win, verdict, states[key])
+                if ev is not None:
+                    firings.append(ev)
+        return firings
+
+    def _transition(
+        self, conn: Connection, rule: Rule, win: dict[str, Any], verdict: Verdict, state: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        if verdict.firing:
+            last = state["last_fired_end"]
+            if last is not None and (win["window_end"] - last).total_seconds() < rule.cooldown_s:
+                return None  # still within cooldown: no new event (the group stays as it is)
+            status = "firing"
+        elif state["firing"]:
+            status = "resolved"
+        else:
+            return None
+        base = verdict.baseline
+        row = {
+            "rule_id": rule.id,
+            "rule_name": rule.name,
+            "status": status,
+            "watch_id": win["watch_id"],
+            "window_size": win["size"],
+            "window_start": win["window_start"],
+            "window_end": win["window_end"],
+            "metric": rule.metric,
+            "observed": verdict.observed,
+            "baseline": base.mean if base else None,
+            "baseline_std": base.std if base else None,
+            "zscore": verdict.z,
+            "n_posts": win["n_posts"],
+            "severity": rule.severity,
+            "sample_post_ids": list(win.get(rule.sample_field) or [])[:5],
+        }
+        fid = conn.execute(text(_FIRING_INSERT_SQL), row).scalar()
+        if fid is None:  # this exact event exists already (a replay): nothing new to announce
+            return None
+        conn.execute(text("INSERT INTO alert_outbox (firing_id, created_at) VALUES (:f, now())"), {"f": fid})
+        state["firing"] = status == "firing"
+        if status == "firing":
+            state["last_fired_end"] = win["window_end"]
+        conn.execute(
+            text(_STATE_UPSERT_SQL),
+            {
+                "r": rule.id,
+                "w": win["watch_id"],
+                "firing": state["firing"],
+                "last": state["last_fired_end"],
+                "ev": fid,
+            },
+        )
+        row.update(id=fid, reason=verdict.reason)
+        return row
+
+
+class _HistoryCache:
+    """Closed windows of one watch and size, fetched once per batch for rule baselines."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.rows: dict[tuple[int, str], dict[datetime, dict[str, Any]]] = {}
+        self.first: dict[tuple[int, str], datetime | None] = {}
+
+    def _load(self, watch: int, size: str) -> None:
+        rows = (
+            self.conn.execute(
+                text(
+                    "SELECT window_start, n_posts, n_negative, n_neutral, n_positive, unique_authors, "
+                    "mean_score, "
+                    "share_negative, share_positive FROM trend_windows WHERE watch_id = :w AND size = :s "
+                    "ORDER BY window_start DESC LIMIT 5000"
+                ),
+                {"w": watch, "s": size},
+            )
+            .mappings()
+            .all()
+        )
+        self.rows[(watch, size)] = {r["window_start"]: dict(r) for r in rows}
+        self.first[(watch, size)] = min(self.rows[(watch, size)], default=None)
+
+    def values(self, rule: Rule, spec: WindowSpec, win: dict[str, Any]) -> list[float]:
+        key = (win["watch_id"], spec.name)
+        if key not in self.rows:
+            self._load(*key)
+        rows, first = self.rows[key], self.first[key]
+        out: list[float] = []
+        for i in range(rule.lookback, 0, -1):  # oldest first
+            start = win["window_start"] - timedelta(seconds=i * spec.step_s)
+            if first is None or start < first:
+                continue
+            row = rows.get(start)
+            if rule.metric in COUNT_METRICS:
+                out.append(float(row[rule.metric]) if row else 0.0)
+            elif row and row["n_posts"] >= max(1, rule.min_volume) and row[rule.metric] is not None:
+                out.append(float(row[rule.metric]))
+        return out
+
+
+def _load_state(conn: Connection, rule_id: int, watch_id: int) -> dict[str, Any]:
+    row = (
+        conn.execute(
+            text("SELECT firing, last_fired_end FROM alert_rule_state WHERE rule_id = :r AND watch_id = :w"),
+            {"r": rule_id, "w": watch_id},
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else {"firing": False, "last_fired_end": None}
+
+
+def _latest_per_watch(items: Sequence[tuple[int, ScoredPost]]) -> dict[int, datetime]:
+    out: dict[int, datetime] = {}
+    for _, p in items:
+        for w in p.watches:
+            if w not in out or p.created_at > out[w]:
+                out[w] = p.created_at
+    return out
+
+
+def _window_dict(r: Any) -> dict[str, Any]:
+    d = dict(r)
+    for k in ("top_negative", "top_positive"):
+        d[k] = list(d.get(k) or [])
+    return d
+
+
+_INSERT_MEMBERS_SQL = """
+INSERT INTO trend_members (watch_id, post_id, created_at, author_id, label, score, arrival_wm,
+                           source_partition, inserted_at)
+SELECT w, p, t, a, l, s, CAST(:wm AS timestamptz), part, now()
+FROM unnest(CAST(:w AS int[]), CAST(:p AS text[]), CAST(:t AS timestamptz[]), CAST(:a AS text[]),
+            CAST(:l AS text[]), CAST(:s AS float8[]), CAST(:part AS int[])) AS u(w, p, t, a, l, s, part)
+ON CONFLICT (watch_id, post_id) DO NOTHING
+RETURNING watch_id, post_id, created_at
+"""
+
+_LATE_UPSERT_SQL = """
+INSERT INTO trend_windows (watch_id, size, window_start, window_end, n_posts, n_negative, n_neutral,
+    n_positive, label_counts, mean_score, share_negative, share_positive, unique_authors, top_negative,
+    top_positive, late_posts, closed_at)
+VALUES (:w, :size, :start, :end, 0, 0, 0, 0, '{}'::jsonb, NULL, NULL, NULL, 0, '{}', '{}', :n, now())
+ON CONFLICT (watch_id, size, window_start) DO UPDATE
+    SET late_posts = trend_windows.late_posts + EXCLUDED.late_posts
+"""
+
+_AGG_COLUMNS = """
+    count(*) AS n_posts,
+    count(*) FILTER (WHERE label = 'negative') AS n_negative,
+    count(*) FILTER (WHERE label = 'neutral') AS n_neutral,
+    count(*) FILTER (WHERE label = 'positive') AS n_positive,
+    avg(score) AS mean_score,
+    count(DISTINCT author_id) AS unique_authors,
+    (array_agg(post_id ORDER BY score ASC, post_id ASC))[1:CAST(:top AS int)] AS top_negative,
+    (array_agg(post_id ORDER BY score DESC, post_id ASC))[1:CAST(:top AS int)] AS top_positive
+"""
+
+_CLOSE_SQL = f"""
+WITH m AS (
+    SELECT watch_id, post_id, author_id, label, score, arrival_wm,
+           CAST(floor(extract(epoch FROM created_at) / CAST(:step AS bigint)) AS bigint)
+               * CAST(:step AS bigint) AS slot
+    FROM trend_members
+    WHERE created_at >= :lo AND created_at < :hi
+), w AS (
+    SELECT m.*, m.slot - k.i * CAST(:step AS bigint) AS ws
+    FROM m CROSS JOIN generate_series(0, CAST(:slots AS int) - 1) AS k(i)
+), agg AS (
+    SELECT watch_id, ws, {_AGG_COLUMNS}
+    FROM w
+    WHERE ws + CAST(:size AS bigint) > CAST(:prev_e AS float8)
+      AND ws + CAST(:size AS bigint) <= CAST(:wm_e AS float8)
+      AND (arrival_wm IS NULL OR arrival_wm < to_timestamp(ws + CAST(:size AS bigint)))
+    GROUP BY watch_id, ws
+)
+INSERT INTO trend_windows (watch_id, size, window_start, window_end, n_posts, n_negative, n_neutral,
+    n_positive, label_counts, mean_score, share_negative, share_positive, unique_authors, top_negative,
+    top_positive, late_posts, closed_at)
+SELECT watch_id, CAST(:name AS text), to_timestamp(ws), to_timestamp(ws + CAST(:size AS bigint)), n_posts,
+       n_negative, n_neutral, n_positive,
+       jsonb_build_object('negative', n_negative, 'neutral', n_neutral, 'positive', n_positive),
+       mean_score, CAST(n_negative AS float8) / n_posts, CAST(n_positive AS float8) / n_posts,
+       unique_authors, top_negative, top_positive, 0, now()
+FROM agg
+ON CONFLICT (watch_id, size, window_start) DO UPDATE SET
+    n_posts = EXCLUDED.n_posts, n_negative = EXCLUDED.n_negative, n_neutral = EXCLUDED.n_neutral,
+    n_positive = EXCLUDED.n_positive, label_counts = EXCLUDED.label_counts, mean_score = EXCLUDED.mean_score,
+    share_negative = EXCLUDED.share_negative, share_positive = EXCLUDED.share_positive,
+    unique_authors = EXCLUDED.unique_authors, top_negative = EXCLUDED.top_negative,
+    top_positive = EXCLUDED.top_positive, closed_at = EXCLUDED.closed_at
+RETURNING {", ".join(WINDOW_COLUMNS)}
+"""
+
+_LIVE_SQL = f"""
+SELECT t.watch_id, t.ws AS window_start, t.ws + make_interval(secs => CAST(:size AS int)) AS window_end,
+       {_AGG_COLUMNS},
+       CAST(count(*) FILTER (WHERE m.label = 'negative') AS float8) / count(*) AS share_negative,
+       CAST(count(*) FILTER (WHERE m.label = 'positive') AS float8) / count(*) AS share_positive
+FROM unnest(CAST(:watches AS int[]), CAST(:starts AS timestamptz[])) AS t(watch_id, ws)
+JOIN trend_members m ON m.watch_id = t.watch_id AND m.created_at >= t.ws
+     AND m.created_at < t.ws + make_interval(secs => CAST(:size AS int))
+GROUP BY t.watch_id, t.ws
+"""
+
+_FIRING_INSERT_SQL = """
+INSERT INTO alert_firings (rule_id, rule_name, status, watch_id, window_size, window_start, window_end,
+    metric,
+    observed, baseline, baseline_std, zscore, n_posts, severity, sample_post_ids, fired_at)
+VALUES (:rule_id, :rule_name, :status, :watch_id, :window_size, :window_start, :window_end, :metric,
+    :observed,
+    :baseline, :baseline_std, :zscore, :n_posts, :severity, CAST(:sample_post_ids AS varchar[]), now())
+ON CONFLICT ON CONSTRAINT uq_alert_firings_event DO NOTHING
+RETURNING id
+"""
+
+_STATE_UPSERT_SQL = """
+INSERT INTO alert_rule_state (rule_id, watch_id, firing, last_fired_end, last_event_id, updated_at)
+VALUES (:r, :w, :firing, :last, :ev, now())
+ON CONFLICT (rule_id, watch_id) DO UPDATE SET firing = EXCLUDED.firing,
+    last_fired_end = EXCLUDED.last_fired_end,
+    last_event_id = EXCLUDED.last_event_id, updated_at = now()
+"""

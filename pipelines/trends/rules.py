@@ -1,0 +1,178 @@
+"""Alert rule semantics (pure): metrics of a closed window, baselines, and the firing decision.
+
+Kinds:
+* ``threshold``: ``observed <op> threshold``.
+* ``spike``: z-score of ``observed`` against the baseline (rolling mean/std or EWMA of the same
+  metric over the previous ``lookback`` windows) beyond ``z_score`` in ``direction``.
+* ``surge``: volume surge, ``observed >= factor * baseline`` (default metric ``n_posts``).
+* ``dip``: sentiment dip, ``baseline - observed >= drop`` (default metric ``mean_score``), and
+  ``z <= -z_score`` too when ``z_score`` is set.
+
+Every kind also needs ``n_posts >= min_volume`` (else the window is not evaluated) and
+``|observed - baseline| >= min_delta`` where a baseline is used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+COUNT_METRICS = frozenset({"n_posts", "n_negative", "n_neutral", "n_positive", "unique_authors"})
+RATIO_METRICS = frozenset({"mean_score", "share_negative", "share_positive"})
+METRICS = COUNT_METRICS | RATIO_METRICS
+KINDS = frozenset({"threshold", "spike", "surge", "dip"})
+OPS = {">": float.__gt__, ">=": float.__ge__, "<": float.__lt__, "<=": float.__le__}
+SEVERITIES = ("info", "warning", "critical")
+#: metrics where "worse" means lower; sample posts are then the most negative ones either way
+_POSITIVE_METRICS = frozenset({"n_positive", "share_positive"})
+
+
+@dataclass
+class Rule:
+    """An alert rule as the evaluator needs it (a row of ``alert_rules``)."""
+
+    id: int
+    name: str
+    kind: str
+    metric: str = "share_negative"
+    window_size: str = "1h"
+    watch_id: int | None = None
+    op: str = ">="
+    threshold: float | None = None
+    z_score: float | None = None
+    direction: str = "up"
+    factor: float | None = None
+    drop: float | None = None
+    min_delta: float = 0.0
+    baseline_method: str = "mean"
+    ewma_alpha: float = 0.3
+    lookback: int = 24
+    min_baseline: int = 6
+    std_floor: float = 0.0
+    min_volume: int = 0
+    severity: str = "warning"
+    cooldown_s: int = 3600
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Rule:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in row.items() if k in names})
+
+    def validate(self) -> None:
+        """Raise ValueError with a clear message if the rule cannot be evaluated."""
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {sorted(KINDS)}")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {sorted(METRICS)}")
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}")
+        if self.kind == "threshold" and (self.threshold is None or self.op not in OPS):
+            raise ValueError("threshold rules need threshold and op in > >= < <=")
+        if self.kind == "spike" and (self.z_score is None or self.direction not in ("up", "down", "both")):
+            raise ValueError("spike rules need z_score and direction up|down|both")
+        if self.kind == "surge" and (self.factor is None or self.factor <= 0):
+            raise ValueError("surge rules need factor > 0")
+        if self.kind == "dip" and self.drop is None and self.z_score is None:
+            raise ValueError("dip rules need drop and/or z_score")
+        if self.baseline_method not in ("mean", "ewma") or not 0 < self.ewma_alpha <= 1:
+            raise ValueError("baseline_method must be mean|ewma with 0 < ewma_alpha <= 1")
+        if self.lookback < 1 or self.min_baseline < 1 or self.min_baseline > self.lookback:
+            raise ValueError("need 1 <= min_baseline <= lookback")
+        if self.cooldown_s < 0 or self.min_volume < 0:
+            raise ValueError("cooldown_s and min_volume must be >= 0")
+
+    @property
+    def uses_baseline(self) -> bool:
+        return self.kind != "threshold"
+
+    @property
+    def sample_field(self) -> str:
+        """Which top-post list of the window illustrates this rule."""
+        return "top_positive" if self.metric in _POSITIVE_METRICS else "top_negative"
+
+
+@dataclass(frozen=True)
+class Baseline:
+    mean: float
+    std: float
+    n: int
+
+
+@dataclass(frozen=True)
+class Verdict:
+    evaluated: bool
+    firing: bool
+    observed: float | None
+    baseline: Baseline | None
+    z: float | None
+    reason: str
+
+
+def metric_value(window: Mapping[str, Any], metric: str) -> float | None:
+    v = window.get(metric)
+    return None if v is None else float(v)
+
+
+def compute_baseline(values: Sequence[float], method: str = "mean", alpha: float = 0.3) -> Baseline | None:
+    """Mean and (population) std of ``values`` (oldest first), or their EWMA and EW std."""
+    if not values:
+        return None
+    if method == "ewma":
+        m, var = float(values[0]), 0.0
+        for v in values[1:]:
+            diff = v - m
+            inc = alpha * diff
+            m += inc
+            var = (1 - alpha) * (var + diff * inc)
+        return Baseline(m, math.sqrt(max(var, 0.0)), len(values))
+    m = sum(values) / len(values)
+    var = sum((v - m) ** 2 for v in values) / len(values)
+    return Baseline(m, math.sqrt(var), len(values))
+
+
+def evaluate(rule: Rule, window: Mapping[str, Any], history: Sequence[float]) -> Verdict:
+    """Decide whether ``rule`` fires on a closed ``window`` given the metric's ``history``."""
+    observed = metric_value(window, rule.metric)
+    n = int(window.get("n_posts") or 0)
+    if n < rule.min_volume or observed is None:
+        return Verdict(False, False, observed, None, None, f"volume {n} < min_volume {rule.min_volume}")
+    if rule.kind == "threshold":
+        assert rule.threshold is not None
+        hit = OPS[rule.op](observed, float(rule.threshold))
+        return Verdict(True, hit, observed, None, None, f"{observed:.4g} {rule.op} {rule.threshold}")
+    if len(history) < rule.min_baseline:
+        return Verdict(
+            False,
+            False,
+            observed,
+            None,
+            None,
+            f"baseline has {len(history)} windows < min_baseline {rule.min_baseline}",
+        )
+    base = compute_baseline(history, rule.baseline_method, rule.ewma_alpha)
+    assert base is not None
+    std = max(base.std, rule.std_floor, 1e-9)
+    z = (observed - base.mean) / std
+    delta = observed - base.mean
+    big_enough = abs(delta) >= rule.min_delta
+    if rule.kind == "spike":
+        assert rule.z_score is not None
+        hit = {"up": z >= rule.z_score, "down": z <= -rule.z_score, "both": abs(z) >= rule.z_score}[
+            rule.direction
+        ]
+        why = f"z={z:.2f} vs {rule.z_score} ({rule.direction})"
+    elif rule.kind == "surge":
+        assert rule.factor is not None
+        floor = max(rule.min_volume, 1)
+        hit = observed >= rule.factor * base.mean if base.mean > 0 else observed >= rule.factor * floor
+        why = f"{observed:.4g} vs {rule.factor}x baseline {base.mean:.4g}"
+    else:  # dip
+        hit = True
+        if rule.drop is not None:
+            hit = -delta >= rule.drop
+        if rule.z_score is not None:
+            hit = hit and z <= -rule.z_score
+        why = f"drop {-delta:.4g} (z={z:.2f})"
+    return Verdict(True, bool(hit and big_enough), observed, base, z, why)

@@ -1,0 +1,1 @@
+"""`voxpop alerts`: Alertmanager-style grouping, silences and signed webhook delivery."""

@@ -1,0 +1,89 @@
+"""Webhook target policy: no requests to private, loopback, link-local, multicast or reserved
+addresses unless an allow-list CIDR covers them; deny-list CIDRs/hosts always win.
+
+Checked when an endpoint is created and again before every attempt (DNS can change).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_EXTRA_BLOCKED = [ipaddress.ip_network(n) for n in ("100.64.0.0/10", "192.0.0.0/24", "198.18.0.0/15")]
+
+
+class PolicyError(ValueError):
+    """The URL may not be called; the message says why."""
+
+
+@dataclass
+class UrlPolicy:
+    allow_cidrs: list[str] = field(default_factory=list)
+    deny_cidrs: list[str] = field(default_factory=list)
+    deny_hosts: list[str] = field(default_factory=list)
+    require_https: bool = False
+
+    def __post_init__(self) -> None:
+        self._allow = [ipaddress.ip_network(c, strict=False) for c in self.allow_cidrs]
+        self._deny = [ipaddress.ip_network(c, strict=False) for c in self.deny_cidrs]
+        self._deny_hosts = {h.lower().rstrip(".") for h in self.deny_hosts}
+
+    def check(self, url: str, resolve: bool = True) -> list[IPAddress]:
+        """Raise PolicyError unless ``url`` may be called; returns the addresses it resolves to."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or (self.require_https and parts.scheme != "https"):
+            raise PolicyError(f"scheme {parts.scheme!r} not allowed")
+        if parts.username or parts.password:
+            raise PolicyError("credentials in webhook URLs are not allowed")
+        host = (parts.hostname or "").lower().rstrip(".")
+        if not host:
+            raise PolicyError("URL has no host")
+        if host in self._deny_hosts:
+            raise PolicyError(f"host {host} is on the deny list")
+        addrs = self._addresses(host, parts.port or (443 if parts.scheme == "https" else 80), resolve)
+        for a in addrs:
+            self._check_ip(a)
+        return addrs
+
+    def _addresses(self, host: str, port: int, resolve: bool) -> list[IPAddress]:
+        try:
+            return [ipaddress.ip_address(host)]
+        except ValueError:
+            pass
+        if not resolve:
+            return []
+        try:
+            infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+        except OSError as e:
+            raise PolicyError(f"cannot resolve {host}: {e}") from e
+        return list(dict.fromkeys(ipaddress.ip_address(i[4][0].split("%")[0]) for i in infos))
+
+    def _check_ip(self, ip: IPAddress) -> None:
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if _in(ip, self._deny):
+            raise PolicyError(f"{ip} is on the deny list")
+        if _in(ip, self._allow):
+            return
+        special = (
+            ip.is_private
+            or ip.is_loopback
+            or ip.is_link_local
+            or ip.is_multicast
+            or ip.is_reserved
+            or ip.is_unspecified
+            or _in(ip, _EXTRA_BLOCKED)
+        )
+        if special:
+            raise PolicyError(
+                f"{ip} is a private/loopback/reserved address (allow it with an allow-list CIDR)"
+            )
+
+
+def _in(ip: IPAddress, nets: Iterable[IPNetwork]) -> bool:
+    return any(ip.version == n.version and ip in n for n in nets)

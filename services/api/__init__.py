@@ -1,0 +1,1 @@
+"""The HTTP API and dashboard (`voxpop api`): REST, server-sent events, OpenAPI, metrics."""

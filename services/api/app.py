@@ -1,0 +1,148 @@
+"""The FastAPI application: routers, error shapes, metrics middleware, the dashboard's static files."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import redis
+import sqlalchemy.exc
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from services.api import schemas as S
+from services.api.deps import AppState, require
+from services.api.live import LiveHub
+from services.api.live import router as live_router
+from services.api.metrics import KafkaProbe, build_registry
+from services.api.routes import alerts, data, manage, reports
+from services.api.settings import ApiSettings
+from services.config import Settings, get_settings
+from services.storage.db import engine_for
+
+log = logging.getLogger("voxpop.api")
+STATIC = Path(__file__).resolve().parent / "static"
+TAGS = [
+    {"name": "watches", "description": "brands and topics to follow"},
+    {"name": "posts", "description": "scored posts: filters, keyset pages, media"},
+    {"name": "trends", "description": "volume and sentiment over time, any bucket and range"},
+    {"name": "authors", "description": "per-author sentiment history (the per-user fusion state)"},
+    {"name": "rules", "description": "alert rules evaluated on closed trend windows"},
+    {"name": "alerts", "description": "firings, notifications and webhook deliveries"},
+    {"name": "silences", "description": "mute notifications for a while"},
+    {"name": "webhooks", "description": "alert webhook endpoints (Standard Webhooks signatures)"},
+    {"name": "reports", "description": "brand-sentiment reports (HTML, PDF, CSV)"},
+    {"name": "live", "description": "server-sent events"},
+    {"name": "keys", "description": "API keys (admin)"},
+]
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+DASHBOARD_CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+                 "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+
+
+def _version() -> str:
+    try:
+        return version("voxpop")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def create_app(settings: Settings | None = None, api: ApiSettings | None = None) -> FastAPI:
+    """Build the app for the configured servers (``database_url``/``redis_url`` must be set)."""
+    s = settings or get_settings()
+    api = api or ApiSettings()
+    if not (s.database_url and s.redis_url):
+        raise ValueError("the API needs database_url and redis_url (run it through `voxpop api` or `voxpop up`)")
+    st = AppState(settings=s, api=api, engine=engine_for(s.database_url), redis=redis.Redis.from_url(s.redis_url),
+                  database_url=s.database_url, redis_url=s.redis_url, kafka_bootstrap=s.kafka_bootstrap)
+    hub = LiveHub(s.redis_url)
+    probe = KafkaProbe(s.kafka_bootstrap, s.scorer_group, s.topic_raw, s.topic_dlq, api.lag_cache_s,
+                       api.kafka_timeout_s)
+    registry, req_count, req_latency = build_registry(st, probe)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        await hub.close()
+        probe.close()
+
+    app = FastAPI(title="VoxPop API", version=_version(), lifespan=lifespan, openapi_tags=TAGS,
+                  description="Streaming multimodal opinion monitor. Authenticate with an API key "
+                              "(`X-API-Key` or `Authorization: Bearer`); scopes read < write < admin.")
+    app.state.voxpop = st
+    app.state.live = hub
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        if path != "/api/live":
+            req_latency.labels(path).observe(time.perf_counter() - t0)
+        req_count.labels(request.method, path, str(response.status_code)).inc()
+        for k, v in SECURITY_HEADERS.items():
+            response.headers.setdefault(k, v)
+        return response
+
+    @app.exception_handler(sqlalchemy.exc.DataError)
+    async def data_error(_request: Request, exc: sqlalchemy.exc.DataError) -> JSONResponse:
+        msg = str(exc.orig).splitlines()[0] if exc.orig else "invalid value"
+        return JSONResponse({"detail": [{"loc": ["body"], "msg": f"invalid value: {msg}", "type": "value_error"}]},
+                            status_code=422)
+
+    @app.exception_handler(sqlalchemy.exc.OperationalError)
+    async def db_down(_request: Request, exc: sqlalchemy.exc.OperationalError) -> JSONResponse:
+        log.warning("database unavailable: %s", exc.orig)
+        return JSONResponse({"detail": "database unavailable, try again shortly"}, status_code=503)
+
+    @app.exception_handler(redis.RedisError)
+    async def redis_down(_request: Request, exc: redis.RedisError) -> JSONResponse:
+        log.warning("redis unavailable: %s", exc)
+        return JSONResponse({"detail": "redis unavailable, try again shortly"}, status_code=503)
+
+    auth_errors = {401: {"model": S.ErrorOut, "description": "no key, or an unknown or revoked key"},
+                   403: {"model": S.ErrorOut, "description": "the key's scope does not allow this call"},
+                   503: {"model": S.ErrorOut, "description": "a server the API needs is unavailable"}}
+    for r in (manage.router, data.router, alerts.router, reports.router, live_router):
+        app.include_router(r, responses=auth_errors)
+
+    @app.get("/api/health", response_model=S.Health, tags=["overview"])
+    def health() -> dict:
+        """Liveness and dependencies (no key needed)."""
+        db_ok = redis_ok = True
+        try:
+            with st.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:
+            db_ok = False
+        try:
+            st.redis.ping()
+        except Exception:
+            redis_ok = False
+        return {"status": "ok" if db_ok and redis_ok else "degraded", "database": db_ok, "redis": redis_ok,
+                "version": _version()}
+
+    metrics_deps = [] if api.metrics_public else [Depends(require("read"))]
+
+    @app.get("/metrics", include_in_schema=False, dependencies=metrics_deps)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": DASHBOARD_CSP,
+                                                            "Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

@@ -1,0 +1,254 @@
+"""Read endpoints: posts (filters, keyset pages), media bytes, trends, windows, authors, overview."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import Path as PathParam
+from sqlalchemy import text
+
+from services.api import queries as Q
+from services.api import schemas as S
+from services.api.deps import IdQuery, Reader, State
+from services.storage import redis_keys as rk
+from services.storage.redis_keys import KEYS
+
+router = APIRouter(prefix="/api")
+NOT_FOUND = {404: {"model": S.ErrorOut, "description": "no such object"}}
+BAD = {400: {"model": S.ErrorOut, "description": "the query cannot be answered as asked"}}
+Since = Annotated[datetime | None, Query(description="inclusive lower bound of created_at (ISO 8601)")]
+Until = Annotated[datetime | None, Query(description="exclusive upper bound of created_at (ISO 8601)")]
+Text = Annotated[str | None, Query(max_length=300, pattern=r"^[^\x00]*$")]
+
+
+def _aware(*ts: datetime | None) -> None:
+    for t in ts:
+        if t is not None and t.tzinfo is None:
+            raise HTTPException(400, "timestamps must carry a timezone (ISO 8601 with offset or Z)")
+
+
+def _limit(st, limit: int) -> int:
+    return min(limit, st.api.max_page)
+
+
+@router.get("/posts", response_model=S.PostPage, tags=["posts"], responses=BAD)
+def list_posts(
+    st: State, _: Reader,
+    watch_id: IdQuery = None,
+    label: Annotated[S.Label | None, Query()] = None,
+    since: Since = None, until: Until = None,
+    author: Annotated[str | None, Query(max_length=300, pattern=r"^[^\x00]*$", description="author id or handle")
+                      ] = None,
+    q: Annotated[str | None, Query(max_length=300, pattern=r"^[^\x00]*$", description="text search")] = None,
+    search: Annotated[Literal["substring", "words"], Query(
+        description="substring: case-insensitive ILIKE; words: PostgreSQL full text (websearch syntax)")
+    ] = "substring",
+    modality: Annotated[S.Modality | None, Query()] = None,
+    min_score: Annotated[float | None, Query(ge=-1, le=1)] = None,
+    max_score: Annotated[float | None, Query(ge=-1, le=1)] = None,
+    order: Annotated[Literal["newest", "oldest", "most_negative", "most_positive"], Query()] = "newest",
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=2000)] = None,
+) -> dict[str, Any]:
+    """Posts with their newest prediction; keyset pagination through ``next_cursor``."""
+    _aware(since, until)
+    f = Q.PostFilter(watch_id=watch_id, label=label, since=since, until=until, author=author, q=q, search=search,
+                     modality=modality, min_score=min_score, max_score=max_score)
+    lim = _limit(st, limit)
+    try:
+        with st.engine.connect() as conn:
+            rows, nxt = Q.list_posts(conn, f, order, lim, cursor)
+    except Q.QueryError as e:
+        raise HTTPException(400, str(e)) from None
+    return {"items": [Q.post_out(r) for r in rows], "next_cursor": nxt, "limit": lim}
+
+
+PostId = Annotated[str, PathParam(max_length=300, pattern=r"^[^\x00/]+$")]
+
+
+@router.get("/posts/{post_id}", response_model=S.PostOut, tags=["posts"], responses=NOT_FOUND)
+def get_post(post_id: PostId, st: State, _: Reader) -> dict[str, Any]:
+    with st.engine.connect() as conn:
+        r = Q.get_post(conn, post_id)
+    if r is None:
+        raise HTTPException(404, f"post {post_id} not found")
+    return Q.post_out(r)
+
+
+@router.get("/posts/{post_id}/media/{idx}", tags=["posts"], response_class=Response,
+            responses={200: {"content": {"image/*": {}, "application/octet-stream": {}},
+                             "description": "the media bytes"},
+                       404: {"model": S.ErrorOut, "description": "no such media, or it cannot be read"}})
+def get_media(post_id: PostId, idx: Annotated[int, PathParam(ge=0, le=15)], st: State, _: Reader) -> Response:
+    """The post's media through the scorer's limits (allowed roots, size cap, timeout, no private hosts)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from services.scorer.media import MediaError, MediaPolicy, fetch_bytes
+
+    with st.engine.connect() as conn:
+        m = conn.execute(text("SELECT * FROM media WHERE post_id = :p AND idx = :i"), {"p": post_id, "i": idx}
+                         ).mappings().first()
+    if m is None:
+        raise HTTPException(404, f"post {post_id} has no media #{idx}")
+    s = st.settings
+    roots = tuple(Path(p) for p in s.media_allowed_roots) or (Path(s.data_dir),)
+    policy = MediaPolicy(s.media_max_bytes, s.media_timeout_s, roots, st.api.media_allow_private_hosts)
+    try:
+        data = fetch_bytes(m["uri"], policy)
+    except MediaError as e:
+        raise HTTPException(404, f"media unavailable: {e}") from None
+    mime = m["mime"] or "application/octet-stream"
+    if m["kind"] == "image":
+        try:
+            fmt = Image.open(io.BytesIO(data)).format
+        except (UnidentifiedImageError, OSError):
+            raise HTTPException(404, "media unavailable: not a decodable image") from None
+        mime = Image.MIME.get(fmt or "", "application/octet-stream")
+    return Response(data, media_type=mime, headers={"X-Content-Type-Options": "nosniff",
+                                                    "Content-Security-Policy": "sandbox",
+                                                    "Cache-Control": "private, max-age=3600"})
+
+
+# --- trends ---------------------------------------------------------------------------------------
+def _watches(st, ids: list[int] | None) -> dict[int, str]:
+    with st.engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, name FROM watches ORDER BY id")).all()
+    all_w = {r[0]: r[1] for r in rows}
+    if not ids:
+        return all_w
+    missing = [i for i in ids if i not in all_w]
+    if missing:
+        raise HTTPException(404, f"watch(es) not found: {missing}")
+    return {i: all_w[i] for i in dict.fromkeys(ids)}
+
+
+@router.get("/trends", response_model=S.TrendsOut, tags=["trends"], responses=BAD | NOT_FOUND)
+def get_trends(
+    st: State, _: Reader,
+    watch_id: Annotated[list[Annotated[int, Query(ge=1, le=2_147_483_647)]] | None,
+                        Query(max_length=50, description="repeat for several; default: every watch")] = None,
+    bucket: Annotated[str, Query(max_length=8, description="bucket width: 15m, 1h, 1d, 1w ...")] = "1h",
+    since: Since = None, until: Until = None,
+    days: Annotated[int, Query(ge=1, le=3660, description="range length when `since` is omitted")] = 7,
+) -> dict[str, Any]:
+    """Any bucket width over any range, computed from stored predictions (date_bin).
+
+    With no range: the last ``days`` up to the newest post of these watches (data time, so
+    replays of old streams show their own days), starting no earlier than their first post.
+    """
+    _aware(since, until)
+    try:
+        step = Q.parse_bucket(bucket)
+    except Q.QueryError as e:
+        raise HTTPException(400, str(e)) from None
+    watches = _watches(st, watch_id)
+    with st.engine.connect() as conn:
+        if until is None or since is None:
+            lo, hi = Q.data_extent(conn, list(watches)) if watches else (None, None)
+            hi = hi or datetime.now(UTC)
+            until = until or Q.floor_time(hi, step) + step
+            span = timedelta(days=days)
+            since = since or max(until - span, Q.floor_time(lo or until - span, step))
+        if until <= since:
+            raise HTTPException(400, "until must be after since")
+        n = (until - Q.floor_time(since, step)) / step
+        if n > st.api.max_buckets:
+            raise HTTPException(400, f"{int(n)} buckets asked; at most {st.api.max_buckets}: widen the bucket")
+        series = Q.trends(conn, watches, since, until, step) if watches else []
+    return {"bucket": bucket, "since": since, "until": until, "series": series}
+
+
+@router.get("/trends/windows", response_model=list[S.WindowOut], tags=["trends"])
+def closed_windows(st: State, _: Reader, watch_id: IdQuery = None,
+                   size: Annotated[str, Query(max_length=16, pattern=r"^[^\x00]*$")] = "1h",
+                   since: Since = None, until: Until = None,
+                   limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[dict[str, Any]]:
+    """Closed windows as the trends app wrote them (the numbers alert rules were evaluated on)."""
+    _aware(since, until)
+    where, p = ["size = :size"], {"size": size, "lim": limit}
+    if watch_id is not None:
+        where.append("watch_id = :w")
+        p["w"] = watch_id
+    if since:
+        where.append("window_start >= :since")
+        p["since"] = since
+    if until:
+        where.append("window_start < :until")
+        p["until"] = until
+    with st.engine.connect() as conn:
+        rows = conn.execute(text(f"SELECT * FROM (SELECT * FROM trend_windows WHERE {' AND '.join(where)} "
+                                 "ORDER BY window_start DESC, watch_id LIMIT :lim) w ORDER BY window_start, watch_id"),
+                            p).mappings().all()
+    return [dict(r) for r in rows]
+
+
+@router.get("/trends/live", response_model=S.LiveOut, tags=["trends"])
+def live_windows(st: State, _: Reader, size: Annotated[str, Query(max_length=16, pattern=r"^[^\x00:*?\[\]]*$")
+                                                        ] = "1h") -> dict[str, Any]:
+    """The newest open window per watch, from the trends app's live snapshots in Redis."""
+    ids = list(_watches(st, None))
+    vals = st.redis.mget([rk.trend_live(w, size) for w in ids]) if ids else []
+    wins = []
+    for v in vals:
+        if v:
+            d = json.loads(v)
+            d.setdefault("size", size)
+            d["open"] = True
+            wins.append({k: d.get(k) for k in S.WindowOut.model_fields if k in d} | {
+                "top_negative": d.get("top_negative") or [], "top_positive": d.get("top_positive") or [],
+                "late_posts": d.get("late_posts") or 0})
+    wm = st.redis.get(rk.TRENDS_WATERMARK)
+    out = []
+    for w in wins:
+        try:
+            out.append(S.WindowOut.model_validate(w).model_dump())
+        except ValueError:
+            continue  # a snapshot of another shape: skip rather than fail the dashboard
+    return {"watermark": wm.decode() if wm else None, "windows": out}
+
+
+# --- authors --------------------------------------------------------------------------------------
+@router.get("/authors", response_model=list[S.AuthorSummary], tags=["authors"])
+def list_authors(st: State, _: Reader, watch_id: IdQuery = None, since: Since = None, until: Until = None,
+                 sort: Annotated[Literal["posts", "negative", "positive"], Query()] = "posts",
+                 limit: Annotated[int, Query(ge=1, le=500)] = 20) -> list[dict[str, Any]]:
+    """Most active (or most negative / positive) authors in a range."""
+    _aware(since, until)
+    with st.engine.connect() as conn:
+        return Q.top_authors(conn, watch_id, since, until, sort, limit)
+
+
+@router.get("/authors/{author_id}", response_model=S.AuthorDetail, tags=["authors"], responses=NOT_FOUND)
+def get_author(author_id: Annotated[str, PathParam(max_length=300, pattern=r"^[^\x00/]+$")], st: State, _: Reader,
+               limit: Annotated[int, Query(ge=1, le=2000)] = 500) -> dict[str, Any]:
+    """Sentiment history of one author: each post's score, the n behind its per-user term, and the
+    author's running mean score."""
+    with st.engine.connect() as conn:
+        d = Q.author_detail(conn, author_id, limit)
+    if d is None:
+        raise HTTPException(404, f"author {author_id} not found")
+    return d
+
+
+# --- overview -------------------------------------------------------------------------------------
+COUNTERS = ("ingest_accepted", "ingest_duplicates", "ingest_dlq", "scored", "scorer_batches")
+
+
+@router.get("/overview", response_model=S.Overview, tags=["overview"])
+def overview(st: State, _: Reader) -> dict[str, Any]:
+    with st.engine.connect() as conn:
+        r = conn.execute(text("""SELECT (SELECT count(*) FROM posts) AS posts,
+                                        (SELECT count(*) FROM authors) AS authors,
+                                        (SELECT count(*) FROM watches WHERE active) AS watches,
+                                        (SELECT count(*) FROM alert_rule_state WHERE firing) AS firing,
+                                        (SELECT max(created_at) FROM posts) AS latest""")).mappings().one()
+    vals = st.redis.mget([KEYS.stats(c) for c in COUNTERS])
+    wm = st.redis.get(rk.TRENDS_WATERMARK)
+    return {"posts": r["posts"], "authors": r["authors"], "watches": r["watches"], "firing_alerts": r["firing"],
+            "latest_post_at": r["latest"], "counters": {c: int(v or 0) for c, v in zip(COUNTERS, vals, strict=True)},
+            "watermark": wm.decode() if wm else None}

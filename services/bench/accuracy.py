@@ -1,0 +1,62 @@
+"""Does a faster precision cost accuracy? The production head per precision on the tweet test splits.
+
+User means are built causally in stream order from each test author's earlier posts, as in serving
+(airline authors recur; TweetEval has no author ids, so its means are empty, like a new author's).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+
+from models.registry import load_head
+from pipelines.datasets import airline, tweeteval
+from pipelines.datasets.base import Record
+from pipelines.scoring import Encoded, InferenceEngine
+
+BENCH_SETS = {"airline": airline.load, "tweeteval": tweeteval.load}
+
+
+def _test_rows(recs: list[Record]) -> list[Record]:
+    """Test posts plus their authors' earlier posts (any split), in stream order."""
+    recs = sorted(recs, key=lambda r: r.order)
+    test_authors = {r.author for r in recs if r.split == "test"}
+    return [r for r in recs if r.author in test_authors]
+
+
+def _score(eng: InferenceEngine, rows: list[Record]) -> dict[str, float]:
+    head = eng.head
+    dim = head.feature_dims["text"]
+    feats = torch.cat([eng.encode([r.text for r in rows[i : i + 64]]).x["text"] for i in range(0, len(rows), 64)])
+    state: dict[str, tuple[np.ndarray, int]] = defaultdict(lambda: (np.zeros(dim, np.float32), 0))
+    u, n, keep = [], [], []
+    for i, r in enumerate(rows):
+        mean, cnt = state[r.author]
+        if r.split == "test":
+            u.append(mean.copy())
+            n.append(cnt)
+            keep.append(i)
+        x = feats[i].numpy()
+        state[r.author] = (mean + (x - mean) / (cnt + 1), cnt + 1)
+    enc = Encoded(x={"text": feats[keep]}, mask={"text": torch.ones(len(keep), dtype=torch.bool)})
+    probs = eng.predict(enc, {"text": torch.from_numpy(np.stack(u))}, {"text": torch.tensor(n, dtype=torch.float)}
+                        ).probs
+    pred = probs.argmax(1).numpy()
+    gold = np.array([head.labels.index(rows[i].label) for i in keep])
+    return {"accuracy": round(float((pred == gold).mean()), 4),
+            "macro_f1": round(float(f1_score(gold, pred, average="macro")), 4), "n": len(keep)}
+
+
+def precision_accuracy(data_dir: Path, precisions: tuple[str, ...], model: str = "production"
+                       ) -> dict[str, dict[str, dict[str, float]]]:
+    """{precision: {dataset: {accuracy, macro_f1, n}}} for every benchmark set present."""
+    sets = {name: _test_rows(load(data_dir)) for name, load in BENCH_SETS.items()}
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for prec in precisions:
+        eng = InferenceEngine(load_head(model), precision=prec)
+        out[prec] = {name: _score(eng, rows) for name, rows in sets.items()}
+    return out

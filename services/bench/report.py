@@ -1,0 +1,150 @@
+"""Render the bench result as docs/performance.md with plots (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _table(headers: list[str], rows: list[list[object]]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _plots(res: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    names, vals, cols = [], [], []
+    for p, v in res["encoder_ceiling_posts_per_s"].items():
+        names.append(f"encoder\n{p}")
+        vals.append(max(v, res["encoder_ceiling_bucketed_posts_per_s"][p]))
+        cols.append("#9aa5b1")
+    for p, v in res["e2e_posts_per_s"].items():
+        names.append(f"end to end\n{p}")
+        vals.append(v)
+        cols.append("#2f6fdf")
+    names.append("naive\nfp32")
+    vals.append(res["naive"]["posts_per_s"])
+    cols.append("#d64545")
+    ax.bar(names, vals, color=cols)
+    for i, v in enumerate(vals):
+        ax.text(i, v, f"{v:.0f}", ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("posts / s")
+    ax.set_title("Throughput: encoder ceiling vs the whole stream vs the naive pipeline")
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(out / "throughput.png", dpi=110)
+    plt.close(fig)
+
+    sweep = [r for r in res["sweep"] if r["precision"] == "fp32" and r["scorers"] == 1 and r["wait_ms"] == 50
+             and r.get("encode_ahead", True)]
+    sweep.sort(key=lambda r: r["batch"])
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot([r["batch"] for r in sweep], [r["posts_per_s"] for r in sweep], "o-", color="#2f6fdf")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("max batch size")
+    ax.set_ylabel("posts / s (fp32, end to end)")
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(out / "batch-sweep.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    loads = list(res["latency"])
+    for q, c in (("p50_ms", "#2f6fdf"), ("p95_ms", "#e3a008"), ("p99_ms", "#d64545")):
+        ax.plot(loads, [res["latency"][k][q] for k in loads], "o-", label=q.replace("_ms", ""), color=c)
+    ax.axhline(500, color="#999", ls="--", lw=1)
+    ax.set_xlabel("offered load (share of the measured maximum)")
+    ax.set_ylabel("ingest -> stored (ms)")
+    ax.legend(frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(out / "latency.png", dpi=110)
+    plt.close(fig)
+
+
+def render(res: dict, out_dir: Path) -> None:
+    _plots(res, out_dir / "performance")
+    m = res["machine"]
+    lines = [
+        "# Performance",
+        "",
+        f"Measured {res['date']} on {m['cpu']} ({m['cores']} cores; {m['isa']}), Python {m['python']}, "
+        f"torch {m['torch']}, model `{res['model']}`. Command: `{res['command']}` (everything in one process tree: "
+        "embedded PostgreSQL, Redis and Tansu broker, scorers as `voxpop score` children). "
+        "Numbers are from this one run; ratios matter more than absolutes on a shared 2-core machine.",
+        "",
+        "## Headline ratios",
+        "",
+        _table(["metric", "value", "goal"], [
+            ["end to end / encoder ceiling (same precision, " + res["fastest_precision"] + ")",
+             res["e2e_over_ceiling"], ">= 0.8"],
+            ["end to end / naive pipeline", res["e2e_over_naive"], ">= 5"],
+            ["fastest precision / fp32 (end to end)", res["fastest_over_fp32"], ">= 1.8"],
+            ["its worst accuracy / macro-F1 loss vs fp32 (points)",
+             "{accuracy} / {macro_f1}".format(**res["accuracy_loss_pts_vs_fp32"][res["fastest_precision"]]),
+             "<= 0.5"],
+            ["p99 ingest -> stored at 50% load (ms)", res["p99_ms_at_half_load"], "< 500"],
+            ["scorer peak RSS (MB)", res["scorer_peak_rss_mb"], "< 2048"],
+        ]),
+        "",
+        "![throughput](performance/throughput.png)",
+        "",
+        "## Encoder ceilings (all-MiniLM-L6-v2, 1,024 real airline tweets, batch 64)",
+        "",
+        _table(["precision", "stream order", "length buckets of 16", "end to end", "e2e / best ceiling"],
+               [[p, res["encoder_ceiling_posts_per_s"][p], res["encoder_ceiling_bucketed_posts_per_s"][p],
+                 res["e2e_posts_per_s"][p], res["e2e_over_ceiling_by_precision"][p]]
+                for p in res["encoder_ceiling_posts_per_s"]]),
+        "",
+        f"One post at a time (fp32): {res['encoder_single_post_per_s']} posts/s. "
+        "Image encoder (EfficientNet-Lite0, batch 32, MVSA photos): "
+        + ", ".join(f"{p} {v} images/s" for p, v in res["image_encoder_images_per_s"].items()) + ".",
+        "",
+        "## Accuracy per precision (production head, tweet test splits, causal user means)",
+        "",
+        _table(["precision", "data set", "accuracy", "macro F1", "n"],
+               [[p, d, v["accuracy"], v["macro_f1"], v["n"]]
+                for p, per in res["accuracy_by_precision"].items() for d, v in per.items()]),
+        "",
+        "Largest loss against fp32 over these sets (points): "
+        + "; ".join(f"{p}: accuracy {v['accuracy']}, macro-F1 {v['macro_f1']}"
+                    for p, v in res["accuracy_loss_pts_vs_fp32"].items() if p != "fp32") + ".",
+        "",
+        "## Batching policy and scorer processes (end to end, posts counted in PostgreSQL)",
+        "",
+        _table(["scorers", "precision", "max batch", "max wait ms", "length buckets", "encode ahead", "posts/s",
+                "peak RSS MB"],
+               [[r["scorers"], r["precision"], r["batch"], r["wait_ms"], r["bucket"] or "off",
+                 "yes" if r.get("encode_ahead", True) else "no", r["posts_per_s"], r["peak_rss_mb"]]
+                for r in res["sweep"]]),
+        "",
+        "![batch sweep](performance/batch-sweep.png)",
+        "",
+        "## Latency from ingest to stored (published on posts.scored after the commit)",
+        "",
+        _table(["offered load", "offered posts/s", "posts", "p50 ms", "p95 ms", "p99 ms"],
+               [[k, v["offered_per_s"], v["posts"], v["p50_ms"], v["p95_ms"], v["p99_ms"]]
+                for k, v in res["latency"].items()]),
+        "",
+        "![latency](performance/latency.png)",
+        "",
+        "## The naive pipeline",
+        "",
+        f"One message per poll, one inference per post, per-post Redis GET/SET of the user state, one INSERT "
+        f"transaction per row, one offset commit per message: {res['naive']['posts_per_s']} posts/s over "
+        f"{res['naive']['posts']} posts.",
+        "",
+        "## Where a scorer's time goes (pyinstrument, in-process `Scorer.process`, batches of 64)",
+        "",
+        _table(["stage", "% of time"], [[k, v] for k, v in res["profile_share_pct"].items()]),
+        "",
+        "Full profile: `docs/profiles/scorer-profile.txt` (and `.html`).",
+        "",
+    ]
+    (out_dir / "performance.md").write_text("\n".join(lines))

@@ -1,0 +1,216 @@
+"""End-to-end runs on real servers: saturation, latency at fixed loads, the naive pipeline.
+
+Every run gets fresh topics, an emptied database and Redis, and real airline posts pushed through
+the ingest gate. Scorers run as `voxpop score` child processes, exactly as deployed; throughput is
+counted from PostgreSQL, latency from `posts.scored` (the scorer publishes after the commit).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import psutil
+import redis
+from kafka import KafkaConsumer, TopicPartition
+from sqlalchemy import text
+
+from infra.local_stack import Endpoints
+from services.config import Settings
+from services.ingest.gate import Incoming, IngestGate
+from services.ingest.records import PRESETS
+from services.ingest.replay import load_records
+from services.storage.db import engine_for, migrate
+from services.stream.kafka import ensure_topics, make_producer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def airline_posts(data_dir: Path, n: int | None = None) -> list[Incoming]:
+    """Unique real airline posts in stream order (duplicates of the original removed)."""
+    recs = load_records(data_dir / "airline-tweets" / "airline_tweets_clean.csv", PRESETS["airline"])
+    seen, out = set(), []
+    for r in recs:
+        if r.post is not None and r.post.id not in seen:
+            seen.add(r.post.id)
+            out.append(r)
+    return out[:n] if n else out
+
+
+@dataclass
+class Run:
+    """One experiment's settings: its own topics and consumer group."""
+
+    base: Settings
+    ep: Endpoints
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    @property
+    def settings(self) -> Settings:
+        return self.base.model_copy(update={
+            "database_url": self.ep.database_url, "redis_url": self.ep.redis_url,
+            "kafka_bootstrap": self.ep.kafka_bootstrap, "topic_raw": f"bench.raw.{self.tag}",
+            "topic_scored": f"bench.scored.{self.tag}", "topic_dlq": f"bench.dlq.{self.tag}",
+            "topic_alerts": f"bench.alerts.{self.tag}", "scorer_group": f"bench-{self.tag}"})
+
+    def reset(self) -> None:
+        migrate(self.ep.database_url)
+        with engine_for(self.ep.database_url).begin() as c:
+            c.execute(text("TRUNCATE post_watches, predictions, media, posts, authors RESTART IDENTITY CASCADE"))
+        redis.Redis.from_url(self.ep.redis_url).flushdb()
+        ensure_topics(self.ep.kafka_bootstrap, self.settings)
+
+    def gate(self) -> IngestGate:
+        return IngestGate(self.settings, make_producer(self.ep.kafka_bootstrap),
+                          redis.Redis.from_url(self.ep.redis_url))
+
+    def env(self, **extra: object) -> dict[str, str]:
+        s = self.settings
+        env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+        for k in ("database_url", "redis_url", "kafka_bootstrap", "topic_raw", "topic_scored", "topic_dlq",
+                  "topic_alerts", "scorer_group", "data_dir"):
+            env[f"VOXPOP_{k.upper()}"] = str(getattr(s, k))
+        env.update({f"VOXPOP_{k.upper()}": str(v) for k, v in extra.items()})
+        return env
+
+    def stored(self) -> int:
+        with engine_for(self.ep.database_url).connect() as c:
+            return int(c.execute(text("SELECT count(*) FROM predictions")).scalar_one())
+
+
+class Scorers:
+    """K scorer processes and a sampler of their resident memory."""
+
+    def __init__(self, run: Run, k: int, log_dir: Path, **env: object) -> None:
+        self.procs = []
+        self.logs = [log_dir / f"scorer-{run.tag}-{i}.log" for i in range(k)]
+        for i in range(k):
+            log = self.logs[i].open("wb")
+            self.procs.append(subprocess.Popen([sys.executable, "-m", "services.cli", "score"], cwd=ROOT,
+                                               env=run.env(**env), stdout=log, stderr=subprocess.STDOUT))
+        self.peak_rss_mb = 0.0
+        self._stop = threading.Event()
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            for p in self.procs:
+                try:
+                    rss = psutil.Process(p.pid).memory_info().rss / 2**20
+                    self.peak_rss_mb = max(self.peak_rss_mb, rss)
+                except psutil.Error:
+                    pass
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.procs)
+
+    def death_report(self) -> str:
+        """The exit code and log tail of the first scorer that died (logs are removed with the run)."""
+        for p, path in zip(self.procs, self.logs, strict=True):
+            if p.poll() is not None:
+                tail = path.read_text(errors="replace")[-3000:] if path.exists() else "(no log)"
+                return f"scorer exited with {p.returncode}; its log ends:\n{tail}"
+        return "all scorers alive"
+
+    def stop(self) -> None:
+        self._stop.set()
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def wait_stored(run: Run, n: int, timeout_s: float, scorers: Scorers | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while run.stored() < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {run.stored()} of {n} posts stored after {timeout_s}s")
+        if scorers is not None and not scorers.alive():
+            raise RuntimeError(f"a scorer died. {scorers.death_report()}")
+        time.sleep(0.25)
+
+
+def saturation(base: Settings, ep: Endpoints, posts: list[Incoming], log_dir: Path, *, k: int = 1,
+               batch: int = 64, wait_ms: int = 50, precision: str = "fp32", bucket: int = 0,
+               **scorer_env: object) -> dict:
+    """Pre-load the topic, then let K scorers drain it: posts/s between the first and last commit."""
+    run = Run(base, ep)
+    run.reset()
+    run.gate().submit([Incoming(raw=p.raw, post=p.post.model_copy(), source="bench") for p in posts])
+    sc = Scorers(run, k, log_dir, scorer_max_batch=batch, scorer_max_wait_ms=wait_ms, scorer_precision=precision,
+                 scorer_bucket_size=bucket, scorer_threads=max(1, (os.cpu_count() or 2) // k), **scorer_env)
+    try:
+        wait_stored(run, len(posts), 900, sc)
+    finally:
+        sc.stop()
+    with engine_for(ep.database_url).connect() as c:
+        t = c.execute(text("SELECT extract(epoch FROM min(stored_at)), extract(epoch FROM max(stored_at)), "
+                           "count(*) FILTER (WHERE stored_at > (SELECT min(stored_at) FROM posts)) FROM posts")).one()
+    seconds = float(t[1] - t[0])
+    return {"scorers": k, "batch": batch, "wait_ms": wait_ms, "precision": precision, "bucket": bucket,
+            "encode_ahead": bool(scorer_env.get("scorer_encode_ahead", True)),
+            "posts": len(posts), "posts_per_s": round(t[2] / seconds, 1) if seconds else None,
+            "peak_rss_mb": round(sc.peak_rss_mb, 1)}
+
+
+def scored_latencies(run: Run, n: int, exclude: set[str], timeout_s: float = 60) -> np.ndarray:
+    """ms from ingest to publication on posts.scored (after the database commit), per post."""
+    c = KafkaConsumer(bootstrap_servers=run.ep.kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    tps = [TopicPartition(run.settings.topic_scored, p) for p in sorted(c.partitions_for_topic(
+        run.settings.topic_scored) or [])]
+    c.assign(tps)
+    c.seek_to_beginning(*tps)
+    out: dict[str, float] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(out) < n and time.monotonic() < deadline:
+        for recs in c.poll(timeout_ms=500).values():
+            for r in recs:
+                d = json.loads(r.value)
+                if d.get("ingested_at") and d["post_id"] not in exclude:
+                    ing = datetime.fromisoformat(d["ingested_at"].replace("Z", "+00:00")).timestamp()
+                    out[d["post_id"]] = r.timestamp - ing * 1000
+    c.close()
+    return np.array(list(out.values()))
+
+
+def latency_at(base: Settings, ep: Endpoints, posts: list[Incoming], rate: float, seconds: float,
+               log_dir: Path, **scorer_env: object) -> dict:
+    """Offer `rate` posts/s for `seconds` to one warm scorer; ingest-to-stored percentiles."""
+    run = Run(base, ep)
+    run.reset()
+    gate = run.gate()
+    warm = posts[:64]
+    gate.submit([Incoming(raw=p.raw, post=p.post.model_copy(), source="bench") for p in warm])
+    sc = Scorers(run, 1, log_dir, **scorer_env)
+    try:
+        wait_stored(run, len(warm), 300, sc)
+        todo = posts[64 : 64 + int(rate * seconds)]
+        t0, sent, tick = time.monotonic(), 0, 0.02
+        while sent < len(todo):
+            due = min(len(todo), int((time.monotonic() - t0) * rate) + 1)
+            if due > sent:
+                gate.submit([Incoming(raw=p.raw, post=p.post.model_copy(), source="bench") for p in todo[sent:due]])
+                sent = due
+            time.sleep(tick)
+        offered = sent / (time.monotonic() - t0)
+        wait_stored(run, len(warm) + len(todo), 300, sc)
+    finally:
+        sc.stop()
+    lat = scored_latencies(run, len(todo), {p.post.id for p in warm})
+    return {"offered_per_s": round(offered, 1), "posts": int(len(lat)),
+            "p50_ms": round(float(np.percentile(lat, 50)), 1), "p95_ms": round(float(np.percentile(lat, 95)), 1),
+            "p99_ms": round(float(np.percentile(lat, 99)), 1)}

@@ -1,0 +1,85 @@
+"""The one configuration object. Every knob is a field here, read from `VOXPOP_*` env vars.
+
+Server URLs left unset mean "start the embedded servers" (see `infra.local_stack`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VOXPOP_", env_file=".env", extra="ignore")
+
+    # --- servers (None = embedded, started by `voxpop services up`) ---------------------------
+    database_url: str | None = Field(None, description="postgresql+psycopg://user@host:port/db")
+    redis_url: str | None = Field(None, description="redis://host:port/0")
+    kafka_bootstrap: str | None = Field(None, description="host:port[,host:port]")
+    redis_prefix: str = Field("vp:", description="prefix of every Redis key and channel (read at import)")
+    state_dir: Path = Field(PROJECT_ROOT / ".voxpop", description="embedded servers' data, pids")
+
+    # --- data -------------------------------------------------------------------------------
+    data_dir: Path = Field(PROJECT_ROOT.parent / "shared" / "data", description="real data sets")
+    feature_cache_dir: Path = Field(PROJECT_ROOT / ".voxpop" / "features")
+    checkpoints_dir: Path = Field(PROJECT_ROOT / "models" / "checkpoints")
+
+    # --- kafka topics -------------------------------------------------------------------------
+    topic_raw: str = "posts.raw"
+    topic_scored: str = "posts.scored"
+    topic_dlq: str = "posts.dlq"
+    topic_alerts: str = "alerts.fired"
+    topic_partitions: int = 4
+    topic_replication: int = 1
+
+    # --- ingest -------------------------------------------------------------------------------
+    max_record_bytes: int = Field(256 * 1024, description="larger raw records go to the DLQ")
+    max_text_chars: int = 10_000
+    dedup_ttl_s: int = Field(7 * 24 * 3600, description="how long a post id is remembered")
+    push_api_key: SecretStr | None = Field(None, description="key for POST /ingest/posts")
+    push_max_batch: int = 1000
+    push_host: str = "127.0.0.1"
+    push_port: int = 8001
+    watch_refresh_s: float = 10.0
+
+    # --- scorer -------------------------------------------------------------------------------
+    scorer_group: str = "voxpop-scorer"
+    scorer_model: str = "production"
+    scorer_max_batch: int = 64
+    scorer_max_wait_ms: int = 50
+    scorer_bucket_size: int = Field(16, description="sort a batch by length and encode in buckets of N; 0 = off")
+    scorer_encode_ahead: bool = Field(True, description="run the encoders on the prefetch thread, overlapping "
+                                      "the next batch's encoding with this batch's writes")
+    scorer_max_attempts: int = Field(3, description="tries before a poison record goes to the DLQ")
+    scorer_threads: int | None = Field(None, description="torch threads; None = all cores")
+    scorer_precision: str = Field("fp32", description="fp32 | bf16 | int8")
+    scorer_device: str = "cpu"
+    thread_context_k: int = 8
+    media_max_bytes: int = 8 * 1024 * 1024
+    media_timeout_s: float = 5.0
+    media_allowed_roots: list[Path] = Field(default_factory=list, description="file:// roots allowed")
+    # Tri-modal heads for audio/video posts (pipelines.av_heads), on top of scorer_model; [] = off.
+    # amsgfn-emodb: the one head trained on real speech (EmoDB, from our own audio frontend), so the
+    # audio of an audio post or a video's track gets a head that has heard speech; amsgfn-mvsa-single:
+    # trained on real images through the same EfficientNet, so a video's sampled frames get one too.
+    scorer_av_models: list[str] = Field(default_factory=lambda: ["amsgfn-emodb", "amsgfn-mvsa-single"],
+                                        description="tri-modal checkpoints run on posts with audio or video")
+    media_decode_timeout_s: float = Field(20.0, description="ffmpeg time limit per audio/video item")
+    media_max_seconds: float = Field(60.0, description="audio/video decoded up to this many seconds")
+    video_frames: int = Field(8, description="frames sampled uniformly over a video")
+
+    # --- api / dashboard ----------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    log_level: str = "INFO"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

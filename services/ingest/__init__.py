@@ -1,0 +1,1 @@
+"""Ingest: connectors (replay, HTTP push, live platform clients) -> validate -> dedup -> `posts.raw`."""

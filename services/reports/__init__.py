@@ -1,0 +1,1 @@
+"""Brand-sentiment reports: data, charts, HTML/PDF/CSV rendering and delivery."""

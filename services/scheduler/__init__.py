@@ -1,0 +1,1 @@
+"""`voxpop scheduler`: APScheduler 3 with its job store in PostgreSQL (reports, retention)."""

@@ -1,0 +1,1 @@
+"""`voxpop trends`: runs the Faust trend-window app (pipelines.trends) against the real servers."""

@@ -1,0 +1,220 @@
+"""Trend windows against real PostgreSQL, Redis and a Kafka-protocol broker (Tansu), on the real
+airline stream: idempotence, late posts, a SIGKILLed Faust worker, and the spike rule."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+import zlib
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import redis
+from kafka import KafkaProducer
+from sqlalchemy import text
+
+from pipelines.trends.airline import airline_stream
+from pipelines.trends.processor import TrendConfig, TrendProcessor
+from services.storage import redis_keys as rk
+from services.storage.db import engine_for, migrate
+from services.trends.replay import replay_airline
+from services.trends.worker import RedisHooks
+from tests.conftest import dataset_path
+from tests.integration.trendkit import clean, closed_windows, recompute_hourly, store_canonical
+from tests.stack import get_test_endpoints
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def ep():
+    return get_test_endpoints()
+
+
+@pytest.fixture
+def engine(ep):
+    migrate(ep.database_url)
+    eng = engine_for(ep.database_url)
+    clean(eng)
+    return eng
+
+
+def _airline(n: int | None = None):
+    path = dataset_path("airline-tweets") / "airline_tweets_clean.csv"
+    return list(itertools.islice(airline_stream(path), n))
+
+
+def _part(p, n: int = 2) -> int:
+    return zlib.crc32(p.author_id.encode()) % n
+
+
+def test_replayed_posts_are_noops_and_late_posts_are_counted(engine, ep) -> None:
+    posts = _airline(600)
+    proc = TrendProcessor(engine, TrendConfig(source="t-late", expected_partitions=2, lateness_s=60))
+    for i in range(0, len(posts), 100):
+        proc.process([(_part(p), p) for p in posts[i : i + 100]])
+    before = closed_windows(engine, "1h")
+    assert before, "some hourly windows must have closed"
+
+    again = proc.process([(_part(p), p) for p in posts[:300]])  # a redelivery after a crash
+    assert again.new_members == 0 and again.duplicate_members == 300 and not again.late
+    assert closed_windows(engine, "1h") == before
+
+    late = posts[0].model_copy(update={"post_id": "twitter:late-1"})  # first hour, long closed
+    res = proc.process([(_part(late), late)])
+    assert {lp.size for lp in res.late} >= {"1m", "5m", "1h", "1h@5m"}
+    hour = late.created_at.replace(minute=0, second=0, microsecond=0)
+    after = closed_windows(engine, "1h")
+    key = (late.watches[0], hour)
+    assert after[key]["late_posts"] == 1 and after[key]["n_posts"] == before[key]["n_posts"]
+    r = redis.Redis.from_url(ep.redis_url)
+    r.delete(rk.TRENDS_LATE_TOTAL)
+    RedisHooks(r, 60).on_batch(res)
+    assert int(r.hget(rk.TRENDS_LATE_TOTAL, "1h")) == 1
+    assert r.get(rk.TRENDS_WATERMARK)
+    again = proc.process([(_part(late), late)])  # the late post redelivered: counted once
+    assert not again.late and closed_windows(engine, "1h")[key]["late_posts"] == 1
+
+
+def _env(ep, tag: str, topic: str) -> dict[str, str]:
+    return dict(
+        os.environ,
+        PYTHONUNBUFFERED="1",
+        VOXPOP_DATABASE_URL=ep.database_url,
+        VOXPOP_REDIS_URL=ep.redis_url,
+        VOXPOP_KAFKA_BOOTSTRAP=ep.kafka_bootstrap,
+        VOXPOP_TOPIC_SCORED=topic,
+        VOXPOP_TOPIC_RAW=f"posts.raw.{tag}",
+        VOXPOP_TOPIC_DLQ=f"posts.dlq.{tag}",
+        VOXPOP_TOPIC_ALERTS=f"alerts.fired.{tag}",
+        VOXPOP_TRENDS_APP_ID=f"trends-{tag}",
+        VOXPOP_TRENDS_LATENESS_S="60",
+        VOXPOP_TRENDS_IDLE_S="600",
+        VOXPOP_TRENDS_BATCH_MAX="100",
+        VOXPOP_TRENDS_SESSION_TIMEOUT_S="10",
+        VOXPOP_LOG_LEVEL="INFO",
+    )
+
+
+def _start(env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.trends.worker"],
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _members(engine) -> int:
+    with engine.connect() as c:
+        return int(c.execute(text("SELECT count(*) FROM trend_members")).scalar_one())
+
+
+def _wait(pred, timeout: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.2)
+    tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+    raise AssertionError(f"timed out waiting for {what}; worker log tail:\n{tail}")
+
+
+@pytest.mark.slow
+def test_hourly_windows_exact_across_sigkill(engine, ep, tmp_path) -> None:
+    posts = _airline(3000)
+    store_canonical(engine, posts)  # the scorer's rows: the recomputation's source of truth
+    tag = uuid.uuid4().hex[:8]
+    topic = f"posts.scored.{tag}"
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=ep.kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, 4, 1), NewTopic(f"alerts.fired.{tag}", 1, 1)])
+    admin.close()
+    prod = KafkaProducer(bootstrap_servers=ep.kafka_bootstrap, acks="all", linger_ms=5)
+
+    def produce(chunk) -> None:
+        for p in chunk:
+            prod.send(topic, key=p.author_id.encode(), value=p.model_dump_json().encode())
+        prod.flush()
+
+    first, second = posts[:1800], posts[1800:]
+    produce(first)
+    log = tmp_path / "trends.log"
+    env = _env(ep, tag, topic)
+    worker = _start(env, log)
+    try:
+        _wait(lambda: _members(engine) >= 300, 90, "the first batches", log)
+        os.killpg(worker.pid, signal.SIGKILL)  # mid-replay, no chance to commit or clean up
+        worker.wait(10)
+        at_kill = _members(engine)
+        assert at_kill < len(posts), "the worker must be killed mid-replay"
+        produce(second)
+        produce(first[:500])  # duplicates on the wire too (an upstream redelivery)
+        worker = _start(env, log)
+        _wait(lambda: _members(engine) == len(posts), 120, "every post after the restart", log)
+        time.sleep(1.5)  # let the last batch's offsets commit and the watermark settle
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+        prod.close()
+
+    with engine.connect() as c:
+        closed_through = c.execute(
+            text("SELECT closed_through FROM trend_progress WHERE source = :s"), {"s": topic}
+        ).scalar_one()
+        dup = c.execute(
+            text("SELECT count(*) - count(DISTINCT (watch_id, post_id)) FROM trend_members")
+        ).scalar_one()
+        late = c.execute(text("SELECT coalesce(sum(late_posts), 0) FROM trend_windows")).scalar_one()
+    assert dup == 0 and late == 0
+    assert closed_through >= posts[int(len(posts) * 0.9)].created_at - timedelta(hours=1)
+    expected = {
+        k: v for k, v in recompute_hourly(engine).items() if k[1] + timedelta(hours=1) <= closed_through
+    }
+    got = closed_windows(engine, "1h")
+    assert len(expected) > 100 and set(got) == set(expected)
+    for k, e in expected.items():
+        g = got[k]
+        for col in ("n_posts", "n_negative", "n_neutral", "n_positive", "unique_authors"):
+            assert g[col] == e[col], (k, col, g[col], e[col])
+        assert abs(g["mean_score"] - float(e["mean_score"])) < 1e-9
+        assert abs(g["share_negative"] - e["n_negative"] / e["n_posts"]) < 1e-12
+    r = redis.Redis.from_url(ep.redis_url)
+    assert r.keys(rk.trend_live("*", "1h")) and r.keys(rk.trend_closed("*", "5m"))
+
+
+@pytest.mark.slow
+def test_spike_rule_on_full_airline_replay(engine) -> None:
+    path = dataset_path("airline-tweets") / "airline_tweets_clean.csv"
+    rep = replay_airline(engine, path)
+    fired = [f for f in rep.firings if f["status"] == "firing"]
+    assert rep.late == 0 and rep.evaluated_hourly > 500
+    assert 3 <= len(fired) <= 40, f"{len(fired)} firings: flooding or blind"  # 2 rules x ~870 windows
+    per_watch = {w: sum(f["watch_id"] == w for f in fired) for w in {f["watch_id"] for f in fired}}
+    assert max(per_watch.values()) <= 10
+    for f in fired:  # every firing is a real surge: far above its own airline's recent baseline
+        assert f["observed"] >= f["baseline"] + 3 * max(f["baseline_std"], 0.0) - 1e-9
+        assert f["n_posts"] >= 10 and f["sample_post_ids"]
+    with engine.connect() as c:  # firings and outbox rows are written together
+        assert c.execute(text("SELECT count(*) FROM alert_outbox")).scalar_one() == len(rep.firings)
+    # cooldown holds: no two firings of one rule and airline within 6 h of event time
+    by_key: dict[tuple[str, int], list] = {}
+    for f in fired:
+        by_key.setdefault((f["rule_name"], f["watch_id"]), []).append(f["window_end"])
+    for ends in by_key.values():
+        ends.sort()
+        assert all((b - a) >= timedelta(hours=6) for a, b in itertools.pairwise(ends))
