@@ -7,6 +7,7 @@ dynamic int8 for the text encoder's Linear layers.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -50,8 +51,11 @@ class InferenceEngine:
             # airline test split, per-channel 0.3 (docs/performance.md), for ~10% of the speed-up.
             from torch.ao.quantization import per_channel_dynamic_qconfig
 
-            self.text.model = torch.ao.quantization.quantize_dynamic(
+            quantized = torch.ao.quantization.quantize_dynamic(
                 self.text.model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+            if self.text is self.frozen_text:  # never swap the model of an encoder the caller shares
+                self.text = copy.copy(self.text)
+            self.text.model = quantized
         self.image = None
         if "image" in self.views:
             if image_encoder is None:
