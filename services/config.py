@@ -53,8 +53,9 @@ class Settings(BaseSettings):
     scorer_max_batch: int = 64
     scorer_max_wait_ms: int = 50
     scorer_bucket_size: int = Field(16, description="sort a batch by length and encode in buckets of N; 0 = off")
-    scorer_encode_ahead: bool = Field(True, description="run the encoders on the prefetch thread, overlapping "
-                                      "the next batch's encoding with this batch's writes")
+    scorer_encode_ahead: bool = Field(False, description="also run the encoders on the prefetch thread (it always "
+                                      "tokenises ahead); measured slower on 2 cores (docs/performance.md), "
+                                      "worth trying where cores are plenty")
     scorer_max_attempts: int = Field(3, description="tries before a poison record goes to the DLQ")
     scorer_threads: int | None = Field(None, description="torch threads; None = all cores")
     scorer_precision: str = Field("fp32", description="fp32 | bf16 | int8")

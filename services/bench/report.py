@@ -42,7 +42,7 @@ def _plots(res: dict, out: Path) -> None:
     plt.close(fig)
 
     sweep = [r for r in res["sweep"] if r["precision"] == "fp32" and r["scorers"] == 1 and r["wait_ms"] == 50
-             and r.get("encode_ahead", True)]
+             and r.get("encode_ahead", True) == res.get("scorer_encode_ahead_default", True)]
     sweep.sort(key=lambda r: r["batch"])
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot([r["batch"] for r in sweep], [r["posts_per_s"] for r in sweep], "o-", color="#2f6fdf")

@@ -84,10 +84,11 @@ def run_bench(settings: Settings, quick: bool = False, out_dir: Path | None = No
         if not quick:
             sweep.append(saturation(settings, ep, posts_all[:n_sat], logs, wait_ms=10, bucket=best_bucket["fp32"]))
             sweep.append(saturation(settings, ep, posts_all[:n_sat], logs, k=2, bucket=best_bucket["fp32"]))
-        # the same precisions without encoding ahead on the prefetch thread: what the overlap buys
+        # the same precisions with the other encode-ahead setting: what encoding on the prefetch thread buys
+        res["scorer_encode_ahead_default"] = settings.scorer_encode_ahead
         for prec in ("fp32", "int8"):
             sweep.append(saturation(settings, ep, posts_all[:n_sat], logs, precision=prec, bucket=best_bucket[prec],
-                                    scorer_encode_ahead=False))
+                                    scorer_encode_ahead=not settings.scorer_encode_ahead))
         res["sweep"] = sweep
         e2e = {r["precision"]: r["posts_per_s"] for r in sweep[: len(precisions)]}
         fastest = max(e2e, key=e2e.get)

@@ -162,7 +162,7 @@ def saturation(base: Settings, ep: Endpoints, posts: list[Incoming], log_dir: Pa
                            "count(*) FILTER (WHERE stored_at > (SELECT min(stored_at) FROM posts)) FROM posts")).one()
     seconds = float(t[1] - t[0])
     return {"scorers": k, "batch": batch, "wait_ms": wait_ms, "precision": precision, "bucket": bucket,
-            "encode_ahead": bool(scorer_env.get("scorer_encode_ahead", True)),
+            "encode_ahead": bool(scorer_env.get("scorer_encode_ahead", base.scorer_encode_ahead)),
             "posts": len(posts), "posts_per_s": round(t[2] / seconds, 1) if seconds else None,
             "peak_rss_mb": round(sc.peak_rss_mb, 1)}
 
