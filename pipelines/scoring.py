@@ -47,8 +47,9 @@ class InferenceEngine:
         self.frozen_text = text_encoder or TextEncoder(device=device)  # for heads that need the frozen one
         self.text = encoder_for_head(head, self.frozen_text)
         if precision == "int8":
-            # Per-output-channel weight scales: per-tensor scales cost 2.2 macro-F1 points on the
-            # airline test split, per-channel 0.3 (docs/performance.md), for ~10% of the speed-up.
+            # Per-output-channel weight scales: with production v3, per-tensor scales cost 2.2
+            # macro-F1 points on the airline test split and per-channel 0.3, for ~10% of the
+            # speed-up; docs/performance.md has the current head's accuracy per precision.
             from torch.ao.quantization import per_channel_dynamic_qconfig
 
             quantized = torch.ao.quantization.quantize_dynamic(
