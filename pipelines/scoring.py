@@ -11,6 +11,7 @@ import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
@@ -74,18 +75,28 @@ class InferenceEngine:
         """Tokenise (CPU-bound, no torch ops) so a prefetch thread can do it off the hot path.
 
         With `bucket_size`, posts are sorted by token length and padded per bucket: less padding,
-        less wasted encoder work on mixed tweet lengths. Returns (row indices, batch) pairs.
+        less wasted encoder work on mixed tweet lengths. The batch goes through the tokenizer
+        once, unpadded; padding per bucket is a numpy copy (a padded `return_tensors="pt"` call
+        per bucket cost 3x more). Returns (row indices, batch) pairs.
         """
         texts = [t if t and t.strip() else "" for t in texts]
         if not self.bucket_size or len(texts) <= self.bucket_size:
             return [(torch.arange(len(texts)), self.text.tokenize(texts))]
-        lengths = [len(ids) for ids in self.text.tokenizer(texts, truncation=True,
-                                                               max_length=self.text.max_length)["input_ids"]]
-        order = sorted(range(len(texts)), key=lengths.__getitem__)
+        enc = self.text.tokenizer(texts, truncation=True, max_length=self.text.max_length)
+        ids = enc["input_ids"]
+        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+        pad = self.text.tokenizer.pad_token_id or 0
         out = []
         for i in range(0, len(order), self.bucket_size):
             idx = order[i : i + self.bucket_size]
-            out.append((torch.tensor(idx), self.text.tokenize([texts[j] for j in idx])))
+            width = len(ids[idx[-1]])  # sorted: the last row is the longest
+            batch = {name: np.full((len(idx), width), pad if name == "input_ids" else 0, dtype=np.int64)
+                     for name in enc}
+            for r, j in enumerate(idx):
+                n = len(ids[j])
+                for name in enc:
+                    batch[name][r, :n] = enc[name][j]
+            out.append((torch.tensor(idx), {k: torch.from_numpy(v) for k, v in batch.items()}))
         return out
 
     @torch.inference_mode()

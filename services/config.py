@@ -57,7 +57,9 @@ class Settings(BaseSettings):
                                       "tokenises ahead); measured slower on 2 cores (docs/performance.md), "
                                       "worth trying where cores are plenty")
     scorer_max_attempts: int = Field(3, description="tries before a poison record goes to the DLQ")
-    scorer_threads: int | None = Field(None, description="torch threads; None = all cores")
+    scorer_threads: int | None = Field(None, description="torch threads; None = all cores (or cores / processes)")
+    scorer_processes: int = Field(1, ge=1, description="scorer processes `voxpop up` runs (one consumer group); on a "
+                                  "dedicated scorer node one per core beats one with all cores: docs/performance.md")
     scorer_precision: str = Field("fp32", description="fp32 | bf16 | int8")
     scorer_device: str = "cpu"
     thread_context_k: int = 8

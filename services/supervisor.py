@@ -30,6 +30,7 @@ class Child:
     name: str
     argv: list[str]
     restart: bool = True
+    env: dict[str, str] = field(default_factory=dict)  # on top of the supervisor's environment
     proc: subprocess.Popen | None = None
     restarts: int = 0
     next_start: float = 0.0
@@ -46,7 +47,10 @@ def _module_present(name: str) -> bool:
 
 def plan_children(settings: Settings, source: str, speed: float) -> list[Child]:
     cli = [sys.executable, "-m", "services.cli"]
-    kids = [Child("scorer", cli + ["score"])]
+    n = settings.scorer_processes
+    threads = settings.scorer_threads or max(1, (os.cpu_count() or 1) // n)
+    kids = [Child("scorer" if n == 1 else f"scorer{i}", cli + ["score"],
+                  env={} if n == 1 else {"VOXPOP_SCORER_THREADS": str(threads)}) for i in range(n)]
     if _module_present("pipelines.trends"):
         kids.append(Child("trends", cli + ["trends"]))
     if _module_present("services.alerts"):
@@ -77,8 +81,8 @@ def _pipe_output(child: Child) -> None:
 
 
 def _start(child: Child, env: dict[str, str]) -> None:
-    child.proc = subprocess.Popen(child.argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+    child.proc = subprocess.Popen(child.argv, env={**env, **child.env}, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
     threading.Thread(target=_pipe_output, args=(child,), daemon=True).start()
     log.info("started %s (pid %d)", child.name, child.proc.pid)
 

@@ -14,6 +14,7 @@ SENTIMENT_SETS: dict[str, Callable[[Path], list[Record]]] = {
     "mvsa-single": mvsa.load_single,
     "mvsa-multiple": mvsa.load_multiple,
     "meld": meld.load,
+    tweeteval.EMOTION_NAME: tweeteval.load_emotion_as_sentiment,  # train-only, distant labels
 }
 
 
@@ -32,5 +33,6 @@ def available(data_dir: Path) -> list[str]:
         "mvsa-single": "mvsa-single",
         "mvsa-multiple": "mvsa-multiple-text",
         "meld": "meld",
+        tweeteval.EMOTION_NAME: "tweeteval/emotion",
     }
     return [n for n, d in folders.items() if (Path(data_dir) / d).exists()]

@@ -31,3 +31,29 @@ def load(data_dir: Path, seed: int = 13) -> list[Record]:
         )
         for i, (t, y) in enumerate(zip(texts, labels, strict=True))
     ]
+
+
+EMOTION_NAME = "tweeteval-emotion"
+# TweetEval emotion's four classes as distant sentiment labels (no neutral class exists there)
+EMOTION_TO_SENTIMENT = {"anger": "negative", "joy": "positive", "optimism": "positive", "sadness": "negative"}
+
+
+def load_emotion_as_sentiment(data_dir: Path) -> list[Record]:
+    """TweetEval emotion train + val as extra TRAINING tweets with distant sentiment labels.
+
+    Why: TweetEval sentiment ships only 2,000 labelled tweets here, and general tweets are what
+    the production model meets in the wild. Every record is a train record, so model selection
+    and the reported numbers never see these labels; the emotion test file is left untouched.
+    """
+    base = Path(data_dir) / "tweeteval" / "emotion"
+    names = dict(line.split("\t") for line in (base / "mapping.txt").read_text().strip().splitlines())
+    out: list[Record] = []
+    for part in ("train", "val"):
+        texts = (base / f"{part}_text.txt").read_text(encoding="utf-8").splitlines()
+        labels = (base / f"{part}_labels.txt").read_text().split()
+        assert len(texts) == len(labels), f"tweeteval emotion {part}: text/label files differ in length"
+        for i, (t, y) in enumerate(zip(texts, labels, strict=True)):
+            uid = f"{EMOTION_NAME}:{part}:{i}"
+            out.append(Record(uid=uid, text=t.strip(), label=EMOTION_TO_SENTIMENT[names[y].strip()], split="train",
+                              author=uid, order=float(len(out)), dataset=EMOTION_NAME))
+    return out

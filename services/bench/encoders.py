@@ -68,3 +68,60 @@ def image_ceiling(paths: list[Path], precision: str, batch: int = 32) -> Rate:
                 enc.encode(torch.stack([enc.preprocess(im) for im in imgs[i : i + batch]]))
 
     return _timed(run, len(imgs), f"image {precision} b{batch}", 1)
+
+
+def text_ceiling_per_core(model: str, texts: list[str], precision: str, procs: int, bucket: int = 16,
+                          batch: int = 64, seconds: float = 8.0) -> Rate:
+    """`procs` encoder-only processes of one torch thread each, timed over the same window.
+
+    On small CPUs one single-threaded process per core beats one process with every core (no
+    OpenMP hand-offs on tweet-sized matrices), so this is part of the ceiling the scorer is
+    measured against. Each child warms up, waits for a shared start time, then encodes batches
+    for `seconds`; the rates add up.
+    """
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(texts, f)
+    start_at = time.time() + 25.0  # after every child has loaded the model and warmed up
+    cmd = [sys.executable, "-m", "services.bench.encoders", model, precision, f.name, str(bucket), str(batch),
+           str(start_at), str(seconds)]
+    kids = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(procs)]
+    rates = [json.loads(k.communicate(timeout=300)[0].strip().splitlines()[-1]) for k in kids]
+    Path(f.name).unlink(missing_ok=True)
+    late = [r for r in rates if r["late_s"] > 0]
+    if late:
+        raise RuntimeError(f"{len(late)} ceiling children were not ready at the start time; machine overloaded?")
+    return Rate(f"text {precision} b{batch} bucket{bucket} x{procs} processes", sum(r["posts"] for r in rates),
+                max(r["seconds"] for r in rates))
+
+
+def _child(model: str, precision: str, texts_path: str, bucket: str, batch: str, start_at: str, seconds: str) -> None:
+    import json
+
+    from models.registry import load_head
+
+    torch.set_num_threads(1)
+    texts = json.loads(Path(texts_path).read_text())
+    eng = InferenceEngine(load_head(model), precision=precision, bucket_size=int(bucket))
+    b = int(batch)
+    chunks = [texts[i : i + b] for i in range(0, len(texts), b)]
+    for c in chunks[:4]:  # warm-up
+        eng.encode(c, tokens=eng.tokenize(c))
+    late = time.time() - float(start_at)
+    time.sleep(max(0.0, -late))
+    t0, n, i = time.perf_counter(), 0, 0
+    while time.perf_counter() - t0 < float(seconds):
+        c = chunks[i % len(chunks)]
+        eng.encode(c, tokens=eng.tokenize(c))
+        n, i = n + len(c), i + 1
+    print(json.dumps({"posts": n, "seconds": time.perf_counter() - t0, "late_s": max(0.0, late)}))
+
+
+if __name__ == "__main__":
+    import sys
+
+    _child(*sys.argv[1:])

@@ -38,9 +38,13 @@ def machine() -> dict[str, str]:
             "isa": " ".join(f for f in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16") if f in flags)}
 
 
+ACCURACY_TOLERANCE_PTS = 0.5  # a precision "keeps accuracy" if it loses at most this much on every set
+
+
 def run_bench(settings: Settings, quick: bool = False, out_dir: Path | None = None) -> dict:
     out_dir = out_dir or ROOT / "docs"
     precisions = ("fp32", "bf16", "int8")
+    cores = os.cpu_count() or 1
     posts_all = airline_posts(settings.data_dir)
     n_sat = 1500 if quick else 4000
     head = load_head(settings.scorer_model)
@@ -51,18 +55,29 @@ def run_bench(settings: Settings, quick: bool = False, out_dir: Path | None = No
     log.info("1/6 encoder ceilings")
     ceil = {p: encoders.text_ceiling(head, texts, p).per_s for p in precisions}
     ceil_bucket = {p: encoders.text_ceiling(head, texts, p, bucket=16).per_s for p in precisions}
+    # the encoder alone, one single-threaded process per core, at each batch size the scorer runs
+    batches_e2e = (64,) if quick else (64, 256)
+    per_core = {p: {b: encoders.text_ceiling_per_core(settings.scorer_model, texts, p, cores, batch=b).per_s
+                    for b in batches_e2e} for p in precisions}
     single = encoders.text_single(head, texts[:200]).per_s
     imgs = sorted((settings.data_dir / "mvsa-single" / "images").glob("*.jpg"))[:64]
     img = {p: encoders.image_ceiling(imgs, p).per_s for p in ("fp32", "bf16")} if imgs else {}
     res["encoder_ceiling_posts_per_s"] = {p: round(v, 1) for p, v in ceil.items()}
     res["encoder_ceiling_bucketed_posts_per_s"] = {p: round(v, 1) for p, v in ceil_bucket.items()}
+    res["encoder_ceiling_per_core_posts_per_s"] = {p: {str(b): round(v, 1) for b, v in d.items()}
+                                                   for p, d in per_core.items()}
     res["encoder_single_post_per_s"] = round(single, 1)
     res["image_encoder_images_per_s"] = {p: round(v, 1) for p, v in img.items()}
+
+    def ceiling(p: str, batch: int) -> float:
+        """The best encoder-only rate of precision p at this max batch size, over every layout."""
+        single_process = max(ceil[p], ceil_bucket[p]) if batch == 64 else 0.0
+        return max(single_process, per_core[p].get(batch, 0.0))
 
     log.info("2/6 accuracy per precision")
     res["accuracy_by_precision"] = acc = precision_accuracy(settings.data_dir, precisions, settings.scorer_model)
     # the largest loss against fp32 over the benchmark sets, in points of accuracy and of macro-F1
-    res["accuracy_loss_pts_vs_fp32"] = {
+    loss = res["accuracy_loss_pts_vs_fp32"] = {
         p: {m: round(100 * max(acc["fp32"][d][m] - acc[p][d][m] for d in acc[p]), 2) for m in ("accuracy", "macro_f1")}
         for p in precisions}
 
@@ -75,39 +90,58 @@ def run_bench(settings: Settings, quick: bool = False, out_dir: Path | None = No
     try:
         log.info("3/6 end to end at saturation, and the sweep")
         sweep = []
-        best_bucket = {p: 16 if ceil_bucket[p] > ceil[p] else 0 for p in precisions}
-        for prec in precisions:
-            sweep.append(saturation(settings, ep, posts_all[:n_sat], logs, precision=prec, bucket=best_bucket[prec]))
-        batches = (32, 128) if quick else (16, 32, 128, 256)
-        for b in batches:
-            sweep.append(saturation(settings, ep, posts_all[:n_sat], logs, batch=b, bucket=best_bucket["fp32"]))
+        bucket = {p: 16 if ceil_bucket[p] > ceil[p] else 0 for p in precisions}
+        posts = posts_all[:n_sat]
+        for prec in precisions:  # the deployment layouts: one scorer with every core, one per core
+            sweep.append(saturation(settings, ep, posts, logs, precision=prec, bucket=bucket[prec]))
+            if cores > 1:
+                for b in batches_e2e:
+                    sweep.append(saturation(settings, ep, posts, logs, k=cores, batch=b, precision=prec,
+                                            bucket=bucket[prec]))
+        for b in (32, 128) if quick else (16, 32, 128, 256):
+            sweep.append(saturation(settings, ep, posts, logs, batch=b, bucket=bucket["fp32"]))
         if not quick:
-            sweep.append(saturation(settings, ep, posts_all[:n_sat], logs, wait_ms=10, bucket=best_bucket["fp32"]))
-            sweep.append(saturation(settings, ep, posts_all[:n_sat], logs, k=2, bucket=best_bucket["fp32"]))
-        # the same precisions with the other encode-ahead setting: what encoding on the prefetch thread buys
+            sweep.append(saturation(settings, ep, posts, logs, wait_ms=10, bucket=bucket["fp32"]))
+        # the other encode-ahead setting: what encoding on the prefetch thread buys
         res["scorer_encode_ahead_default"] = settings.scorer_encode_ahead
-        for prec in ("fp32", "int8"):
-            sweep.append(saturation(settings, ep, posts_all[:n_sat], logs, precision=prec, bucket=best_bucket[prec],
-                                    scorer_encode_ahead=not settings.scorer_encode_ahead))
+        sweep.append(saturation(settings, ep, posts, logs, precision="fp32", bucket=bucket["fp32"],
+                                scorer_encode_ahead=not settings.scorer_encode_ahead))
+        for r in sweep:  # None where no encoder-only run used that batch size
+            r["ceiling_posts_per_s"] = round(ceiling(r["precision"], r["batch"]), 1) or None
         res["sweep"] = sweep
-        e2e = {r["precision"]: r["posts_per_s"] for r in sweep[: len(precisions)]}
-        fastest = max(e2e, key=e2e.get)
+
+        # per precision: its best layout, against the encoder ceiling at that layout's batch size
+        best = {p: max((r for r in sweep if r["precision"] == p and r["encode_ahead"] == settings.scorer_encode_ahead
+                        and r["wait_ms"] == 50 and r["batch"] in (64, *batches_e2e)), key=lambda r: r["posts_per_s"])
+                for p in precisions}
+        e2e = {p: r["posts_per_s"] for p, r in best.items()}
         res["e2e_posts_per_s"] = e2e
+        res["e2e_layout"] = {p: {"scorers": r["scorers"], "batch": r["batch"]} for p, r in best.items()}
+        res["e2e_over_ceiling_by_precision"] = {p: round(e2e[p] / best[p]["ceiling_posts_per_s"], 3) for p in e2e}
+        res["e2e_over_best_ceiling_by_precision"] = {
+            p: round(e2e[p] / max(ceiling(p, b) for b in (64, *batches_e2e)), 3) for p in e2e}
+        # "the fastest path" is the fastest precision that keeps accuracy; the fastest of all is reported too
+        keeps = [p for p in precisions if max(loss[p].values()) <= ACCURACY_TOLERANCE_PTS]
+        fastest = max(keeps, key=e2e.get)
         res["fastest_precision"] = fastest
-        ref = max(ceil[fastest], ceil_bucket[fastest])
-        res["e2e_over_ceiling"] = round(e2e[fastest] / ref, 3)
-        res["e2e_over_ceiling_by_precision"] = {p: round(e2e[p] / max(ceil[p], ceil_bucket[p]), 3) for p in e2e}
+        res["fastest_any_precision"] = fastest_any = max(e2e, key=e2e.get)
+        res["fastest_any_over_fp32"] = round(e2e[fastest_any] / e2e["fp32"], 3)
+        res["accuracy_tolerance_pts"] = ACCURACY_TOLERANCE_PTS
+        res["e2e_over_ceiling"] = res["e2e_over_ceiling_by_precision"][fastest]
         res["fastest_over_fp32"] = round(e2e[fastest] / e2e["fp32"], 3)
         res["scorer_peak_rss_mb"] = max(r["peak_rss_mb"] for r in sweep)
 
         log.info("4/6 latency at 25/50/75%% of the maximum")
-        env = {"scorer_precision": fastest, "scorer_bucket_size": best_bucket[fastest]}
+        lay = best[fastest]
+        env = {"scorer_precision": fastest, "scorer_bucket_size": bucket[fastest], "scorer_max_batch": lay["batch"],
+               "scorer_threads": max(1, cores // lay["scorers"])}
         lat = {}
         for share in (0.25, 0.5, 0.75):
             rate = share * e2e[fastest]
             lat[f"{int(share * 100)}%"] = latency_at(settings, ep, posts_all[n_sat:], rate, 15 if quick else 30,
-                                                     logs, **env)
+                                                     logs, k=lay["scorers"], **env)
         res["latency"] = lat
+        res["latency_layout"] = {"scorers": lay["scorers"], **env}
         res["p99_ms_at_half_load"] = lat["50%"]["p99_ms"]
 
         log.info("5/6 the naive pipeline")

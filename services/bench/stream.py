@@ -188,16 +188,18 @@ def scored_latencies(run: Run, n: int, exclude: set[str], timeout_s: float = 60)
 
 
 def latency_at(base: Settings, ep: Endpoints, posts: list[Incoming], rate: float, seconds: float,
-               log_dir: Path, **scorer_env: object) -> dict:
-    """Offer `rate` posts/s for `seconds` to one warm scorer; ingest-to-stored percentiles."""
+               log_dir: Path, k: int = 1, **scorer_env: object) -> dict:
+    """Offer `rate` posts/s for `seconds` to K warm scorers; ingest-to-stored percentiles."""
     run = Run(base, ep)
     run.reset()
     gate = run.gate()
     warm = posts[:64]
     gate.submit([Incoming(raw=p.raw, post=p.post.model_copy(), source="bench") for p in warm])
-    sc = Scorers(run, 1, log_dir, **scorer_env)
+    sc = Scorers(run, k, log_dir, **scorer_env)
     try:
         wait_stored(run, len(warm), 300, sc)
+        if k > 1:
+            time.sleep(3.0)  # let the group settle: a late joiner's rebalance is not what we measure
         todo = posts[64 : 64 + int(rate * seconds)]
         t0, sent, tick = time.monotonic(), 0, 0.02
         while sent < len(todo):

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import redis
 import sqlalchemy.exc
 import torch
@@ -212,42 +213,50 @@ class Scorer:
         for it in items:
             by_author[it.post.author.id].append(it.post.id)
         states, applied = self.state.load(list(by_author), by_author)
-        u = {v: torch.zeros(len(items), self.head.feature_dims[v]) for v in self.head.views}
-        n = {v: torch.zeros(len(items)) for v in self.head.views}
+        # numpy views and Python lists once per batch: per-element tensor indexing cost more than
+        # the head itself
+        views = self.head.views
+        u_np = {v: np.zeros((len(items), self.head.feature_dims[v]), np.float32) for v in views}
+        n_np = {v: np.zeros(len(items), np.float32) for v in views}
+        x_np = {v: enc.x[v].numpy() for v in views}
+        present = {v: enc.mask[v].tolist() for v in views}
         changed, folded = {}, defaultdict(list)
         for i, it in enumerate(items):
             a = it.post.author.id
-            for v in self.head.views:
+            for v in views:
                 st = states[(a, v)]
-                u[v][i] = torch.from_numpy(st.mean)
-                n[v][i] = st.n
+                u_np[v][i] = st.mean
+                n_np[v][i] = st.n
             if it.post.id in applied or it.post.id in folded[a]:
                 continue
-            for v in self.head.views:
-                if bool(enc.mask[v][i]):
-                    states[(a, v)].fold(enc.x[v][i].numpy())
+            for v in views:
+                if present[v][i]:
+                    states[(a, v)].fold(x_np[v][i])
                     changed[(a, v)] = states[(a, v)]
             folded[a].append(it.post.id)
+        u = {v: torch.from_numpy(a) for v, a in u_np.items()}
+        n = {v: torch.from_numpy(a) for v, a in n_np.items()}
         scored = self.engine.predict(enc, u, n)
         t_head = time.perf_counter()
 
         labels = list(self.head.labels)
-        scores = sentiment_score(labels, scored.probs)
+        scores = sentiment_score(labels, scored.probs).tolist()
+        probs = scored.probs.tolist()
+        weights = {v: w.tolist() for v, w in scored.modality_weights.items()}
+        prior = n_np["text"].astype(int).tolist() if "text" in n_np else [0] * len(items)
+        timings = {"prepare": prep.prepare_ms, "encode": encode_ms, "head": (t_head - t_enc) * 1000,
+                   "batch": float(len(items))}
         rows = []
         for i, it in enumerate(items):
-            p = scored.probs[i]
-            queue_ms = (now - it.post.ingested_at).total_seconds() * 1000 if it.post.ingested_at else None
-            timings = {"prepare": prep.prepare_ms, "encode": encode_ms,
-                       "head": (t_head - t_enc) * 1000, "batch": float(len(items))}
-            if queue_ms is not None:
-                timings["queue"] = queue_ms
+            p = probs[i]
+            t = dict(timings)
+            if it.post.ingested_at:
+                t["queue"] = (now - it.post.ingested_at).total_seconds() * 1000
             rows.append(PredictionRow(
                 post=it.post, model_name=self.head.name, model_version=self.head.version,
-                label=labels[int(p.argmax())], probabilities={lab: float(p[j]) for j, lab in enumerate(labels)},
-                score=float(scores[i]), emotion=None,
-                modality_weights={v: float(w[i]) for v, w in scored.modality_weights.items()},
-                user_prior_count=int(n["text"][i]) if "text" in n else 0, timings_ms=timings,
-                media_status=it.media_status))
+                label=labels[max(range(len(p)), key=p.__getitem__)], probabilities=dict(zip(labels, p, strict=True)),
+                score=scores[i], emotion=None, modality_weights={v: w[i] for v, w in weights.items()},
+                user_prior_count=prior[i], timings_ms=t, media_status=it.media_status))
         extra = self._score_av(items)  # [] unless the batch has audio/video posts
         t_av = time.perf_counter()
         new_ids, stored_at = write_batch(self.db, rows, extra)

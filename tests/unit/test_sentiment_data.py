@@ -51,3 +51,17 @@ def test_other_loaders() -> None:
     assert [sum(r.split == k for r in mm) for k in ("train", "val", "test")] == [13624, 1700, 1700]
     t = tweeteval.load(dataset_path("tweeteval").parent)
     assert len(t) == 2000 and {r.split for r in t} == {"train", "val", "test"}
+
+
+def test_tweeteval_emotion_is_train_only_with_distant_labels() -> None:
+    from pipelines.datasets import tweeteval
+
+    base = dataset_path("tweeteval") / "emotion"
+    recs = tweeteval.load_emotion_as_sentiment(base.parent.parent)
+    n_files = sum(len((base / f"{p}_labels.txt").read_text().split()) for p in ("train", "val"))
+    assert len(recs) == n_files and {r.split for r in recs} == {"train"}
+    assert {r.label for r in recs} == {"negative", "positive"}  # no neutral class in the emotion task
+    # anger (0) -> negative, joy (1) -> positive, in file order
+    labels = (base / "train_labels.txt").read_text().split()
+    first = {y: next(i for i, v in enumerate(labels) if v == y) for y in ("0", "1")}
+    assert recs[first["0"]].label == "negative" and recs[first["1"]].label == "positive"
