@@ -381,9 +381,14 @@ class Scorer:
 
         A prefetch thread owns the consumer: it polls and prepares batch k+1 (parse, media,
         tokenise) while this thread runs batch k through the model and the sinks, and it commits
-        the offsets this thread hands back once a batch is fully stored.
+        the offsets this thread hands back once a batch is fully stored. It stays exactly one
+        batch ahead: it polls again only once this thread has taken the batch it prepared, so a
+        post never queues behind more than the batch in hand (with two batches buffered, p50
+        latency at half load was ~3 batch times).
         """
-        ready: queue.Queue[Prepared | None] = queue.Queue(maxsize=2)
+        ready: queue.Queue[Prepared | None] = queue.Queue(maxsize=1)
+        taken = threading.Event()  # the last prepared batch was picked up: time to poll the next
+        taken.set()
         commits: queue.Queue[dict[TopicPartition, OffsetAndMetadata]] = queue.Queue()
         done = threading.Event()
         last_data = [time.monotonic()]
@@ -404,6 +409,8 @@ class Scorer:
             try:
                 while not done.is_set():
                     apply_commits()
+                    if not taken.wait(0.2):
+                        continue
                     batch = self._collect(consumer)
                     if not batch:
                         if idle_exit_s is not None and time.monotonic() - last_data[0] > idle_exit_s:
@@ -411,6 +418,7 @@ class Scorer:
                         continue
                     last_data[0] = time.monotonic()
                     prep = self.prepare(batch, encode=self.s.scorer_encode_ahead)
+                    taken.clear()
                     while not done.is_set():
                         try:
                             ready.put(prep, timeout=0.2)
@@ -437,6 +445,7 @@ class Scorer:
             while not self.stopping.is_set():
                 try:
                     prep = ready.get(timeout=0.2)
+                    taken.set()
                 except queue.Empty:
                     continue
                 if prep is None:
