@@ -63,13 +63,21 @@ class TextEncoder(nn.Module):
         """
         if "+" in self.version:
             raise ValueError(f"{self.version} already carries an adapter; start from the frozen encoder")
-        tuned = TextEncoder.__new__(TextEncoder)
-        nn.Module.__init__(tuned)
-        tuned.tokenizer = self.tokenizer
-        tuned.max_length = self.max_length
-        tuned.model = adapter.merge_into(copy.deepcopy(self.model)).eval().requires_grad_(False)
+        tuned = self.with_model(adapter.merge_into(copy.deepcopy(self.model)).eval().requires_grad_(False))
         tuned.version = f"{self.version}+{adapter.tag}"
         return tuned
+
+    def with_model(self, model: nn.Module) -> TextEncoder:
+        """A new encoder sharing this one's tokenizer and version around another `model` (e.g. int8).
+
+        Not `copy.copy`: a shallow copy shares the module dict, so assigning its `.model` would
+        swap this encoder's model too.
+        """
+        other = TextEncoder.__new__(TextEncoder)
+        nn.Module.__init__(other)
+        other.tokenizer, other.max_length, other.version = self.tokenizer, self.max_length, self.version
+        other.model = model
+        return other
 
     @property
     def device(self) -> torch.device:

@@ -2,12 +2,11 @@
 
 I/O-free on purpose: the scorer service feeds it posts and per-user state, the benchmark and
 `voxpop predict` feed it files. Precision is chosen per deployment: fp32, bf16 autocast, or
-dynamic int8 for the text encoder's Linear layers.
+dynamic int8 for the text encoder's Linear layers (pipelines/quantize.py).
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ from torch import Tensor
 
 from models.registry import ScoringHead
 from models.text_encoder import TextEncoder, encoder_for_head
+from pipelines.quantize import quantize_text_model
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
@@ -47,17 +47,8 @@ class InferenceEngine:
         # a shared frozen `text_encoder` is never modified
         self.frozen_text = text_encoder or TextEncoder(device=device)  # for heads that need the frozen one
         self.text = encoder_for_head(head, self.frozen_text)
-        if precision == "int8":
-            # Per-output-channel weight scales: with production v3, per-tensor scales cost 2.2
-            # macro-F1 points on the airline test split and per-channel 0.3, for ~10% of the
-            # speed-up; docs/performance.md has the current head's accuracy per precision.
-            from torch.ao.quantization import per_channel_dynamic_qconfig
-
-            quantized = torch.ao.quantization.quantize_dynamic(
-                self.text.model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
-            if self.text is self.frozen_text:  # never swap the model of an encoder the caller shares
-                self.text = copy.copy(self.text)
-            self.text.model = quantized
+        if precision == "int8":  # a new encoder: one the caller shares is never modified
+            self.text = self.text.with_model(quantize_text_model(self.text.model))
         self.image = None
         if "image" in self.views:
             if image_encoder is None:

@@ -19,9 +19,11 @@ v4 tunes the text encoder: adapter_rank>0 trains a LoRA adapter on encoder layer
 adapter_layers (pipelines/training/encoder_tuning.py) jointly with a head (stage 1, no author
 prior), merges it, caches the tuned embeddings, then trains the eta head on them with the
 author prior (stage 2, as v1-v3). adapter_rank=0 is the frozen-encoder recipe of v1-v3.
-adapter_rank=16 adapter_alpha=32 adapter_layers=4,5 adapter_dropout=0.1 adapter_lr=1e-3
-adapter_head_lr=2e-3 adapter_samples=32000 adapter_batch=32 adapter_evals=4 adapter_bf16=false
-adapter_threads=2.
+adapter_rank=16 adapter_alpha=32 adapter_layers=0,1,2,3,4,5 adapter_dropout=0.1 adapter_lr=1e-3
+adapter_head_lr=2e-3 adapter_samples=64000 adapter_batch=32 adapter_evals=4 adapter_bf16=false
+adapter_threads=2. v5 (the default) adapts all six layers with 64k samples; v4 was layers 4,5 and
+32k samples (mean validation macro-F1 0.6552 vs 0.6473; with all layers the prefix is just the
+embeddings, so each step runs the whole encoder: ~35 min instead of ~11 on 2 cores).
 """
 
 from __future__ import annotations
@@ -70,11 +72,11 @@ DEFAULTS: dict[str, Any] = {
     "user_fusion": True,
     "adapter_rank": 16,
     "adapter_alpha": 32.0,
-    "adapter_layers": "4,5",
+    "adapter_layers": "0,1,2,3,4,5",
     "adapter_dropout": 0.1,
     "adapter_lr": 1e-3,
     "adapter_head_lr": 2e-3,
-    "adapter_samples": 32000,
+    "adapter_samples": 64000,
     "adapter_batch": 32,
     "adapter_evals": 4,
     "adapter_bf16": False,

@@ -54,7 +54,7 @@ def _score(eng: InferenceEngine, rows: list[Record]) -> dict[str, float]:
     pred = probs.argmax(1).numpy()
     gold = np.array([head.labels.index(rows[i].label) for i in keep])
     return {"accuracy": round(float((pred == gold).mean()), 4),
-            "macro_f1": round(float(f1_score(gold, pred, average="macro")), 4), "n": len(keep)}
+            "macro_f1": round(float(f1_score(gold, pred, average="macro")), 4), "n": len(keep), "pred": pred}
 
 
 def precision_accuracy(data_dir: Path, precisions: tuple[str, ...], model: str = "production"
@@ -66,7 +66,12 @@ def precision_accuracy(data_dir: Path, precisions: tuple[str, ...], model: str =
     sets = {name: _test_rows(load(data_dir), name in TEST_HISTORY_ONLY)
             for name, load in BENCH_SETS.items() if name in present}
     out: dict[str, dict[str, dict[str, float]]] = {}
+    preds: dict[str, dict[str, np.ndarray]] = {}
     for prec in precisions:
         eng = InferenceEngine(load_head(model), precision=prec)
         out[prec] = {name: _score(eng, rows) for name, rows in sets.items()}
+        preds[prec] = {name: m.pop("pred") for name, m in out[prec].items()}
+    for prec in precisions:  # how many labels the precision changes: the paired view of the same loss
+        for name, m in out[prec].items():
+            m["changed_vs_fp32"] = round(float((preds[prec][name] != preds["fp32"][name]).mean()), 4)
     return out

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from infra import local_stack
 from models.registry import load_head
+from pipelines.scoring import PRECISIONS
 from services.bench import encoders
 from services.bench.accuracy import precision_accuracy
 from services.bench.naive import naive_pipeline
@@ -43,7 +44,7 @@ ACCURACY_TOLERANCE_PTS = 0.5  # a precision "keeps accuracy" if it loses at most
 
 def run_bench(settings: Settings, quick: bool = False, out_dir: Path | None = None) -> dict:
     out_dir = out_dir or ROOT / "docs"
-    precisions = ("fp32", "bf16", "int8")
+    precisions = PRECISIONS
     cores = os.cpu_count() or 1
     posts_all = airline_posts(settings.data_dir)
     n_sat = 1500 if quick else 4000
@@ -92,14 +93,19 @@ def run_bench(settings: Settings, quick: bool = False, out_dir: Path | None = No
         sweep = []
         bucket = {p: 16 if ceil_bucket[p] > ceil[p] else 0 for p in precisions}
         posts = posts_all[:n_sat]
+
+        def enough(k: int, b: int) -> list:
+            """At least 16 full batches per scorer, so the steady-state window spans many commits."""
+            return posts_all[:max(n_sat, 16 * k * b)]
+
         for prec in precisions:  # the deployment layouts: one scorer with every core, one per core
             sweep.append(saturation(settings, ep, posts, logs, precision=prec, bucket=bucket[prec]))
             if cores > 1:
                 for b in batches_e2e:
-                    sweep.append(saturation(settings, ep, posts, logs, k=cores, batch=b, precision=prec,
+                    sweep.append(saturation(settings, ep, enough(cores, b), logs, k=cores, batch=b, precision=prec,
                                             bucket=bucket[prec]))
         for b in (32, 128) if quick else (16, 32, 128, 256):
-            sweep.append(saturation(settings, ep, posts, logs, batch=b, bucket=bucket["fp32"]))
+            sweep.append(saturation(settings, ep, enough(1, b), logs, batch=b, bucket=bucket["fp32"]))
         if not quick:
             sweep.append(saturation(settings, ep, posts, logs, wait_ms=10, bucket=bucket["fp32"]))
         # the other encode-ahead setting: what encoding on the prefetch thread buys

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from models.production import EtaFusionHead
+from pipelines.quantize import cpu_has_vnni, quantize_text_model
 from pipelines.scoring import InferenceEngine
 
 TEXTS = ["ok", "", "   ", "the flight was delayed for three hours and nobody told us anything at all",
@@ -39,3 +40,33 @@ def test_bucketed_embeddings_equal_unbucketed(engines) -> None:
     assert torch.allclose(a, b, atol=1e-5)
     assert not a[1].any() and not a[2].any()  # empty posts have no text view
     assert a[0].norm() > 0.99
+
+
+
+def _cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cosine_similarity(a, b)[a.norm(dim=1) > 0]
+
+
+def test_int8_quantises_every_encoder_linear_and_leaves_the_shared_encoder_alone(engines) -> None:
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    plain, _ = engines
+    eng = InferenceEngine(plain.head, precision="int8", text_encoder=plain.frozen_text)
+    layers = [m for m in eng.text.model.encoder.modules() if isinstance(m, torch.nn.Linear | DynamicLinear)]
+    assert len(layers) == 36 and all(isinstance(m, DynamicLinear) for m in layers)
+    assert not any(isinstance(m, DynamicLinear) for m in plain.frozen_text.model.modules())
+    cos = _cosines(plain.encode(TEXTS).x["text"], eng.encode(TEXTS).x["text"])
+    assert cos.min() > 0.95, cos
+
+
+@pytest.mark.skipif(not cpu_has_vnni(), reason="8-bit activations are only used (and safe) on CPUs with VNNI")
+def test_eight_bit_activations_track_fp32_closer_than_seven_bit(engines) -> None:
+    """The reason pipelines/quantize.py bypasses PyTorch's reduce_range on VNNI CPUs."""
+    plain, _ = engines
+    ref = plain.encode(TEXTS).x["text"]
+    err = {}
+    for bits in (7, 8):
+        model = quantize_text_model(plain.frozen_text.model, eight_bit=bits == 8)
+        eng = InferenceEngine(plain.head, text_encoder=plain.frozen_text.with_model(model))
+        err[bits] = (1 - _cosines(ref, eng.encode(TEXTS).x["text"])).mean().item()
+    assert err[8] < 0.5 * err[7], err

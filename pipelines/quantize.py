@@ -1,0 +1,61 @@
+"""Dynamic int8 for the text encoder: int8 weights per output channel, activations quantised per call.
+
+Why its own module: two choices here decide whether int8 keeps fp32's accuracy.
+
+- **8-bit activations where the CPU has VNNI.** PyTorch's dynamic Linear always asks FBGEMM for
+  7-bit activations (`reduce_range=True`), a guard for CPUs without VNNI, whose int8 multiply
+  (`vpmaddubsw`) saturates 16-bit sums. VNNI's `vpdpbusd` accumulates in 32 bits, so on such CPUs
+  the full 8 bits are safe and halve the rounding step. With production 4.0 on 250 real airline
+  tweets, the mean cosine between fp32 and all-int8 sentence embeddings went from 0.973 to 0.993.
+- **Every Linear layer int8.** Keeping the feed-forward output projections in fp32 (their GELU
+  inputs have the largest outlier channels) was tried: with 8-bit activations it changed no test
+  set's accuracy by more than the noise of a few posts and gave up a third of the int8 FLOPs, so
+  `keep_fp32` exists for experiments and is empty by default. docs/performance.md has the accuracy
+  each precision keeps.
+
+Per-channel weight scales: with production v3, per-tensor scales cost 2.2 macro-F1 points on the
+airline test split and per-channel 0.3, for ~10% of the speed-up.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+
+@cache
+def cpu_has_vnni() -> bool:
+    """AVX512-VNNI or AVX-VNNI, from /proc/cpuinfo (False where it cannot be read)."""
+    try:
+        flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags"))
+    except (OSError, StopIteration):
+        return False
+    return bool({"avx512_vnni", "avx_vnni"} & set(flags.split()))
+
+
+class Int8Linear(DynamicLinear):
+    """A dynamic int8 Linear with full 8-bit activations (only built where the CPU has VNNI)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.quantized.linear_dynamic(x, self._packed_params._packed_params,
+                                                  reduce_range=False).to(x.dtype)
+
+
+def quantize_text_model(model: nn.Module, keep_fp32: re.Pattern[str] | None = None,
+                        eight_bit: bool | None = None) -> nn.Module:
+    """A copy of `model` whose Linear layers (except those `keep_fp32` matches) are dynamic int8.
+
+    `eight_bit`: 8-bit activations; default: where the CPU has VNNI (7-bit elsewhere, as PyTorch).
+    """
+    from torch.ao.quantization import per_channel_dynamic_qconfig
+
+    eight_bit = cpu_has_vnni() if eight_bit is None else eight_bit
+    spec = {name: per_channel_dynamic_qconfig for name, mod in model.named_modules()
+            if isinstance(mod, nn.Linear) and not (keep_fp32 and keep_fp32.fullmatch(name))}
+    mapping = {nn.Linear: Int8Linear if eight_bit else DynamicLinear}
+    return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8, mapping=mapping)
