@@ -11,8 +11,8 @@ Why its own module: two choices here decide whether int8 keeps fp32's accuracy.
   inputs have the largest outlier channels) hands a third of the int8 FLOPs back to fp32. Worst
   per-set loss vs fp32 with production v5 (accuracy / macro-F1 points, 8-bit): all int8 1.66 / 1.85,
   those kept fp32 0.66 / 0.62, both on TweetEval's 300 posts (5 vs 2 posts). Neither is within the
-  0.5-point tolerance, so `keep_fp32` exists for experiments and is empty by default.
-  docs/performance.md has the accuracy each precision keeps.
+  0.5-point tolerance, so the simpler and faster one is what `int8` means. docs/performance.md has
+  the accuracy each precision keeps.
 
 Per-channel weight scales: with production v3, per-tensor scales cost 2.2 macro-F1 points on the
 airline test split and per-channel 0.3, for ~10% of the speed-up.
@@ -20,7 +20,6 @@ airline test split and per-channel 0.3, for ~10% of the speed-up.
 
 from __future__ import annotations
 
-import re
 from functools import cache
 from pathlib import Path
 
@@ -30,13 +29,18 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
 
 @cache
-def cpu_has_vnni() -> bool:
-    """AVX512-VNNI or AVX-VNNI, from /proc/cpuinfo (False where it cannot be read)."""
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read)."""
     try:
-        flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags"))
+        line = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags"))
     except (OSError, StopIteration):
-        return False
-    return bool({"avx512_vnni", "avx_vnni"} & set(flags.split()))
+        return frozenset()
+    return frozenset(line.split(":", 1)[1].split())
+
+
+def cpu_has_vnni() -> bool:
+    """AVX512-VNNI or AVX-VNNI: int8 dot products that accumulate in 32 bits."""
+    return bool({"avx512_vnni", "avx_vnni"} & cpu_flags())
 
 
 class Int8Linear(DynamicLinear):
@@ -47,16 +51,14 @@ class Int8Linear(DynamicLinear):
                                                   reduce_range=False).to(x.dtype)
 
 
-def quantize_text_model(model: nn.Module, keep_fp32: re.Pattern[str] | None = None,
-                        eight_bit: bool | None = None) -> nn.Module:
-    """A copy of `model` whose Linear layers (except those `keep_fp32` matches) are dynamic int8.
+def quantize_text_model(model: nn.Module, eight_bit: bool | None = None) -> nn.Module:
+    """A copy of `model` whose Linear layers are all dynamic int8.
 
     `eight_bit`: 8-bit activations; default: where the CPU has VNNI (7-bit elsewhere, as PyTorch).
     """
     from torch.ao.quantization import per_channel_dynamic_qconfig
 
     eight_bit = cpu_has_vnni() if eight_bit is None else eight_bit
-    spec = {name: per_channel_dynamic_qconfig for name, mod in model.named_modules()
-            if isinstance(mod, nn.Linear) and not (keep_fp32 and keep_fp32.fullmatch(name))}
     mapping = {nn.Linear: Int8Linear if eight_bit else DynamicLinear}
-    return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8, mapping=mapping)
+    return torch.ao.quantization.quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig},
+                                                  dtype=torch.qint8, mapping=mapping)

@@ -34,7 +34,8 @@ def _test_rows(recs: list[Record], test_history_only: bool = False) -> list[Reco
     return [r for r in recs if r.author in test_authors]
 
 
-def _score(eng: InferenceEngine, rows: list[Record]) -> dict[str, float]:
+def _score(eng: InferenceEngine, rows: list[Record]) -> tuple[dict[str, float], np.ndarray]:
+    """Metrics on the test posts, and their predicted label indices (to compare precisions)."""
     head = eng.head
     dim = head.feature_dims["text"]
     feats = torch.cat([eng.encode([r.text for r in rows[i : i + 64]]).x["text"] for i in range(0, len(rows), 64)])
@@ -54,7 +55,7 @@ def _score(eng: InferenceEngine, rows: list[Record]) -> dict[str, float]:
     pred = probs.argmax(1).numpy()
     gold = np.array([head.labels.index(rows[i].label) for i in keep])
     return {"accuracy": round(float((pred == gold).mean()), 4),
-            "macro_f1": round(float(f1_score(gold, pred, average="macro")), 4), "n": len(keep), "pred": pred}
+            "macro_f1": round(float(f1_score(gold, pred, average="macro")), 4), "n": len(keep)}, pred
 
 
 def precision_accuracy(data_dir: Path, precisions: tuple[str, ...], model: str = "production"
@@ -69,8 +70,9 @@ def precision_accuracy(data_dir: Path, precisions: tuple[str, ...], model: str =
     preds: dict[str, dict[str, np.ndarray]] = {}
     for prec in precisions:
         eng = InferenceEngine(load_head(model), precision=prec)
-        out[prec] = {name: _score(eng, rows) for name, rows in sets.items()}
-        preds[prec] = {name: m.pop("pred") for name, m in out[prec].items()}
+        scored = {name: _score(eng, rows) for name, rows in sets.items()}
+        out[prec] = {name: m for name, (m, _) in scored.items()}
+        preds[prec] = {name: pred for name, (_, pred) in scored.items()}
     for prec in precisions:  # how many labels the precision changes: the paired view of the same loss
         for name, m in out[prec].items():
             m["changed_vs_fp32"] = round(float((preds[prec][name] != preds["fp32"][name]).mean()), 4)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from infra import local_stack
 from models.registry import load_head
+from pipelines.quantize import cpu_flags
 from pipelines.scoring import PRECISIONS
 from services.bench import encoders
 from services.bench.accuracy import precision_accuracy
@@ -26,13 +27,12 @@ log = logging.getLogger("voxpop.bench")
 
 
 def machine() -> dict[str, str]:
-    flags = ""
+    flags = cpu_flags()
     try:
-        flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags"))
+        model = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                     if ln.startswith("model name"))
     except (OSError, StopIteration):
-        pass
-    model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                  if ln.startswith("model name")), platform.processor())
+        model = platform.processor()
     import torch
 
     return {"cpu": model, "cores": str(os.cpu_count()), "python": sys.version.split()[0], "torch": torch.__version__,
@@ -92,14 +92,13 @@ def run_bench(settings: Settings, quick: bool = False, out_dir: Path | None = No
         log.info("3/6 end to end at saturation, and the sweep")
         sweep = []
         bucket = {p: 16 if ceil_bucket[p] > ceil[p] else 0 for p in precisions}
-        posts = posts_all[:n_sat]
 
-        def enough(k: int, b: int) -> list:
+        def enough(k: int = 1, b: int = 64) -> list:
             """At least 16 full batches per scorer, so the steady-state window spans many commits."""
             return posts_all[:max(n_sat, 16 * k * b)]
 
         for prec in precisions:  # the deployment layouts: one scorer with every core, one per core
-            sweep.append(saturation(settings, ep, posts, logs, precision=prec, bucket=bucket[prec]))
+            sweep.append(saturation(settings, ep, enough(), logs, precision=prec, bucket=bucket[prec]))
             if cores > 1:
                 for b in batches_e2e:
                     sweep.append(saturation(settings, ep, enough(cores, b), logs, k=cores, batch=b, precision=prec,
@@ -107,10 +106,10 @@ def run_bench(settings: Settings, quick: bool = False, out_dir: Path | None = No
         for b in (32, 128) if quick else (16, 32, 128, 256):
             sweep.append(saturation(settings, ep, enough(1, b), logs, batch=b, bucket=bucket["fp32"]))
         if not quick:
-            sweep.append(saturation(settings, ep, posts, logs, wait_ms=10, bucket=bucket["fp32"]))
+            sweep.append(saturation(settings, ep, enough(), logs, wait_ms=10, bucket=bucket["fp32"]))
         # the other encode-ahead setting: what encoding on the prefetch thread buys
         res["scorer_encode_ahead_default"] = settings.scorer_encode_ahead
-        sweep.append(saturation(settings, ep, posts, logs, precision="fp32", bucket=bucket["fp32"],
+        sweep.append(saturation(settings, ep, enough(), logs, precision="fp32", bucket=bucket["fp32"],
                                 scorer_encode_ahead=not settings.scorer_encode_ahead))
         for r in sweep:  # None where no encoder-only run used that batch size
             r["ceiling_posts_per_s"] = round(ceiling(r["precision"], r["batch"]), 1) or None

@@ -42,7 +42,6 @@ def test_bucketed_embeddings_equal_unbucketed(engines) -> None:
     assert a[0].norm() > 0.99
 
 
-
 def _cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cosine_similarity(a, b)[a.norm(dim=1) > 0]
 
