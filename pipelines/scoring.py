@@ -7,6 +7,7 @@ dynamic int8 for the text encoder's Linear layers (pipelines/quantize.py).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,9 +18,10 @@ from torch import Tensor
 
 from models.registry import ScoringHead
 from models.text_encoder import TextEncoder, encoder_for_head
-from pipelines.quantize import quantize_text_model
+from pipelines.quantize import cpu_has_native_bf16, quantize_text_model
 
 PRECISIONS = ("fp32", "bf16", "int8")
+log = logging.getLogger("voxpop.scoring")
 
 
 @dataclass
@@ -41,6 +43,9 @@ class InferenceEngine:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self.head = head.to(device).eval()
         self.precision, self.device = precision, torch.device(device)
+        if precision == "bf16" and self.device.type == "cpu" and not cpu_has_native_bf16():
+            log.warning("precision bf16 on a CPU without bf16 instructions (avx512_bf16/amx_bf16): torch emulates "
+                        "it, several times slower than fp32; use fp32 or int8 here (`voxpop bench` shows each)")
         self.views = tuple(head.views)
         self.bucket_size = bucket_size
         # a head with its own LoRA text adapter gets a merged copy (same speed as the frozen one);

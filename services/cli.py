@@ -349,12 +349,13 @@ def benchmarks(
 def bench(
     as_json: Annotated[bool, typer.Option("--json", help="print the figures as one JSON object")] = False,
     quick: Annotated[bool, typer.Option(help="smaller runs (about a third of the time)")] = False,
+    out: Annotated[Path, typer.Option(help="folder for performance.md/.json, plots and profiles")] = Path("docs"),
 ) -> None:
     """Measure encoder ceilings, end-to-end throughput, latency, the naive pipeline; write docs/performance.*"""
     from services.bench.run import run_bench
 
     _logging()
-    res = run_bench(get_settings(), quick=quick)
+    res = run_bench(get_settings(), quick=quick, out_dir=out)
     if as_json:
         typer.echo(json.dumps(res))
 

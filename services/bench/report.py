@@ -119,6 +119,8 @@ def render(res: dict, out_dir: Path) -> None:
                  res["e2e_over_ceiling_by_precision"][p], res["e2e_over_best_ceiling_by_precision"][p]]
                 for p in res["encoder_ceiling_posts_per_s"]]),
         "",
+        *[f"- **{p} not run**: {why}." for p, why in res.get("precisions_skipped", {}).items()],
+        "",
         f"One post at a time (fp32): {res['encoder_single_post_per_s']} posts/s. "
         "Image encoder (EfficientNet-Lite0, batch 32, MVSA photos): "
         + ", ".join(f"{p} {v} images/s" for p, v in res["image_encoder_images_per_s"].items()) + ".",
@@ -175,7 +177,7 @@ def render(res: dict, out_dir: Path) -> None:
         "",
         _table(["stage", "% of time"], [[k, v] for k, v in res["profile_share_pct"].items()]),
         "",
-        "Full profile: `docs/profiles/scorer-profile.txt` (and `.html`).",
+        "Full profile: `profiles/scorer-profile.txt` beside this file (and `.html` where kept).",
         "",
     ]
     (out_dir / "performance.md").write_text("\n".join(lines))

@@ -36,24 +36,44 @@ def machine() -> dict[str, str]:
     import torch
 
     return {"cpu": model, "cores": str(os.cpu_count()), "python": sys.version.split()[0], "torch": torch.__version__,
-            "isa": " ".join(f for f in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16") if f in flags)}
+            "isa": " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16")
+                            if f in flags)}
 
 
 ACCURACY_TOLERANCE_PTS = 0.5  # a precision "keeps accuracy" if it loses at most this much on every set
 
 
+def worth_running(probe: dict[str, float]) -> tuple[list[str], dict[str, str]]:
+    """The precisions worth the long runs: fp32 (the reference) and any whose encoder is not slower.
+
+    A precision slower than fp32 at the encoder can never be the fast path, and where the CPU has
+    no bf16 instructions torch emulates bf16 ~10x slower than fp32: running it end to end and over
+    the accuracy sets would take an hour there. Returns (precisions to run, {skipped: why}).
+    """
+    keep = [p for p in probe if p == "fp32" or probe[p] >= probe["fp32"]]
+    why = {p: f"encoder {probe[p]:.1f} posts/s vs fp32 {probe['fp32']:.1f} on a short probe: slower than fp32 here, "
+              "so never the fast path; not run further" for p in probe if p not in keep}
+    return keep, why
+
+
 def run_bench(settings: Settings, quick: bool = False, out_dir: Path | None = None) -> dict:
     out_dir = out_dir or ROOT / "docs"
-    precisions = PRECISIONS
     cores = os.cpu_count() or 1
     posts_all = airline_posts(settings.data_dir)
     n_sat = 1500 if quick else 4000
     head = load_head(settings.scorer_model)
     texts = [p.post.text for p in posts_all[:1024]]
     res: dict = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
-                 "command": "voxpop bench" + (" --quick" if quick else ""), "model": f"{head.name}@{head.version}"}
+                 "command": "voxpop bench" + (" --quick" if quick else "")
+                 + ("" if out_dir == ROOT / "docs" else f" --out {out_dir}"), "model": f"{head.name}@{head.version}"}
 
     log.info("1/6 encoder ceilings")
+    probe = {p: encoders.text_ceiling(head, texts[:256], p).per_s for p in PRECISIONS}
+    precisions, skipped = worth_running(probe)
+    res["encoder_probe_posts_per_s"] = {p: round(v, 1) for p, v in probe.items()}
+    res["precisions_skipped"] = skipped
+    for p, why in skipped.items():
+        log.info("%s: %s", p, why)
     ceil = {p: encoders.text_ceiling(head, texts, p).per_s for p in precisions}
     ceil_bucket = {p: encoders.text_ceiling(head, texts, p, bucket=16).per_s for p in precisions}
     # the encoder alone, one single-threaded process per core, at each batch size the scorer runs
@@ -62,7 +82,7 @@ def run_bench(settings: Settings, quick: bool = False, out_dir: Path | None = No
                     for b in batches_e2e} for p in precisions}
     single = encoders.text_single(head, texts[:200]).per_s
     imgs = sorted((settings.data_dir / "mvsa-single" / "images").glob("*.jpg"))[:64]
-    img = {p: encoders.image_ceiling(imgs, p).per_s for p in ("fp32", "bf16")} if imgs else {}
+    img = {p: encoders.image_ceiling(imgs, p).per_s for p in ("fp32", "bf16") if p in precisions} if imgs else {}
     res["encoder_ceiling_posts_per_s"] = {p: round(v, 1) for p, v in ceil.items()}
     res["encoder_ceiling_bucketed_posts_per_s"] = {p: round(v, 1) for p, v in ceil_bucket.items()}
     res["encoder_ceiling_per_core_posts_per_s"] = {p: {str(b): round(v, 1) for b, v in d.items()}

@@ -26,3 +26,14 @@ def test_rate_counts_posts_after_the_first_commit_only_and_handles_degenerate_in
     assert rate_between(t, 0.0, 1.0) == 25.0  # the first commit's posts opened the window
     assert rate_between(np.array([3.0]), 0.0, 1.0) is None
     assert rate_between(_commits([1.0], 10), 0.1, 0.9) is None  # a single commit: no interval
+
+
+def test_only_precisions_not_slower_than_fp32_get_the_long_runs() -> None:
+    from services.bench.run import worth_running
+
+    # an AVX2-only CPU: bf16 emulated, ~10x slower; int8 faster
+    run, skipped = worth_running({"fp32": 60.0, "bf16": 6.1, "int8": 85.0})
+    assert run == ["fp32", "int8"]
+    assert list(skipped) == ["bf16"] and "6.1" in skipped["bf16"] and "60.0" in skipped["bf16"]
+    # fp32 is the reference and always runs, even where everything else is faster
+    assert worth_running({"fp32": 50.0, "bf16": 120.0, "int8": 110.0}) == (["fp32", "bf16", "int8"], {})

@@ -54,8 +54,34 @@ def test_int8_quantises_every_encoder_linear_and_leaves_the_shared_encoder_alone
     layers = [m for m in eng.text.model.encoder.modules() if isinstance(m, torch.nn.Linear | DynamicLinear)]
     assert len(layers) == 36 and all(isinstance(m, DynamicLinear) for m in layers)
     assert not any(isinstance(m, DynamicLinear) for m in plain.frozen_text.model.modules())
-    cos = _cosines(plain.encode(TEXTS).x["text"], eng.encode(TEXTS).x["text"])
+
+
+@pytest.fixture(scope="module")
+def production_text(engines):
+    """The encoder int8 serves: production's LoRA-merged MiniLM (the frozen one has larger outliers)."""
+    from models.registry import load_head
+    from models.text_encoder import encoder_for_head
+
+    plain, _ = engines
+    return encoder_for_head(load_head("production"), plain.frozen_text)
+
+
+def test_int8_production_embeddings_track_fp32(production_text) -> None:
+    ref = production_text.encode(TEXTS)
+    q = production_text.with_model(quantize_text_model(production_text.model))  # this CPU's defaults
+    cos = _cosines(ref, q.encode(TEXTS))
     assert cos.min() > 0.95, cos
+
+
+def test_per_token_activation_scales_track_fp32_closer_than_one_scale_per_batch(production_text) -> None:
+    """Why CPUs without VNNI (7-bit activations) get per-token scales by default."""
+    ref = production_text.encode(TEXTS)
+    err = {}
+    for per_token in (False, True):
+        q = production_text.with_model(quantize_text_model(production_text.model, eight_bit=False,
+                                                           per_token=per_token))
+        err[per_token] = (1 - _cosines(ref, q.encode(TEXTS))).mean().item()
+    assert err[True] < 0.5 * err[False], err
 
 
 @pytest.mark.skipif(not cpu_has_vnni(), reason="8-bit activations are only used (and safe) on CPUs with VNNI")
@@ -69,3 +95,18 @@ def test_eight_bit_activations_track_fp32_closer_than_seven_bit(engines) -> None
         eng = InferenceEngine(plain.head, text_encoder=plain.frozen_text.with_model(model))
         err[bits] = (1 - _cosines(ref, eng.encode(TEXTS).x["text"])).mean().item()
     assert err[8] < 0.5 * err[7], err
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch, caplog) -> None:
+    import pipelines.scoring as scoring
+    from models.registry import load_head
+
+    monkeypatch.setattr(scoring, "cpu_has_native_bf16", lambda: False)
+    with caplog.at_level("WARNING", logger="voxpop.scoring"):
+        scoring.InferenceEngine(load_head("production"), precision="bf16")
+    assert any("emulates" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    monkeypatch.setattr(scoring, "cpu_has_native_bf16", lambda: True)
+    with caplog.at_level("WARNING", logger="voxpop.scoring"):
+        scoring.InferenceEngine(load_head("production"), precision="bf16")
+    assert not caplog.records
