@@ -349,7 +349,8 @@ def benchmarks(
 def bench(
     as_json: Annotated[bool, typer.Option("--json", help="print the figures as one JSON object")] = False,
     quick: Annotated[bool, typer.Option(help="smaller runs (about a third of the time)")] = False,
-    out: Annotated[Path, typer.Option(help="folder for performance.md/.json, plots and profiles")] = Path("docs"),
+    out: Annotated[Path | None, typer.Option(help="folder for performance.md/.json, plots and profiles "
+                                                   "(default: docs/)")] = None,
 ) -> None:
     """Measure encoder ceilings, end-to-end throughput, latency, the naive pipeline; write docs/performance.*"""
     from services.bench.run import run_bench

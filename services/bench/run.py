@@ -57,6 +57,7 @@ def worth_running(probe: dict[str, float]) -> tuple[list[str], dict[str, str]]:
 
 
 def run_bench(settings: Settings, quick: bool = False, out_dir: Path | None = None) -> dict:
+    command = "voxpop bench" + (" --quick" if quick else "") + (f" --out {out_dir}" if out_dir else "")
     out_dir = out_dir or ROOT / "docs"
     cores = os.cpu_count() or 1
     posts_all = airline_posts(settings.data_dir)
@@ -64,8 +65,7 @@ def run_bench(settings: Settings, quick: bool = False, out_dir: Path | None = No
     head = load_head(settings.scorer_model)
     texts = [p.post.text for p in posts_all[:1024]]
     res: dict = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
-                 "command": "voxpop bench" + (" --quick" if quick else "")
-                 + ("" if out_dir == ROOT / "docs" else f" --out {out_dir}"), "model": f"{head.name}@{head.version}"}
+                 "command": command, "model": f"{head.name}@{head.version}"}
 
     log.info("1/6 encoder ceilings")
     probe = {p: encoders.text_ceiling(head, texts[:256], p).per_s for p in PRECISIONS}
