@@ -107,10 +107,13 @@ class Dispatcher:
     # --- loop ---------------------------------------------------------------------------------
 
     def run_once(self) -> dict[str, int]:
+        # one instant for the silence decisions of this pass: a silence that ends mid-pass is either
+        # still in force (notifications silenced) or already recorded as expired, never neither
+        now = utcnow()
         return {
-            "silences_expired": self.expire_silences(),
-            "events": self.process_outbox(),
-            "flushed": self.flush_groups(),
+            "silences_expired": self.expire_silences(now),
+            "events": self.process_outbox(now),
+            "flushed": self.flush_groups(now),
             "attempts": self.deliver_due(),
         }
 
@@ -137,8 +140,8 @@ class Dispatcher:
 
     # --- silences -----------------------------------------------------------------------------
 
-    def expire_silences(self) -> int:
-        now = utcnow()
+    def expire_silences(self, now: datetime | None = None) -> int:
+        now = now or utcnow()
         with Session(self.engine) as s, s.begin():
             rows = s.scalars(
                 select(Silence)
@@ -168,8 +171,8 @@ class Dispatcher:
 
     # --- grouping -----------------------------------------------------------------------------
 
-    def process_outbox(self) -> int:
-        now = utcnow()
+    def process_outbox(self, now: datetime | None = None) -> int:
+        now = now or utcnow()
         with Session(self.engine) as s, s.begin():
             rows = s.execute(
                 select(AlertOutbox, AlertFiring)
@@ -208,8 +211,8 @@ class Dispatcher:
             return "resolved"
         return "resolved_unnotified"
 
-    def flush_groups(self) -> int:
-        now = utcnow()
+    def flush_groups(self, now: datetime | None = None) -> int:
+        now = now or utcnow()
         with Session(self.engine) as s, s.begin():
             groups = s.scalars(
                 select(AlertGroup)
