@@ -159,7 +159,7 @@ class AVHead:
 
     # ---- features --------------------------------------------------------------------------
     def audio_features(self, wave: np.ndarray) -> np.ndarray:
-        """[T, D] audio frames (CPU, numpy only: safe to run on the prefetch thread)."""
+        """[T, D] audio frames (CPU, numpy only: safe to run on the polling thread)."""
         if self.features.audio is None:
             raise ValueError(f"{self.name} has no audio view")
         return self.features.audio(wave)

@@ -7,14 +7,16 @@ Why its own module: three choices here decide whether int8 keeps fp32's accuracy
   (`vpmaddubsw`) saturates 16-bit sums. VNNI's `vpdpbusd` accumulates in 32 bits, so on such CPUs
   the full 8 bits are safe and halve the rounding step. With production 4.0 on 250 real airline
   tweets, the mean cosine between fp32 and all-int8 sentence embeddings went from 0.973 to 0.993.
-- **Per-token activation scales where it lacks VNNI.** PyTorch quantises a Linear's whole input
-  with one scale, so a few large-valued tokens set the step for every token in the batch; with
-  only 7 bits that cost too much. Dividing each token by its own max first (exact: y = s * W(x/s) + b)
-  gives each token the full 7 bits. Production v5 on an AVX2-only AMD EPYC (2026-11-24): labels
-  changed vs fp32 on airline / TweetEval / MVSA-Multiple / MELD 4.8 / 9.0 / 4.5 / 6.0 % -> 1.2 / 1.3 /
-  1.3 / 2.3 %, worst accuracy / macro-F1 loss 2.0 / 2.28 -> 0.69 / 0.52 points, mean embedding cosine
-  on 1,024 airline tweets 0.973 -> 0.995; it costs a quarter of int8's speed there (encoder at b64:
-  fp32 ~56, int8 ~96, per-token ~70 posts/s). Not measured on a VNNI CPU, so it stays off there.
+- **Per-token activation scales.** PyTorch quantises a Linear's whole input with one scale, so a
+  few large-valued tokens set the step for every token in the batch. Dividing each token by its
+  own max first (exact: y = s * W(x/s) + b) gives each token the full range. Labels changed vs fp32
+  on airline / TweetEval / MVSA-Multiple / MELD, production v5, 2026-11-24:
+  - AVX2-only AMD EPYC (7-bit): 4.8 / 9.0 / 4.5 / 6.0 % -> 1.2 / 1.3 / 1.3 / 2.3 %, worst accuracy /
+    macro-F1 loss 2.0 / 2.28 -> 0.69 / 0.52 points; encoder at b64 fp32 ~56, int8 ~96, per-token
+    ~70 posts/s (a quarter of int8's gain).
+  - AMD EPYC Zen 4 with VNNI (8-bit): 2.3 / 4.7 / 2.2 / 3.0 % -> 0.5 / 2.0 / 1.1 / 1.5 %, worst loss
+    1.66 / 1.85 -> 1.0 / 1.14 points; one thread, b256: 293 vs 287 posts/s (fp32 ~115).
+  So it is on everywhere.
 - **Every Linear layer int8.** Keeping the feed-forward output projections in fp32 (their GELU
   inputs have the largest outlier channels) hands a third of the int8 FLOPs back to fp32. Worst
   per-set loss vs fp32 with production v5 (accuracy / macro-F1 points, 8-bit): all int8 1.66 / 1.85,
@@ -85,18 +87,16 @@ class Int8Linear(DynamicLinear):
         return y if self.bias_fp32 is None else y.add_(self.bias_fp32)
 
 
-def quantize_text_model(model: nn.Module, eight_bit: bool | None = None, per_token: bool | None = None
-                        ) -> nn.Module:
+def quantize_text_model(model: nn.Module, eight_bit: bool | None = None, per_token: bool = True) -> nn.Module:
     """A copy of `model` whose Linear layers are all dynamic int8.
 
     `eight_bit`: 8-bit activations; default: where the CPU has VNNI (7-bit elsewhere, as PyTorch).
-    `per_token`: one activation scale per token; default: where the CPU lacks VNNI (see the module
-    docstring for what each costs and buys).
+    `per_token`: one activation scale per token (default; see the module docstring for what each
+    costs and buys).
     """
     from torch.ao.quantization import per_channel_dynamic_qconfig
 
     eight_bit = cpu_has_vnni() if eight_bit is None else eight_bit
-    per_token = (not cpu_has_vnni()) if per_token is None else per_token
     q = torch.ao.quantization.quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig},
                                                dtype=torch.qint8, mapping={nn.Linear: Int8Linear})
     for m in q.modules():

@@ -38,7 +38,7 @@ class Scored:
 
 class InferenceEngine:
     def __init__(self, head: ScoringHead, precision: str = "fp32", device: str = "cpu",
-                 text_encoder: TextEncoder | None = None, image_encoder=None, bucket_size: int = 0) -> None:
+                 text_encoder: TextEncoder | None = None, image_encoder=None, bucket_call_tokens: int = 0) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self.head = head.to(device).eval()
@@ -47,7 +47,7 @@ class InferenceEngine:
             log.warning("precision bf16 on a CPU without bf16 instructions (avx512_bf16/amx_bf16): torch emulates "
                         "it, several times slower than fp32; use fp32 or int8 here (`voxpop bench` shows each)")
         self.views = tuple(head.views)
-        self.bucket_size = bucket_size
+        self.bucket_call_tokens = bucket_call_tokens
         # a head with its own LoRA text adapter gets a merged copy (same speed as the frozen one);
         # a shared frozen `text_encoder` is never modified
         self.frozen_text = text_encoder or TextEncoder(device=device)  # for heads that need the frozen one
@@ -68,23 +68,23 @@ class InferenceEngine:
         return torch.autocast(self.device.type, enabled=False)
 
     def tokenize(self, texts: Sequence[str]) -> list[tuple[Tensor, dict[str, Tensor]]]:
-        """Tokenise (CPU-bound, no torch ops) so a prefetch thread can do it off the hot path.
+        """Tokenise a batch (CPU-bound, no torch ops), in length buckets if `bucket_call_tokens` is set.
 
-        With `bucket_size`, posts are sorted by token length and padded per bucket: less padding,
-        less wasted encoder work on mixed tweet lengths. The batch goes through the tokenizer
-        once, unpadded; padding per bucket is a numpy copy (a padded `return_tensors="pt"` call
-        per bucket cost 3x more). Returns (row indices, batch) pairs.
+        Posts are sorted by token length and cut into buckets, each padded to its longest row:
+        `plan_buckets` cuts where the padding saved is worth more than one more encoder call.
+        The batch goes through the tokenizer once, unpadded; padding per bucket is a numpy copy
+        (a padded `return_tensors="pt"` call per bucket cost 3x more). Returns (row indices, batch) pairs.
         """
         texts = [t if t and t.strip() else "" for t in texts]
-        if not self.bucket_size or len(texts) <= self.bucket_size:
+        if not self.bucket_call_tokens or len(texts) < 2:
             return [(torch.arange(len(texts)), self.text.tokenize(texts))]
         enc = self.text.tokenizer(texts, truncation=True, max_length=self.text.max_length)
         ids = enc["input_ids"]
         order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
         pad = self.text.tokenizer.pad_token_id or 0
         out = []
-        for i in range(0, len(order), self.bucket_size):
-            idx = order[i : i + self.bucket_size]
+        for start, end in plan_buckets([len(ids[i]) for i in order], self.bucket_call_tokens):
+            idx = order[start:end]
             width = len(ids[idx[-1]])  # sorted: the last row is the longest
             batch = {name: np.full((len(idx), width), pad if name == "input_ids" else 0, dtype=np.int64)
                      for name in enc}
@@ -132,6 +132,33 @@ class InferenceEngine:
         )
         probs = torch.softmax(out.logits.float(), dim=-1).cpu()
         return Scored(probs=probs, modality_weights={k: v.float().cpu() for k, v in out.modality_weights.items()})
+
+
+def plan_buckets(lengths: Sequence[int], call_tokens: int) -> list[tuple[int, int]]:
+    """Cut ascending token lengths into contiguous buckets of least encoder cost: [(start, end)].
+
+    A bucket of n rows padded to width w costs n * w tokens of compute plus one encoder call,
+    which costs about `call_tokens` tokens whatever its size (every call streams all the weights
+    through the cache: 42 MB in fp32). Exact by dynamic programming over the cut points, O(n^2)
+    vectorised. Measured with production 4.0, one thread, an AMD EPYC (Zen 4), 1,024 airline
+    tweets in stream order, posts/s against fixed buckets of 16 rows, 2026-11-24: fp32 at max
+    batch 12 / 32 / 64 / 256: 78.6 / 92.5 / 98.7 / 127.0 -> 94.9 / 108.8 / 119.9 / 124.6 with
+    `call_tokens` 32; bf16: 149.9 / 170.4 / 177.7 / 193.0 -> 149.1 / 186.4 / 203.4 / 203.3.
+    """
+    n = len(lengths)
+    width = np.asarray(lengths, dtype=np.float64)
+    cost = np.zeros(n + 1)
+    cut = np.zeros(n + 1, dtype=np.int64)
+    for end in range(1, n + 1):  # the last bucket is [start, end), padded to width[end - 1]
+        starts = np.arange(end)
+        c = cost[starts] + call_tokens + (end - starts) * width[end - 1]
+        cut[end] = int(np.argmin(c))
+        cost[end] = c[cut[end]]
+    out, end = [], n
+    while end > 0:
+        out.append((int(cut[end]), end))
+        end = int(cut[end])
+    return out[::-1]
 
 
 def sentiment_score(labels: Sequence[str], probs: Tensor) -> Tensor:

@@ -52,10 +52,9 @@ class Settings(BaseSettings):
     scorer_model: str = "production"
     scorer_max_batch: int = 64
     scorer_max_wait_ms: int = 50
-    scorer_bucket_size: int = Field(16, description="sort a batch by length and encode in buckets of N; 0 = off")
-    scorer_encode_ahead: bool = Field(False, description="also run the encoders on the prefetch thread (it always "
-                                      "tokenises ahead); measured slower on 2 cores (docs/performance.md), "
-                                      "worth trying where cores are plenty")
+    scorer_bucket_call_tokens: int = Field(32, description="length buckets: sort a batch by token length and cut it "
+                                           "where the padding saved outweighs one more encoder call, costed as this "
+                                           "many tokens (pipelines.scoring.plan_buckets); 0 = one padded batch")
     scorer_max_attempts: int = Field(3, description="tries before a poison record goes to the DLQ")
     scorer_threads: int | None = Field(None, description="torch threads; None = all cores (or cores / processes)")
     scorer_processes: int = Field(1, ge=1, description="scorer processes `voxpop up` runs (one consumer group); on a "

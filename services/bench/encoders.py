@@ -38,7 +38,7 @@ def _once(fn) -> float:
 
 def text_ceiling(head: ScoringHead, texts: list[str], precision: str, batch: int = 64, bucket: int = 0) -> Rate:
     """Encoder alone (tokenise + forward), batches of `batch` in stream order."""
-    eng = InferenceEngine(head, precision=precision, bucket_size=bucket)
+    eng = InferenceEngine(head, precision=precision, bucket_call_tokens=bucket)
 
     def run() -> None:
         for i in range(0, len(texts), batch):
@@ -70,7 +70,7 @@ def image_ceiling(paths: list[Path], precision: str, batch: int = 32) -> Rate:
     return _timed(run, len(imgs), f"image {precision} b{batch}", 1)
 
 
-def text_ceiling_per_core(model: str, texts: list[str], precision: str, procs: int, bucket: int = 16,
+def text_ceiling_per_core(model: str, texts: list[str], precision: str, procs: int, bucket: int = 32,
                           batch: int = 64, seconds: float = 8.0) -> Rate:
     """`procs` encoder-only processes of one torch thread each, timed over the same window.
 
@@ -106,7 +106,7 @@ def _child(model: str, precision: str, texts_path: str, bucket: str, batch: str,
 
     torch.set_num_threads(1)
     texts = json.loads(Path(texts_path).read_text())
-    eng = InferenceEngine(load_head(model), precision=precision, bucket_size=int(bucket))
+    eng = InferenceEngine(load_head(model), precision=precision, bucket_call_tokens=int(bucket))
     b = int(batch)
     chunks = [texts[i : i + b] for i in range(0, len(texts), b)]
     for c in chunks[:4]:  # warm-up

@@ -43,7 +43,7 @@ def _plots(res: dict, out: Path) -> None:
     plt.close(fig)
 
     sweep = [r for r in res["sweep"] if r["precision"] == "fp32" and r["scorers"] == 1 and r["wait_ms"] == 50
-             and r.get("encode_ahead", True) == res.get("scorer_encode_ahead_default", True)]
+             and not r.get("encode_ahead")]  # older reports swept encoding ahead too
     sweep.sort(key=lambda r: r["batch"])
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot([r["batch"] for r in sweep], [r["posts_per_s"] for r in sweep], "o-", color="#2f6fdf")
@@ -104,7 +104,8 @@ def render(res: dict, out_dir: Path) -> None:
         "## Encoder ceilings (all-MiniLM-L6-v2, 1,024 real airline tweets)",
         "",
         "Encoder alone (tokenise + forward), posts/s: one process with every core at batch 64 (in stream order, "
-        "and sorted into length buckets of 16), and one single-threaded process per core (buckets of 16) at each "
+        f"and sorted into length buckets, cut where padding costs more than an encoder call of "
+        f"{res.get('bucket_call_tokens', 32)} tokens), and one single-threaded process per core (buckets) at each "
         "max batch size the scorer was run with. End to end is the precision's best scorer layout; its ratio is "
         "against the best ceiling at the same batch size, and against the best ceiling of all.",
         "",
@@ -145,10 +146,10 @@ def render(res: dict, out_dir: Path) -> None:
         "percentile post, which leaves out the start (group join, first rebalance) and the drain (one scorer idle "
         "while the other finishes); the whole run, first commit to last, is in the next column.",
         "",
-        _table(["scorers", "precision", "max batch", "max wait ms", "length buckets", "encode ahead", "posts/s",
+        _table(["scorers", "precision", "max batch", "max wait ms", "length buckets (call tokens)", "posts/s",
                 "whole run", "encoder ceiling", "ratio", "peak RSS MB"],
                [[r["scorers"], r["precision"], r["batch"], r["wait_ms"], r["bucket"] or "off",
-                 "yes" if r.get("encode_ahead", True) else "no", r["posts_per_s"],
+                 r["posts_per_s"],
                  r.get("posts_per_s_whole_run", "-"), r["ceiling_posts_per_s"] or "-",
                  round(r["posts_per_s"] / r["ceiling_posts_per_s"], 3) if r["ceiling_posts_per_s"] else "-",
                  r["peak_rss_mb"]]

@@ -75,11 +75,13 @@ def run_bench(settings: Settings, quick: bool = False, out_dir: Path | None = No
     for p, why in skipped.items():
         log.info("%s: %s", p, why)
     ceil = {p: encoders.text_ceiling(head, texts, p).per_s for p in precisions}
-    ceil_bucket = {p: encoders.text_ceiling(head, texts, p, bucket=16).per_s for p in precisions}
+    call = settings.scorer_bucket_call_tokens or 32  # length buckets as the scorer plans them
+    res["bucket_call_tokens"] = call
+    ceil_bucket = {p: encoders.text_ceiling(head, texts, p, bucket=call).per_s for p in precisions}
     # the encoder alone, one single-threaded process per core, at each batch size the scorer runs
     batches_e2e = (64,) if quick else (64, 256)
-    per_core = {p: {b: encoders.text_ceiling_per_core(settings.scorer_model, texts, p, cores, batch=b).per_s
-                    for b in batches_e2e} for p in precisions}
+    per_core = {p: {b: encoders.text_ceiling_per_core(settings.scorer_model, texts, p, cores, bucket=call,
+                                                      batch=b).per_s for b in batches_e2e} for p in precisions}
     single = encoders.text_single(head, texts[:200]).per_s
     imgs = sorted((settings.data_dir / "mvsa-single" / "images").glob("*.jpg"))[:64]
     img = {p: encoders.image_ceiling(imgs, p).per_s for p in ("fp32", "bf16") if p in precisions} if imgs else {}
@@ -111,7 +113,7 @@ def run_bench(settings: Settings, quick: bool = False, out_dir: Path | None = No
     try:
         log.info("3/6 end to end at saturation, and the sweep")
         sweep = []
-        bucket = {p: 16 if ceil_bucket[p] > ceil[p] else 0 for p in precisions}
+        bucket = {p: call if ceil_bucket[p] > ceil[p] else 0 for p in precisions}
 
         def enough(k: int = 1, b: int = 64) -> list:
             """At least 16 full batches per scorer, so the steady-state window spans many commits."""
@@ -127,17 +129,13 @@ def run_bench(settings: Settings, quick: bool = False, out_dir: Path | None = No
             sweep.append(saturation(settings, ep, enough(1, b), logs, batch=b, bucket=bucket["fp32"]))
         if not quick:
             sweep.append(saturation(settings, ep, enough(), logs, wait_ms=10, bucket=bucket["fp32"]))
-        # the other encode-ahead setting: what encoding on the prefetch thread buys
-        res["scorer_encode_ahead_default"] = settings.scorer_encode_ahead
-        sweep.append(saturation(settings, ep, enough(), logs, precision="fp32", bucket=bucket["fp32"],
-                                scorer_encode_ahead=not settings.scorer_encode_ahead))
         for r in sweep:  # None where no encoder-only run used that batch size
             r["ceiling_posts_per_s"] = round(ceiling(r["precision"], r["batch"]), 1) or None
         res["sweep"] = sweep
 
         # per precision: its best layout, against the encoder ceiling at that layout's batch size
-        best = {p: max((r for r in sweep if r["precision"] == p and r["encode_ahead"] == settings.scorer_encode_ahead
-                        and r["wait_ms"] == 50 and r["batch"] in (64, *batches_e2e)), key=lambda r: r["posts_per_s"])
+        best = {p: max((r for r in sweep if r["precision"] == p and r["wait_ms"] == 50
+                        and r["batch"] in (64, *batches_e2e)), key=lambda r: r["posts_per_s"])
                 for p in precisions}
         e2e = {p: r["posts_per_s"] for p, r in best.items()}
         res["e2e_posts_per_s"] = e2e
@@ -158,8 +156,8 @@ def run_bench(settings: Settings, quick: bool = False, out_dir: Path | None = No
 
         log.info("4/6 latency at 25/50/75%% of the maximum")
         lay = best[fastest]
-        env = {"scorer_precision": fastest, "scorer_bucket_size": bucket[fastest], "scorer_max_batch": lay["batch"],
-               "scorer_threads": max(1, cores // lay["scorers"])}
+        env = {"scorer_precision": fastest, "scorer_bucket_call_tokens": bucket[fastest],
+               "scorer_max_batch": lay["batch"], "scorer_threads": max(1, cores // lay["scorers"])}
         lat = {}
         for share in (0.25, 0.5, 0.75):
             rate = share * e2e[fastest]

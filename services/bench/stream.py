@@ -122,6 +122,36 @@ class Scorers:
                 return f"scorer exited with {p.returncode}; its log ends:\n{tail}"
         return "all scorers alive"
 
+    def owned(self) -> list[set[str] | None]:
+        """Per scorer, the partitions its last rebalance gave it (None: none yet, or mid-rebalance)."""
+        out: list[set[str] | None] = []
+        for path in self.logs:
+            last = None
+            for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+                if "partitions assigned: " in line:
+                    last = set(line.split("partitions assigned: ", 1)[1].strip().split(",")) - {"-"}
+                elif "partitions revoked: " in line:
+                    last = None
+            out.append(last)
+        return out
+
+    def wait_balanced(self, partitions: int, timeout_s: float = 120) -> None:
+        """Until every scorer owns partitions, none twice, all covered: the group is stable.
+
+        A scorer that joins while load is offered makes the group rebalance and stall for
+        seconds; latency measured through that measures the rebalance, not the pipeline.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            owned = self.owned()
+            if all(owned) and sum(map(len, owned)) == len(set().union(*owned)) == partitions:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"scorer group not balanced after {timeout_s}s: {owned}")
+            if not self.alive():
+                raise RuntimeError(f"a scorer died. {self.death_report()}")
+            time.sleep(0.25)
+
     def stop(self) -> None:
         self._stop.set()
         for p in self.procs:
@@ -152,7 +182,7 @@ def saturation(base: Settings, ep: Endpoints, posts: list[Incoming], log_dir: Pa
     run.reset()
     run.gate().submit([Incoming(raw=p.raw, post=p.post.model_copy(), source="bench") for p in posts])
     sc = Scorers(run, k, log_dir, scorer_max_batch=batch, scorer_max_wait_ms=wait_ms, scorer_precision=precision,
-                 scorer_bucket_size=bucket, scorer_threads=max(1, (os.cpu_count() or 2) // k), **scorer_env)
+                 scorer_bucket_call_tokens=bucket, scorer_threads=max(1, (os.cpu_count() or 2) // k), **scorer_env)
     try:
         wait_stored(run, len(posts), 900, sc)
     finally:
@@ -161,7 +191,6 @@ def saturation(base: Settings, ep: Endpoints, posts: list[Incoming], log_dir: Pa
         stored = np.array(c.execute(text("SELECT extract(epoch FROM stored_at) FROM posts ORDER BY 1")).scalars().all(),
                           dtype=np.float64)
     return {"scorers": k, "batch": batch, "wait_ms": wait_ms, "precision": precision, "bucket": bucket,
-            "encode_ahead": bool(scorer_env.get("scorer_encode_ahead", base.scorer_encode_ahead)),
             "posts": len(posts), "posts_per_s": rate_between(stored, 0.1, 0.9),
             "posts_per_s_whole_run": rate_between(stored, 0.0, 1.0), "peak_rss_mb": round(sc.peak_rss_mb, 1)}
 
@@ -214,8 +243,7 @@ def latency_at(base: Settings, ep: Endpoints, posts: list[Incoming], rate: float
     sc = Scorers(run, k, log_dir, **scorer_env)
     try:
         wait_stored(run, len(warm), 300, sc)
-        if k > 1:
-            time.sleep(3.0)  # let the group settle: a late joiner's rebalance is not what we measure
+        sc.wait_balanced(run.settings.topic_partitions)
         todo = posts[64 : 64 + int(rate * seconds)]
         t0, sent, tick = time.monotonic(), 0, 0.02
         while sent < len(todo):

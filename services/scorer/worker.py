@@ -7,7 +7,7 @@ sinks out). Infrastructure errors are retried without committing; a record that 
 on its own goes to the DLQ after `scorer_max_attempts`, so a poison record never stalls a
 partition. SIGTERM finishes the batch in hand, commits and exits.
 
-Audio and video: the prefetch thread decodes them (packaged ffmpeg, time-limited; undecodable
+Audio and video: the polling thread decodes them (packaged ffmpeg, time-limited; undecodable
 media -> DLQ with the reason, the post is still scored). Posts that have them also go through every
 configured tri-modal head that covers them (`scorer_av_models`, `pipelines.av_heads`), one batched
 call per head; those predictions are extra rows ("av:<checkpoint>") in the same transaction, with
@@ -32,7 +32,7 @@ import numpy as np
 import redis
 import sqlalchemy.exc
 import torch
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
@@ -41,7 +41,7 @@ from pydantic import ValidationError
 from models.registry import ScoringHead, load_head
 from pipelines.av_heads import AVHead, AVInput, heads_for, load_av_heads
 from pipelines.schemas import Media, Post, ScoredPost
-from pipelines.scoring import Encoded, InferenceEngine, sentiment_score
+from pipelines.scoring import InferenceEngine, sentiment_score
 from services.config import Settings
 from services.ingest.gate import validation_reason
 from services.scorer.media import MediaError, MediaPolicy, load_audio, load_image, load_video
@@ -69,14 +69,85 @@ class Item:
 
 @dataclass
 class Prepared:
-    """A polled batch made ready for inference off the hot thread: parsed, media loaded, tokenised."""
+    """Polled records made ready off the model's thread: parsed, validated, media loaded."""
 
     records: list[ConsumerRecord]
     items: list[Item]
-    tokens: list | None = None
     prepare_ms: float = 0.0
-    encoded: Encoded | None = None  # the encoders' output, when the prefetch thread ran them
-    encode_ms: float = 0.0
+
+    @classmethod
+    def merge(cls, parts: list[Prepared]) -> Prepared:
+        """One batch from several polls, in (partition, offset) order; a post polled twice is scored once."""
+        records = sorted((r for p in parts for r in p.records), key=lambda r: (r.partition, r.offset))
+        items, seen = [], set()
+        for it in sorted((it for p in parts for it in p.items), key=lambda it: (it.rec.partition, it.rec.offset)):
+            if it.post.id not in seen:
+                seen.add(it.post.id)
+                items.append(it)
+        return cls(records, items, sum(p.prepare_ms for p in parts))
+
+
+class Intake:
+    """Records polled ahead of the model, waiting for it: the batch closes when the model is free.
+
+    The polling thread parses what it polls and puts it here, up to `max_batch` records (then it
+    stops polling: back-pressure). The model's thread takes everything waiting once it is free and
+    either `max_batch` records wait or the oldest has waited `max_wait_s`. A post that arrives while
+    batch k runs therefore rides in batch k+1. (Closing batch k+1 ahead, while batch k ran, made a
+    post that arrived after it closed wait two batches: median ingest -> stored latency at half
+    load was ~2.5 batch times.)
+    """
+
+    def __init__(self, max_batch: int, max_wait_s: float) -> None:
+        self.max_batch, self.max_wait_s = max_batch, max_wait_s
+        self._parts: list[Prepared] = []
+        self._count = 0
+        self._first_at = 0.0
+        self._ended = False
+        self._cond = threading.Condition()
+
+    def room(self) -> int:
+        with self._cond:
+            return self.max_batch - self._count
+
+    def put(self, part: Prepared) -> None:
+        with self._cond:
+            if not self._parts:
+                self._first_at = time.monotonic()
+            self._parts.append(part)
+            self._count += len(part.records)
+            self._cond.notify_all()
+
+    def end(self) -> None:
+        """No more records will come (the polling thread stopped): what waits is still taken."""
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+
+    def wait_for_room(self, timeout: float) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._count < self.max_batch, timeout)
+
+    def take(self, timeout: float) -> Prepared | None:
+        """The next batch; None if nothing is ready within `timeout` (see `ended`)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                if self._parts and (self._count >= self.max_batch or self._ended
+                                    or now >= self._first_at + self.max_wait_s):
+                    parts, self._parts, self._count = self._parts, [], 0
+                    self._cond.notify_all()
+                    return Prepared.merge(parts)
+                if now >= deadline or (self._ended and not self._parts):
+                    return None
+                until = deadline if not self._parts else min(deadline, self._first_at + self.max_wait_s)
+                self._cond.wait(max(0.0, until - now))
+
+    @property
+    def ended(self) -> bool:
+        with self._cond:
+            return self._ended and not self._parts
 
 
 @dataclass
@@ -95,7 +166,7 @@ class Scorer:
             torch.set_num_threads(settings.scorer_threads)
         self.head = head or load_head(settings.scorer_model, device=settings.scorer_device)
         self.engine = engine or InferenceEngine(self.head, settings.scorer_precision, settings.scorer_device,
-                                                bucket_size=settings.scorer_bucket_size)
+                                                bucket_call_tokens=settings.scorer_bucket_call_tokens)
         self.db = engine_for(database_url)
         self.redis, self.producer = rds, producer
         self.dlq = DeadLetter(producer, settings.topic_dlq)
@@ -163,7 +234,7 @@ class Scorer:
         except MediaError as e:
             self._to_dlq(it.rec, f"media {md.uri}: {e}", "scorer-media", 1)
             return "skipped:undecodable"
-        if av.audio is not None:  # numpy-only feature work belongs on this (prefetch) thread
+        if av.audio is not None:  # numpy-only feature work belongs on this (polling) thread
             for h in self.av_heads:
                 key = h.features.audio_key
                 if key and key not in av.audio_features and h.covers(True, False):
@@ -171,27 +242,12 @@ class Scorer:
         it.av = av
         return "ok"
 
-    def prepare(self, records: list[ConsumerRecord], encode: bool = False) -> Prepared:
-        """Parse, load media and tokenise: all CPU/I-O work that needs no per-user state, done ahead.
-
-        With `encode`, the frozen encoders run here too (they depend on nothing but the post), so
-        the prefetch thread encodes batch k+1 while the main thread stores batch k. An encoder
-        error leaves `encoded` empty: the main thread then encodes under its retry/isolation rules.
-        """
+    def prepare(self, records: list[ConsumerRecord]) -> Prepared:
+        """Parse and load media: the per-record CPU/I-O work, done on the polling thread."""
         t0 = time.perf_counter()
         items = self._parse(records)
         self._load_media(items)
-        tokens = self.engine.tokenize([it.post.text for it in items]) if items else None
-        prep = Prepared(records, items, tokens, (time.perf_counter() - t0) * 1000)
-        if encode and items:
-            t1 = time.perf_counter()
-            try:
-                prep.encoded = self.engine.encode([it.post.text for it in items], [it.image for it in items],
-                                                  tokens=tokens)
-                prep.encode_ms = (time.perf_counter() - t1) * 1000
-            except Exception as e:  # noqa: BLE001 - the main thread redoes it and isolates the culprit
-                log.warning("encoding ahead failed, the batch is encoded again on the main thread: %s", e)
-        return prep
+        return Prepared(records, items, (time.perf_counter() - t0) * 1000)
 
     def process(self, records: list[ConsumerRecord] | Prepared) -> int:
         """Score and store one batch; raises on failure (nothing committed then)."""
@@ -202,11 +258,9 @@ class Scorer:
             return 0
         now = datetime.now(UTC)
         t_media = time.perf_counter()
-        enc = prep.encoded
-        if enc is None:
-            enc = self.engine.encode([it.post.text for it in items], [it.image for it in items], tokens=prep.tokens)
+        enc = self.engine.encode([it.post.text for it in items], [it.image for it in items])
         t_enc = time.perf_counter()
-        encode_ms = prep.encode_ms if prep.encoded is not None else (t_enc - t_media) * 1000
+        encode_ms = (t_enc - t_media) * 1000
 
         # Per-user state: causal, in stream order, each post folded in once.
         by_author: dict[str, list[str]] = defaultdict(list)
@@ -359,39 +413,18 @@ class Scorer:
         self.producer.flush()
 
     # ---- the loop --------------------------------------------------------------------------
-    def _collect(self, consumer: KafkaConsumer) -> list[ConsumerRecord]:
-        """One micro-batch: up to max_batch records, waiting at most max_wait after the first."""
-        batch: list[ConsumerRecord] = []
-        deadline = None
-        while len(batch) < self.s.scorer_max_batch and not self.stopping.is_set():
-            timeout = 200 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
-            polled = consumer.poll(timeout_ms=timeout, max_records=self.s.scorer_max_batch - len(batch))
-            for recs in polled.values():
-                batch.extend(recs)
-            if batch and deadline is None:
-                deadline = time.monotonic() + self.s.scorer_max_wait_ms / 1000
-            if not batch or (deadline is not None and time.monotonic() >= deadline):
-                break
-        batch.sort(key=lambda r: (r.partition, r.offset))
-        return batch
-
     def run(self, consumer: KafkaConsumer, max_records: int | None = None, idle_exit_s: float | None = None
             ) -> ScorerStats:
         """Score until stopped (SIGTERM), `max_records` done, or idle for `idle_exit_s`.
 
-        A prefetch thread owns the consumer: it polls and prepares batch k+1 (parse, media,
-        tokenise) while this thread runs batch k through the model and the sinks, and it commits
-        the offsets this thread hands back once a batch is fully stored. It stays exactly one
-        batch ahead: it polls again only once this thread has taken the batch it prepared, so a
-        post never queues behind more than the batch in hand (with two batches buffered, p50
-        latency at half load was ~3 batch times).
+        A polling thread owns the consumer: it polls, parses and loads media into the `Intake`
+        while this thread runs the batch in hand through the model and the sinks, and it commits
+        the offsets this thread hands back once a batch is fully stored (never a record that was
+        only polled).
         """
-        ready: queue.Queue[Prepared | None] = queue.Queue(maxsize=1)
-        taken = threading.Event()  # the last prepared batch was picked up: time to poll the next
-        taken.set()
+        intake = Intake(self.s.scorer_max_batch, self.s.scorer_max_wait_ms / 1000)
         commits: queue.Queue[dict[TopicPartition, OffsetAndMetadata]] = queue.Queue()
         done = threading.Event()
-        last_data = [time.monotonic()]
         errors: list[BaseException] = []
 
         def apply_commits() -> None:
@@ -405,51 +438,38 @@ class Scorer:
                 except CommitFailedError as e:  # partitions moved: the new owner redoes them, idempotently
                     log.warning("offset commit refused after a rebalance: %s", e)
 
-        def prefetch() -> None:
+        def poll() -> None:
+            last_data = time.monotonic()
             try:
                 while not done.is_set():
                     apply_commits()
-                    if not taken.wait(0.2):
+                    room = intake.room()
+                    if room <= 0:
+                        intake.wait_for_room(0.2)
                         continue
-                    batch = self._collect(consumer)
-                    if not batch:
-                        if idle_exit_s is not None and time.monotonic() - last_data[0] > idle_exit_s:
-                            break
-                        continue
-                    last_data[0] = time.monotonic()
-                    prep = self.prepare(batch, encode=self.s.scorer_encode_ahead)
-                    taken.clear()
-                    while not done.is_set():
-                        try:
-                            ready.put(prep, timeout=0.2)
-                            break
-                        except queue.Full:
-                            apply_commits()
+                    polled = consumer.poll(timeout_ms=200, max_records=room)
+                    records = [r for recs in polled.values() for r in recs]
+                    if records:
+                        last_data = time.monotonic()
+                        intake.put(self.prepare(records))
+                    elif idle_exit_s is not None and time.monotonic() - last_data > idle_exit_s:
+                        break
             except BaseException as e:  # surface to the main thread
                 errors.append(e)
             finally:
-                # The end-of-stream marker must never block: if the main thread has stopped reading
-                # (SIGTERM) a full queue would strand the last commits below.
-                while not done.is_set():
-                    try:
-                        ready.put(None, timeout=0.2)
-                        break
-                    except queue.Full:
-                        apply_commits()
+                intake.end()
                 done.wait()
                 apply_commits()
 
-        thread = threading.Thread(target=prefetch, name="scorer-prefetch", daemon=True)
+        thread = threading.Thread(target=poll, name="scorer-poll", daemon=True)
         thread.start()
         try:
             while not self.stopping.is_set():
-                try:
-                    prep = ready.get(timeout=0.2)
-                    taken.set()
-                except queue.Empty:
-                    continue
+                prep = intake.take(timeout=0.2)
                 if prep is None:
-                    break
+                    if intake.ended:
+                        break
+                    continue
                 self.process_safely(prep)
                 commits.put(_next_offsets(prep.records))
                 self.stats.batches += 1
@@ -486,13 +506,27 @@ def _next_offsets(records: list[ConsumerRecord]) -> dict[TopicPartition, OffsetA
     return {tp: OffsetAndMetadata(off + 1, "", -1) for tp, off in top.items()}
 
 
+class LogAssignments(ConsumerRebalanceListener):
+    """Logs each rebalance: which partitions this scorer lost and which it now owns (the whole set)."""
+
+    def on_partitions_revoked(self, revoked) -> None:
+        log.info("partitions revoked: %s", _partition_list(revoked))
+
+    def on_partitions_assigned(self, assigned) -> None:
+        log.info("partitions assigned: %s", _partition_list(assigned))
+
+
+def _partition_list(tps) -> str:
+    return ",".join(f"{tp.topic}:{tp.partition}" for tp in sorted(tps)) or "-"
+
+
 def run_scorer(settings: Settings, database_url: str, redis_url: str, bootstrap: str,
                idle_exit_s: float | None = None) -> ScorerStats:
     """Entry point of `voxpop score`: SIGTERM/SIGINT drain the batch in hand, commit and exit."""
     rds = redis.Redis.from_url(redis_url)
     producer = make_producer(bootstrap)
     scorer = Scorer(settings, database_url, rds, producer)
-    consumer = make_consumer(bootstrap, settings.scorer_group, [settings.topic_raw],
+    consumer = make_consumer(bootstrap, settings.scorer_group, [settings.topic_raw], listener=LogAssignments(),
                              max_poll_records=settings.scorer_max_batch)
 
     def stop(signum, _frame):

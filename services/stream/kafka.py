@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -67,7 +67,8 @@ def make_producer(bootstrap: str, **overrides) -> KafkaProducer:
     return KafkaProducer(**cfg)
 
 
-def make_consumer(bootstrap: str, group: str, topics: Iterable[str], **overrides) -> KafkaConsumer:
+def make_consumer(bootstrap: str, group: str, topics: Iterable[str], listener: ConsumerRebalanceListener | None = None,
+                  **overrides) -> KafkaConsumer:
     """A group consumer with manual commits: offsets move only after the sinks succeeded."""
     cfg = dict(
         bootstrap_servers=bootstrap,
@@ -85,7 +86,7 @@ def make_consumer(bootstrap: str, group: str, topics: Iterable[str], **overrides
     )
     cfg.update(overrides)
     consumer = KafkaConsumer(**cfg)
-    consumer.subscribe(list(topics))
+    consumer.subscribe(list(topics), listener=listener)
     return consumer
 
 

@@ -179,9 +179,7 @@ def test_sigterm_drains_and_commits_exactly_what_was_stored(stack_endpoints, tmp
 
     ep = stack_endpoints
     csv = dataset_path("airline-tweets") / "airline_tweets_clean.csv"
-    # encode-ahead on here (off by default, as in the replay above): both prefetch paths drain on SIGTERM
-    s = fresh_stream(ep, scorer_max_batch=16, scorer_max_wait_ms=20, data_dir=csv.parent.parent,
-                     scorer_encode_ahead=True)
+    s = fresh_stream(ep, scorer_max_batch=16, scorer_max_wait_ms=20, data_dir=csv.parent.parent)
     recs = [r for r in load_records(csv, PRESETS["airline"], limit=1500) if r.post is not None]
     producer = make_producer(ep.kafka_bootstrap)
     gate = IngestGate(s, producer, redis.Redis.from_url(ep.redis_url))

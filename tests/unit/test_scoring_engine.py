@@ -7,7 +7,7 @@ import torch
 
 from models.production import EtaFusionHead
 from pipelines.quantize import cpu_has_vnni, quantize_text_model
-from pipelines.scoring import InferenceEngine
+from pipelines.scoring import InferenceEngine, plan_buckets
 
 TEXTS = ["ok", "", "   ", "the flight was delayed for three hours and nobody told us anything at all",
          "thanks!", "@united lost my bag again, second time this month #fail", "a b c d e f g h i j k l m n o p",
@@ -17,8 +17,8 @@ TEXTS = ["ok", "", "   ", "the flight was delayed for three hours and nobody tol
 @pytest.fixture(scope="module")
 def engines() -> tuple[InferenceEngine, InferenceEngine]:
     head = EtaFusionHead({"text": 384}, hidden=16)
-    plain = InferenceEngine(head, bucket_size=0)
-    return plain, InferenceEngine(head, text_encoder=plain.frozen_text, bucket_size=4)
+    plain = InferenceEngine(head, bucket_call_tokens=0)
+    return plain, InferenceEngine(head, text_encoder=plain.frozen_text, bucket_call_tokens=4)
 
 
 def test_buckets_cover_every_row_once_sorted_by_length(engines) -> None:
@@ -27,7 +27,8 @@ def test_buckets_cover_every_row_once_sorted_by_length(engines) -> None:
     rows = torch.cat([idx for idx, _ in parts]).tolist()
     assert sorted(rows) == list(range(len(TEXTS)))
     widths = [b["input_ids"].shape[1] for _, b in parts]
-    assert widths == sorted(widths) and len(parts) == 3
+    lengths = sorted(int(b["attention_mask"][r].sum()) for _, b in parts for r in range(len(b["input_ids"])))
+    assert widths == sorted(widths) and len(parts) == len(plan_buckets(lengths, 4)) > 1
     for _, b in parts:  # padded exactly to the longest row of the bucket, mask matches the ids
         assert (b["attention_mask"].sum(1).max() == b["input_ids"].shape[1]).item()
         assert ((b["input_ids"] != 0) == b["attention_mask"].bool()).all()
@@ -40,6 +41,29 @@ def test_bucketed_embeddings_equal_unbucketed(engines) -> None:
     assert torch.allclose(a, b, atol=1e-5)
     assert not a[1].any() and not a[2].any()  # empty posts have no text view
     assert a[0].norm() > 0.99
+
+
+def _bucket_cost(lengths: list[int], cuts: list[tuple[int, int]], call: int) -> int:
+    return sum(call + (b - a) * lengths[b - 1] for a, b in cuts)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_plan_buckets_is_the_cheapest_cut_of_all(seed: int) -> None:
+    """Against brute force over every set of cut points, on random tweet-like lengths."""
+    import itertools
+    import random
+
+    rng = random.Random(seed)
+    lengths = sorted(rng.randint(3, 60) for _ in range(rng.randint(1, 10)))
+    call = rng.choice([0, 4, 32, 500])
+    plan = plan_buckets(lengths, call)
+    assert plan[0][0] == 0 and plan[-1][1] == len(lengths)
+    assert all(a < b for a, b in plan) and all(p[1] == q[0] for p, q in itertools.pairwise(plan))
+    best = min(_bucket_cost(lengths, list(itertools.pairwise((0, *cut, len(lengths)))), call)
+               for k in range(len(lengths)) for cut in itertools.combinations(range(1, len(lengths)), k))
+    assert _bucket_cost(lengths, plan, call) == best
+    if call == 500:  # a costly call: one padded batch unless padding costs more
+        assert len(plan) == 1 or lengths[-1] * len(lengths) - sum(lengths) > 500
 
 
 def _cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -74,7 +98,7 @@ def test_int8_production_embeddings_track_fp32(production_text) -> None:
 
 
 def test_per_token_activation_scales_track_fp32_closer_than_one_scale_per_batch(production_text) -> None:
-    """Why CPUs without VNNI (7-bit activations) get per-token scales by default."""
+    """Why int8 uses per-token activation scales (checked with 7 bits: every CPU can run them)."""
     ref = production_text.encode(TEXTS)
     err = {}
     for per_token in (False, True):
