@@ -1,8 +1,9 @@
 """Batched inference for the stream: frozen encoders once per post, then the configured head.
 
 I/O-free on purpose: the scorer service feeds it posts and per-user state, the benchmark and
-`voxpop predict` feed it files. Precision is chosen per deployment: fp32, bf16 autocast, or
-dynamic int8 for the text encoder's Linear layers (pipelines/quantize.py).
+`voxpop predict` feed it files. Precision is chosen per deployment: fp32, bf16 autocast (the
+text encoder's Linear weights cast once), or dynamic int8 for those Linear layers
+(pipelines/quantize.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import Tensor
 
 from models.registry import ScoringHead
 from models.text_encoder import TextEncoder, encoder_for_head
-from pipelines.quantize import cpu_has_native_bf16, quantize_text_model
+from pipelines.quantize import bf16_linear_weights, cpu_has_native_bf16, quantize_text_model
 
 PRECISIONS = ("fp32", "bf16", "int8")
 log = logging.getLogger("voxpop.scoring")
@@ -54,6 +55,8 @@ class InferenceEngine:
         self.text = encoder_for_head(head, self.frozen_text)
         if precision == "int8":  # a new encoder: one the caller shares is never modified
             self.text = self.text.with_model(quantize_text_model(self.text.model))
+        elif precision == "bf16":
+            self.text = self.text.with_model(bf16_linear_weights(self.text.model))
         self.image = None
         if "image" in self.views:
             if image_encoder is None:

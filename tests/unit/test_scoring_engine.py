@@ -121,6 +121,20 @@ def test_eight_bit_activations_track_fp32_closer_than_seven_bit(engines) -> None
     assert err[8] < 0.5 * err[7], err
 
 
+def test_bf16_casts_linear_weights_once_with_autocasts_numbers_and_shares_the_rest(engines) -> None:
+    plain, _ = engines
+    eng = InferenceEngine(plain.head, precision="bf16", text_encoder=plain.frozen_text)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):  # the per-call cast
+        ref = plain.frozen_text.encode(TEXTS[3:9]).float()
+    got = eng.encode(TEXTS[3:9]).x["text"]
+    assert (got - ref).abs().max().item() < 1e-6
+    linears = [m for m in eng.text.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.weight.dtype == torch.bfloat16 for m in linears)
+    assert all(p.dtype == torch.float32 for p in plain.frozen_text.model.parameters())  # caller's untouched
+    emb = eng.text.model.embeddings.word_embeddings.weight
+    assert emb.data_ptr() == plain.frozen_text.model.embeddings.word_embeddings.weight.data_ptr()
+
+
 def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch, caplog) -> None:
     import pipelines.scoring as scoring
     from models.registry import load_head
