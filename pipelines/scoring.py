@@ -9,6 +9,7 @@ text encoder's Linear weights cast once), or dynamic int8 for those Linear layer
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from models.text_encoder import TextEncoder, encoder_for_head
 from pipelines.quantize import bf16_linear_weights, cpu_has_native_bf16, quantize_text_model
 
 PRECISIONS = ("fp32", "bf16", "int8")
+AUTO_BF16_MIN_SPEEDUP = 1.25  # bf16 must beat fp32 by this much in the start-up probe
 log = logging.getLogger("voxpop.scoring")
 
 
@@ -40,19 +42,23 @@ class Scored:
 class InferenceEngine:
     def __init__(self, head: ScoringHead, precision: str = "fp32", device: str = "cpu",
                  text_encoder: TextEncoder | None = None, image_encoder=None, bucket_call_tokens: int = 0) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        if precision not in (*PRECISIONS, "auto"):
+            raise ValueError(f"precision must be auto or one of {PRECISIONS}, not {precision!r}")
         self.head = head.to(device).eval()
-        self.precision, self.device = precision, torch.device(device)
+        self.device = torch.device(device)
+        # a head with its own LoRA text adapter gets a merged copy (same speed as the frozen one);
+        # a shared frozen `text_encoder` is never modified
+        self.frozen_text = text_encoder or TextEncoder(device=device)  # for heads that need the frozen one
+        self.text = encoder_for_head(head, self.frozen_text)
+        if precision == "auto":
+            precision, why = auto_precision(self.text, self.device)
+            log.info("precision auto -> %s: %s", precision, why)
+        self.precision = precision
         if precision == "bf16" and self.device.type == "cpu" and not cpu_has_native_bf16():
             log.warning("precision bf16 on a CPU without bf16 instructions (avx512_bf16/amx_bf16): torch emulates "
                         "it, several times slower than fp32; use fp32 or int8 here (`voxpop bench` shows each)")
         self.views = tuple(head.views)
         self.bucket_call_tokens = bucket_call_tokens
-        # a head with its own LoRA text adapter gets a merged copy (same speed as the frozen one);
-        # a shared frozen `text_encoder` is never modified
-        self.frozen_text = text_encoder or TextEncoder(device=device)  # for heads that need the frozen one
-        self.text = encoder_for_head(head, self.frozen_text)
         if precision == "int8":  # a new encoder: one the caller shares is never modified
             self.text = self.text.with_model(quantize_text_model(self.text.model))
         elif precision == "bf16":
@@ -135,6 +141,41 @@ class InferenceEngine:
         )
         probs = torch.softmax(out.logits.float(), dim=-1).cpu()
         return Scored(probs=probs, modality_weights={k: v.float().cpu() for k, v in out.modality_weights.items()})
+
+
+def auto_precision(text: TextEncoder, device: torch.device) -> tuple[str, str]:
+    """What `auto` runs here, and why: bf16 where it is both faster and native, else fp32.
+
+    bf16 keeps fp32's accuracy on every benchmark set (docs/performance.md: 0-0.14% of labels
+    change), but its speed is the CPU's to decide, not its flag list: 2.2x fp32 end to end on an
+    AMD EPYC Zen 5, 1.6-1.8x on a Zen 4, slower than fp32 on Intel Xeon VMs that list avx512_bf16.
+    So a CPU with bf16 instructions is probed: 32 tweet-length posts, fp32 and bf16 alternately,
+    three times each, best of each (~1 s). int8 is never automatic: it changes 0.5-2% of labels.
+    """
+    if device.type == "cuda":
+        ok = torch.cuda.is_bf16_supported()
+        return ("bf16", "the GPU supports bf16") if ok else ("fp32", "the GPU has no bf16")
+    if device.type != "cpu":
+        return "fp32", f"no probe for device {device.type}"
+    if not cpu_has_native_bf16():
+        return "fp32", "this CPU has no bf16 instructions (avx512_bf16 / amx_bf16)"
+    batch = text.tokenize([f"@airline flight {i} was delayed {i % 7 + 1} hours again and nobody at the gate "
+                           f"told us anything, but the crew on board were lovely #travel" for i in range(32)])
+    fast = text.with_model(bf16_linear_weights(text.model))
+    best = {"fp32": float("inf"), "bf16": float("inf")}
+    with torch.inference_mode():
+        for rep in range(4):  # the first round warms both up and is not counted
+            for name, enc in (("fp32", text), ("bf16", fast)):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=name == "bf16"):
+                    t = time.perf_counter()
+                    enc.encode_tokens(batch)
+                    if rep:
+                        best[name] = min(best[name], time.perf_counter() - t)
+    speedup = best["fp32"] / best["bf16"]
+    verdict = "bf16" if speedup >= AUTO_BF16_MIN_SPEEDUP else "fp32"
+    return verdict, (f"probe: bf16 {speedup:.2f}x fp32 on 32 posts "
+                     f"(needs {AUTO_BF16_MIN_SPEEDUP}x; fp32 {1000 * best['fp32']:.0f} ms, "
+                     f"bf16 {1000 * best['bf16']:.0f} ms)")
 
 
 def plan_buckets(lengths: Sequence[int], call_tokens: int) -> list[tuple[int, int]]:

@@ -179,7 +179,7 @@ def ingest_mastodon(
 @app.command()
 def score(
     model: Annotated[str | None, typer.Option(help="registered head (default VOXPOP_SCORER_MODEL)")] = None,
-    precision: Annotated[str | None, typer.Option(help="fp32 | bf16 | int8")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto | fp32 | bf16 | int8")] = None,
 ) -> None:
     """Run a scorer: consumer group on posts.raw -> PostgreSQL, Redis, posts.scored."""
     from services.scorer.worker import run_scorer

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,7 +60,10 @@ class Settings(BaseSettings):
     scorer_threads: int | None = Field(None, description="torch threads; None = all cores (or cores / processes)")
     scorer_processes: int = Field(1, ge=1, description="scorer processes `voxpop up` runs (one consumer group); on a "
                                   "dedicated scorer node one per core beats one with all cores: docs/performance.md")
-    scorer_precision: str = Field("fp32", description="fp32 | bf16 | int8")
+    scorer_precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+        "auto", description="auto: bf16 where a start-up probe finds it at least 1.25x fp32 on this CPU (or the "
+        "GPU has bf16), else fp32 (pipelines.scoring.auto_precision); int8 only when asked: it changes 0.5-2% of "
+        "labels")
     scorer_device: str = "cpu"
     thread_context_k: int = 8
     media_max_bytes: int = 8 * 1024 * 1024

@@ -103,7 +103,9 @@ def _child(model: str, precision: str, texts_path: str, bucket: str, batch: str,
     import json
 
     from models.registry import load_head
+    from pipelines.allocator import keep_freed_memory
 
+    keep_freed_memory()  # as the scorer does: the ceiling gets the same allocator
     torch.set_num_threads(1)
     texts = json.loads(Path(texts_path).read_text())
     eng = InferenceEngine(load_head(model), precision=precision, bucket_call_tokens=int(bucket))

@@ -39,6 +39,7 @@ from kafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
 from models.registry import ScoringHead, load_head
+from pipelines.allocator import keep_freed_memory
 from pipelines.av_heads import AVHead, AVInput, heads_for, load_av_heads
 from pipelines.schemas import Media, Post, ScoredPost
 from pipelines.scoring import InferenceEngine, sentiment_score
@@ -185,7 +186,7 @@ class Scorer:
         # The tri-modal heads share the production encoders when those run in plain fp32.
         self.av_heads: list[AVHead] = load_av_heads(
             settings.scorer_av_models, settings.checkpoints_dir, settings.scorer_device,
-            text_encoder=self.engine.frozen_text if settings.scorer_precision == "fp32" else None,
+            text_encoder=self.engine.frozen_text if self.engine.precision == "fp32" else None,
             image_encoder=self.engine.image) if settings.scorer_av_models else []
         self.stats = ScorerStats()
         self.stopping = threading.Event()
@@ -526,6 +527,7 @@ def _partition_list(tps) -> str:
 def run_scorer(settings: Settings, database_url: str, redis_url: str, bootstrap: str,
                idle_exit_s: float | None = None) -> ScorerStats:
     """Entry point of `voxpop score`: SIGTERM/SIGINT drain the batch in hand, commit and exit."""
+    keep_freed_memory()  # batch activations reused, not faulted in per forward (pipelines/allocator.py)
     rds = redis.Redis.from_url(redis_url)
     producer = make_producer(bootstrap)
     scorer = Scorer(settings, database_url, rds, producer)
@@ -539,7 +541,7 @@ def run_scorer(settings: Settings, database_url: str, redis_url: str, bootstrap:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info("scorer up: model %s %s, views %s, precision %s, batch %d / %d ms", scorer.head.name,
-             scorer.head.version, scorer.head.views, settings.scorer_precision, settings.scorer_max_batch,
+             scorer.head.version, scorer.head.views, scorer.engine.precision, settings.scorer_max_batch,
              settings.scorer_max_wait_ms)
     try:
         return scorer.run(consumer, idle_exit_s=idle_exit_s)

@@ -58,6 +58,9 @@ def make_producer(bootstrap: str, **overrides) -> KafkaProducer:
         bootstrap_servers=bootstrap,
         acks="all",
         linger_ms=5,
+        # one batch per partition per scorer batch: with the default 16 KB, 2,560 scored posts
+        # (~550 B) cost 18 us each in send(), with 1 MB 10 us (Tansu, 2026-11-24)
+        batch_size=1024 * 1024,
         retries=10,
         max_in_flight_requests_per_connection=1,  # keep per-key order across retries
         max_request_size=4 * 1024 * 1024,

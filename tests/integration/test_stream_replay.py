@@ -44,7 +44,8 @@ def replayed(stack_endpoints, tmp_path_factory):
     """Replay once (with a kill -9 of the scorer halfway), then let every test inspect the result."""
     ep = stack_endpoints
     csv = dataset_path("airline-tweets") / "airline_tweets_clean.csv"
-    s = fresh_stream(ep, scorer_max_batch=32, scorer_max_wait_ms=50, max_record_bytes=8192,
+    # fp32: the eta test below recomputes the stored probabilities with an fp32 engine
+    s = fresh_stream(ep, scorer_precision="fp32", scorer_max_batch=32, scorer_max_wait_ms=50, max_record_bytes=8192,
                      data_dir=csv.parent.parent)
     seed_airline_watches(ep.database_url)
     records = load_records(csv, PRESETS["airline"], limit=N)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models.production import EtaFusionHead
-from pipelines.quantize import cpu_has_vnni, quantize_text_model
+from pipelines.quantize import cpu_has_native_bf16, cpu_has_vnni, quantize_text_model
 from pipelines.scoring import InferenceEngine, plan_buckets
 
 TEXTS = ["ok", "", "   ", "the flight was delayed for three hours and nobody told us anything at all",
@@ -133,6 +133,34 @@ def test_bf16_casts_linear_weights_once_with_autocasts_numbers_and_shares_the_re
     assert all(p.dtype == torch.float32 for p in plain.frozen_text.model.parameters())  # caller's untouched
     emb = eng.text.model.embeddings.word_embeddings.weight
     assert emb.data_ptr() == plain.frozen_text.model.embeddings.word_embeddings.weight.data_ptr()
+
+
+def test_auto_precision_without_bf16_instructions_is_fp32_without_probing(engines, monkeypatch, caplog) -> None:
+    import pipelines.scoring as scoring
+
+    plain, _ = engines
+    monkeypatch.setattr(scoring, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(scoring, "bf16_linear_weights", None)  # a probe would call it
+    with caplog.at_level("INFO", logger="voxpop.scoring"):
+        eng = scoring.InferenceEngine(plain.head, precision="auto", text_encoder=plain.frozen_text)
+    assert eng.precision == "fp32" and "no bf16 instructions" in caplog.text
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="the bf16 probe only runs on CPUs with bf16 instructions")
+def test_auto_precision_probes_bf16_and_runs_what_it_picked(engines, caplog) -> None:
+    plain, _ = engines
+    with caplog.at_level("INFO", logger="voxpop.scoring"):
+        eng = InferenceEngine(plain.head, precision="auto", text_encoder=plain.frozen_text)
+    assert eng.precision in ("fp32", "bf16")
+    assert f"precision auto -> {eng.precision}: probe: bf16 " in caplog.text
+    dtypes = {m.weight.dtype for m in eng.text.model.modules() if isinstance(m, torch.nn.Linear)}
+    assert dtypes == {torch.bfloat16 if eng.precision == "bf16" else torch.float32}
+
+
+def test_unknown_precision_says_what_is_accepted(engines) -> None:
+    plain, _ = engines
+    with pytest.raises(ValueError, match="auto or one of"):
+        InferenceEngine(plain.head, precision="fp16", text_encoder=plain.frozen_text)
 
 
 def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch, caplog) -> None:
