@@ -174,7 +174,8 @@ def render(res: dict, out_dir: Path) -> None:
         f"transaction per row, one offset commit per message: {res['naive']['posts_per_s']} posts/s over "
         f"{res['naive']['posts']} posts.",
         "",
-        "## Where a scorer's time goes (pyinstrument, in-process `Scorer.process`, batches of 64)",
+        f"## Where a scorer's time goes (pyinstrument, in-process `Scorer.process`, batches of 64, "
+        f"{res.get('profile_precision', 'fp32')})",
         "",
         _table(["stage", "% of time"], [[k, v] for k, v in res["profile_share_pct"].items()]),
         "",

@@ -174,7 +174,9 @@ def run_bench(settings: Settings, quick: bool = False, out_dir: Path | None = No
         res["e2e_over_naive"] = round(e2e[fastest] / res["naive"]["posts_per_s"], 2)
 
         log.info("6/6 profile")
-        res["profile_share_pct"] = profile_scorer(Run(settings, ep), posts_all[:640], out_dir / "profiles")
+        res["profile_precision"] = fastest  # the path the latency runs and deployments use
+        res["profile_share_pct"] = profile_scorer(Run(settings.model_copy(update={"scorer_precision": fastest}), ep),
+                                                  posts_all[:640], out_dir / "profiles")
     finally:
         local_stack.down(stack)
         shutil.rmtree(state, ignore_errors=True)
