@@ -28,11 +28,16 @@ log = logging.getLogger("voxpop.bench")
 
 
 def machine() -> dict[str, str]:
+    """The CPU as /proc/cpuinfo names it; family and model tell generations apart ("AMD EPYC" alone does not)."""
     flags = cpu_flags()
     try:
-        model = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                     if ln.startswith("model name"))
-    except (OSError, StopIteration):
+        info = dict(ln.split(":", 1) for ln in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+                    if ":" in ln)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        model = info["model name"]
+        if "cpu family" in info:
+            model += f" (family {info['cpu family']}, model {info['model']})"
+    except (OSError, KeyError):
         model = platform.processor()
     import torch
 
