@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     scorer_threads: int | None = Field(None, description="torch threads; None = all cores (or cores / processes)")
     scorer_processes: int = Field(1, ge=1, description="scorer processes `voxpop up` runs (one consumer group); on a "
                                   "dedicated scorer node one per core beats one with all cores: docs/performance.md")
+    scorer_cpus: list[int] = Field(default_factory=list, description="pin this scorer's model thread to these CPU "
+                                   "cores ([]: the OS moves it); `voxpop up` and the bench pin one scorer per core")
     scorer_precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
         "auto", description="auto: bf16 where a start-up probe finds it at least 1.25x fp32 on this CPU (or the "
         "GPU has bf16), else fp32 (pipelines.scoring.auto_precision); int8 only when asked: it changes 0.5-2% of "

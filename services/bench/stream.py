@@ -32,6 +32,7 @@ from services.ingest.records import PRESETS
 from services.ingest.replay import load_records
 from services.storage.db import engine_for, migrate
 from services.stream.kafka import ensure_topics, make_producer
+from services.supervisor import one_core_each
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,10 +95,11 @@ class Scorers:
     def __init__(self, run: Run, k: int, log_dir: Path, **env: object) -> None:
         self.procs = []
         self.logs = [log_dir / f"scorer-{run.tag}-{i}.log" for i in range(k)]
+        pins = one_core_each(k)  # as `voxpop up` does
         for i in range(k):
             log = self.logs[i].open("wb")
             self.procs.append(subprocess.Popen([sys.executable, "-m", "services.cli", "score"], cwd=ROOT,
-                                               env=run.env(**env), stdout=log, stderr=subprocess.STDOUT))
+                                               env={**run.env(**env), **pins[i]}, stdout=log, stderr=subprocess.STDOUT))
         self.peak_rss_mb = 0.0
         self._stop = threading.Event()
         threading.Thread(target=self._sample, daemon=True).start()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import signal
 import threading
@@ -467,6 +468,9 @@ class Scorer:
 
         thread = threading.Thread(target=poll, name="scorer-poll", daemon=True)
         thread.start()
+        if self.s.scorer_cpus:  # this (model) thread only: the polling and Kafka threads stay free to move
+            os.sched_setaffinity(0, self.s.scorer_cpus)
+            log.info("model thread pinned to cores %s", self.s.scorer_cpus)
         try:
             while not self.stopping.is_set():
                 prep = intake.take(timeout=0.2)

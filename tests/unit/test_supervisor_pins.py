@@ -1,0 +1,31 @@
+"""`voxpop up` runs one scorer per core pinned to its own core; otherwise the OS schedules them."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from services.config import Settings
+from services.supervisor import one_core_each, plan_children
+
+CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+
+
+@pytest.mark.skipif(len(CORES) < 2, reason="pinning one scorer per core needs two cores or more")
+def test_one_scorer_per_core_each_pinned_to_its_own(monkeypatch) -> None:
+    kids = [k for k in plan_children(Settings(scorer_processes=len(CORES)), "jetstream", 1.0)
+            if k.name.startswith("scorer")]
+    pins = []
+    for k in kids:  # read back the way the child will: VOXPOP_ env into Settings
+        monkeypatch.setenv("VOXPOP_SCORER_CPUS", k.env["VOXPOP_SCORER_CPUS"])
+        pins.append(Settings().scorer_cpus)
+    assert sorted(c for p in pins for c in p) == CORES and all(len(p) == 1 for p in pins)
+    assert all(k.env["VOXPOP_SCORER_THREADS"] == "1" for k in kids)
+
+
+def test_no_pins_unless_there_is_exactly_one_scorer_per_core() -> None:
+    assert one_core_each(1) == [{}]
+    assert one_core_each(len(CORES) + 1) == [{}] * (len(CORES) + 1)
+    (single,) = [k for k in plan_children(Settings(scorer_processes=1), "jetstream", 1.0) if k.name == "scorer"]
+    assert "VOXPOP_SCORER_CPUS" not in single.env
