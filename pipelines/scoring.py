@@ -147,7 +147,7 @@ def auto_precision(text: TextEncoder, device: torch.device) -> tuple[str, str]:
     """What `auto` runs here, and why: bf16 where it is both faster and native, else fp32.
 
     bf16 keeps fp32's accuracy on every benchmark set (docs/performance.md: 0-0.14% of labels
-    change), but its speed is the CPU's to decide, not its flag list: 2.2x fp32 end to end on an
+    change), but its speed is the CPU's to decide, not its flag list: 2.3-2.5x fp32 end to end on an
     AMD EPYC Zen 5, 1.6-1.8x on a Zen 4, slower than fp32 on Intel Xeon VMs that list avx512_bf16.
     So a CPU with bf16 instructions is probed: 32 tweet-length posts, fp32 and bf16 alternately,
     three times each, best of each (~1 s). int8 is never automatic: it changes 0.5-2% of labels.

@@ -171,6 +171,10 @@ class Scorer:
     def __init__(self, settings: Settings, database_url: str, rds: redis.Redis, producer: KafkaProducer,
                  head: ScoringHead | None = None, engine: InferenceEngine | None = None) -> None:
         self.s = settings
+        usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+        if settings.scorer_cpus and not set(settings.scorer_cpus) <= usable:
+            raise ValueError(f"VOXPOP_SCORER_CPUS={settings.scorer_cpus} names cores this process cannot run on; "
+                             f"usable here: {sorted(usable)} (or leave it empty to let the OS schedule)")
         if settings.scorer_threads:
             torch.set_num_threads(settings.scorer_threads)
         self.head = head or load_head(settings.scorer_model, device=settings.scorer_device)

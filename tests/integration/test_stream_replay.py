@@ -44,8 +44,10 @@ def replayed(stack_endpoints, tmp_path_factory):
     """Replay once (with a kill -9 of the scorer halfway), then let every test inspect the result."""
     ep = stack_endpoints
     csv = dataset_path("airline-tweets") / "airline_tweets_clean.csv"
-    # fp32: the eta test below recomputes the stored probabilities with an fp32 engine
-    s = fresh_stream(ep, scorer_precision="fp32", scorer_max_batch=32, scorer_max_wait_ms=50, max_record_bytes=8192,
+    # fp32: the eta test below recomputes the stored probabilities with an fp32 engine;
+    # pinned to the last core, as `voxpop up` pins one scorer per core
+    s = fresh_stream(ep, scorer_precision="fp32", scorer_cpus=[max(os.sched_getaffinity(0))], scorer_max_batch=32,
+                     scorer_max_wait_ms=50, max_record_bytes=8192,
                      data_dir=csv.parent.parent)
     seed_airline_watches(ep.database_url)
     records = load_records(csv, PRESETS["airline"], limit=N)
@@ -90,6 +92,10 @@ def replayed(stack_endpoints, tmp_path_factory):
     yield {"s": s, "ep": ep, "good": good, "unique": unique_ids, "dups": dups, "stats": stats,
            "killed_at": killed_at, "log": log}
     producer.close()
+
+
+def test_the_scorer_pinned_its_model_thread_where_told(replayed):
+    assert f"model thread pinned to cores {replayed['s'].scorer_cpus}" in replayed["log"].read_text()
 
 
 def test_every_tweet_stored_exactly_once(replayed):

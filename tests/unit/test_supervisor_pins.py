@@ -29,3 +29,10 @@ def test_no_pins_unless_there_is_exactly_one_scorer_per_core() -> None:
     assert one_core_each(len(CORES) + 1) == [{}] * (len(CORES) + 1)
     (single,) = [k for k in plan_children(Settings(scorer_processes=1), "jetstream", 1.0) if k.name == "scorer"]
     assert "VOXPOP_SCORER_CPUS" not in single.env
+
+
+def test_a_scorer_told_to_pin_to_a_missing_core_says_which_cores_it_has() -> None:
+    from services.scorer.worker import Scorer
+
+    with pytest.raises(ValueError, match="usable here"):
+        Scorer(Settings(scorer_cpus=[max(CORES, default=0) + 64]), "postgresql://unused", None, None)
