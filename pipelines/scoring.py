@@ -3,7 +3,7 @@
 I/O-free on purpose: the scorer service feeds it posts and per-user state, the benchmark and
 `voxpop predict` feed it files. Precision is chosen per deployment: fp32, bf16 autocast (the
 text encoder's Linear weights cast once), or dynamic int8 for those Linear layers
-(pipelines/quantize.py).
+(pipelines/quantize.py); fp32 and bf16 may also be compiled (pipelines/compiled.py).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from torch import Tensor
 
 from models.registry import ScoringHead
 from models.text_encoder import TextEncoder, encoder_for_head
+from pipelines.compiled import compile_text_encoder
 from pipelines.quantize import bf16_linear_weights, cpu_has_native_bf16, quantize_text_model
 
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -41,7 +42,8 @@ class Scored:
 
 class InferenceEngine:
     def __init__(self, head: ScoringHead, precision: str = "fp32", device: str = "cpu",
-                 text_encoder: TextEncoder | None = None, image_encoder=None, bucket_call_tokens: int = 0) -> None:
+                 text_encoder: TextEncoder | None = None, image_encoder=None, bucket_call_tokens: int = 0,
+                 compile: bool = False) -> None:
         if precision not in (*PRECISIONS, "auto"):
             raise ValueError(f"precision must be auto or one of {PRECISIONS}, not {precision!r}")
         self.head = head.to(device).eval()
@@ -63,6 +65,12 @@ class InferenceEngine:
             self.text = self.text.with_model(quantize_text_model(self.text.model))
         elif precision == "bf16":
             self.text = self.text.with_model(bf16_linear_weights(self.text.model))
+        self.compiled = compile and precision != "int8"
+        if compile and not self.compiled:
+            log.warning("int8 is not compiled (its quantised Linear is opaque to Inductor); it runs eagerly")
+        if self.compiled:
+            self.text, seconds = compile_text_encoder(self.text, self._autocast)
+            log.info("text encoder compiled (%s, frozen weights) in %.1f s", precision, seconds)
         self.image = None
         if "image" in self.views:
             if image_encoder is None:

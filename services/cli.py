@@ -180,6 +180,8 @@ def ingest_mastodon(
 def score(
     model: Annotated[str | None, typer.Option(help="registered head (default VOXPOP_SCORER_MODEL)")] = None,
     precision: Annotated[str | None, typer.Option(help="auto | fp32 | bf16 | int8")] = None,
+    compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="compile the text encoder "
+                                                  "(default VOXPOP_SCORER_COMPILE)")] = None,
 ) -> None:
     """Run a scorer: consumer group on posts.raw -> PostgreSQL, Redis, posts.scored."""
     from services.scorer.worker import run_scorer
@@ -190,6 +192,8 @@ def score(
         s.scorer_model = model
     if precision:
         s.scorer_precision = precision
+    if compile is not None:
+        s.scorer_compile = compile
     ep = _endpoints(s)
     stats = run_scorer(s, ep.database_url, ep.redis_url, ep.kafka_bootstrap)
     typer.echo(json.dumps({"batches": stats.batches, "scored": stats.scored, "dlq": stats.dlq}))

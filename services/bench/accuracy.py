@@ -58,9 +58,10 @@ def _score(eng: InferenceEngine, rows: list[Record]) -> tuple[dict[str, float], 
             "macro_f1": round(float(f1_score(gold, pred, average="macro")), 4), "n": len(keep)}, pred
 
 
-def precision_accuracy(data_dir: Path, precisions: tuple[str, ...], model: str = "production"
+def precision_accuracy(data_dir: Path, precisions: tuple[str, ...], model: str = "production", compile: bool = False
                        ) -> dict[str, dict[str, dict[str, float]]]:
-    """{precision: {dataset: {accuracy, macro_f1, n}}} for every benchmark set present."""
+    """{precision: {dataset: {accuracy, macro_f1, n}}} for every benchmark set present (`compile`: compiled
+    encoders, pipelines/compiled.py; then "fp32" in `precisions` is the compiled fp32 labels are compared with)."""
     from pipelines.datasets.registry import available
 
     present = set(available(data_dir))
@@ -69,7 +70,7 @@ def precision_accuracy(data_dir: Path, precisions: tuple[str, ...], model: str =
     out: dict[str, dict[str, dict[str, float]]] = {}
     preds: dict[str, dict[str, np.ndarray]] = {}
     for prec in precisions:
-        eng = InferenceEngine(load_head(model), precision=prec)
+        eng = InferenceEngine(load_head(model), precision=prec, compile=compile)
         scored = {name: _score(eng, rows) for name, rows in sets.items()}
         out[prec] = {name: m for name, (m, _) in scored.items()}
         preds[prec] = {name: pred for name, (_, pred) in scored.items()}

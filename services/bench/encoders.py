@@ -71,7 +71,7 @@ def image_ceiling(paths: list[Path], precision: str, batch: int = 32) -> Rate:
 
 
 def text_ceiling_per_core(model: str, texts: list[str], precision: str, procs: int, bucket: int = 32,
-                          batch: int = 64, seconds: float = 8.0) -> Rate:
+                          batch: int = 64, seconds: float = 8.0, compile: bool = False) -> Rate:
     """`procs` encoder-only processes of one torch thread each, timed over the same window.
 
     On small CPUs one single-threaded process per core beats one process with every core (no
@@ -86,20 +86,23 @@ def text_ceiling_per_core(model: str, texts: list[str], precision: str, procs: i
 
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(texts, f)
-    start_at = time.time() + 25.0  # after every child has loaded the model and warmed up
+    # after every child has loaded the model, compiled it (all at once on shared cores) and warmed up
+    start_at = time.time() + 25.0 + (40.0 * procs if compile else 0.0)
     cmd = [sys.executable, "-m", "services.bench.encoders", model, precision, f.name, str(bucket), str(batch),
-           str(start_at), str(seconds)]
+           str(start_at), str(seconds), "1" if compile else "0"]
     kids = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(procs)]
     rates = [json.loads(k.communicate(timeout=300)[0].strip().splitlines()[-1]) for k in kids]
     Path(f.name).unlink(missing_ok=True)
     late = [r for r in rates if r["late_s"] > 0]
     if late:
         raise RuntimeError(f"{len(late)} ceiling children were not ready at the start time; machine overloaded?")
-    return Rate(f"text {precision} b{batch} bucket{bucket} x{procs} processes", sum(r["posts"] for r in rates),
+    return Rate(f"text {precision}{' compiled' if compile else ''} b{batch} bucket{bucket} x{procs} processes",
+                sum(r["posts"] for r in rates),
                 max(r["seconds"] for r in rates))
 
 
-def _child(model: str, precision: str, texts_path: str, bucket: str, batch: str, start_at: str, seconds: str) -> None:
+def _child(model: str, precision: str, texts_path: str, bucket: str, batch: str, start_at: str, seconds: str,
+           compile: str = "0") -> None:
     import json
 
     from models.registry import load_head
@@ -108,7 +111,7 @@ def _child(model: str, precision: str, texts_path: str, bucket: str, batch: str,
     keep_freed_memory()  # as the scorer does: the ceiling gets the same allocator
     torch.set_num_threads(1)
     texts = json.loads(Path(texts_path).read_text())
-    eng = InferenceEngine(load_head(model), precision=precision, bucket_call_tokens=int(bucket))
+    eng = InferenceEngine(load_head(model), precision=precision, bucket_call_tokens=int(bucket), compile=compile == "1")
     b = int(batch)
     chunks = [texts[i : i + b] for i in range(0, len(texts), b)]
     for c in chunks[:4]:  # warm-up

@@ -29,6 +29,11 @@ def _plots(res: dict, out: Path) -> None:
         names.append(f"end to end\n{p}")
         vals.append(v)
         cols.append("#2f6fdf")
+    for p, v in res.get("compiled", {}).items():
+        if isinstance(v, dict):
+            names.append(f"end to end\n{p} compiled")
+            vals.append(v["e2e_posts_per_s"])
+            cols.append("#1b3f8f")
     names.append("naive\nfp32")
     vals.append(res["naive"]["posts_per_s"])
     cols.append("#d64545")
@@ -67,6 +72,28 @@ def _plots(res: dict, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "latency.png", dpi=110)
     plt.close(fig)
+
+
+def _compiled_section(c: dict | None) -> list[str]:
+    """The TorchInductor runs (pipelines/compiled.py), when the bench made them."""
+    if c is None:
+        return []
+    head = ["## Compiled encoder (`VOXPOP_SCORER_COMPILE=true`)", ""]
+    if "skipped" in c:
+        return [*head, f"Not run: {c['skipped']}.", ""]
+    rows = [[p, "{} x b{}".format(v["scorers"], v["batch"]), v["ceiling_posts_per_s"], v["e2e_posts_per_s"],
+             v["e2e_over_ceiling"], v["over_eager_e2e"],
+             "{accuracy} / {macro_f1}".format(**v["accuracy_loss_pts_vs_eager_fp32"]), v["peak_rss_mb"]]
+            for p, v in c.items() if isinstance(v, dict)]
+    ratio = f" Compiled bf16 / compiled fp32, end to end: {c['bf16_over_fp32']}." if "bf16_over_fp32" in c else ""
+    if "bf16_over_eager_fp32" in c:
+        ratio += f" Compiled bf16 / eager fp32 (neither compiler nor bf16): {c['bf16_over_eager_fp32']}."
+    return [*head, "The text encoder compiled by TorchInductor with its weights frozen in, in the scorers and in "
+            "their encoder-only ceiling alike (the compile, ~15-20 s per process, is before the timed window)."
+            + ratio, "",
+            _table(["precision", "layout", "encoder ceiling (compiled)", "end to end (compiled)", "e2e / ceiling",
+                    "end to end, compiled / eager", "accuracy / macro-F1 loss vs eager fp32 (points)",
+                    "peak RSS MB"], rows), ""]
 
 
 def render(res: dict, out_dir: Path) -> None:
@@ -157,6 +184,7 @@ def render(res: dict, out_dir: Path) -> None:
         "",
         "![batch sweep](performance/batch-sweep.png)",
         "",
+        *_compiled_section(res.get("compiled")),
         "## Latency from ingest to stored (published on posts.scored after the commit)",
         "",
         "Layout: {scorers} scorer(s), {scorer_precision}, max batch {scorer_max_batch}, {scorer_threads} torch "

@@ -179,7 +179,8 @@ class Scorer:
             torch.set_num_threads(settings.scorer_threads)
         self.head = head or load_head(settings.scorer_model, device=settings.scorer_device)
         self.engine = engine or InferenceEngine(self.head, settings.scorer_precision, settings.scorer_device,
-                                                bucket_call_tokens=settings.scorer_bucket_call_tokens)
+                                                bucket_call_tokens=settings.scorer_bucket_call_tokens,
+                                                compile=settings.scorer_compile)
         self.db = engine_for(database_url)
         self.redis, self.producer = rds, producer
         self.dlq = DeadLetter(producer, settings.topic_dlq)
@@ -548,8 +549,9 @@ def run_scorer(settings: Settings, database_url: str, redis_url: str, bootstrap:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("scorer up: model %s %s, views %s, precision %s, batch %d / %d ms", scorer.head.name,
-             scorer.head.version, scorer.head.views, scorer.engine.precision, settings.scorer_max_batch,
+    log.info("scorer up: model %s %s, views %s, precision %s%s, batch %d / %d ms", scorer.head.name,
+             scorer.head.version, scorer.head.views, scorer.engine.precision,
+             " compiled" if scorer.engine.compiled else "", settings.scorer_max_batch,
              settings.scorer_max_wait_ms)
     try:
         return scorer.run(consumer, idle_exit_s=idle_exit_s)
