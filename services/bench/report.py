@@ -89,7 +89,7 @@ def _compiled_section(c: dict | None) -> list[str]:
     if "bf16_over_eager_fp32" in c:
         ratio += f" Compiled bf16 / eager fp32 (neither compiler nor bf16): {c['bf16_over_eager_fp32']}."
     return [*head, "The text encoder compiled by TorchInductor with its weights frozen in, in the scorers and in "
-            "their encoder-only ceiling alike (the compile, ~15-20 s per process, is before the timed window)."
+            "their encoder-only ceiling alike (the compile, 10-20 s per process, is before the timed window)."
             + ratio, "",
             _table(["precision", "layout", "encoder ceiling (compiled)", "end to end (compiled)", "e2e / ceiling",
                     "end to end, compiled / eager", "accuracy / macro-F1 loss vs eager fp32 (points)",
