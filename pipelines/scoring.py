@@ -28,6 +28,9 @@ AUTO_BF16_MIN_SPEEDUP = 1.25  # bf16 must beat fp32 by this much in the start-up
 log = logging.getLogger("voxpop.scoring")
 
 
+TokenIds = dict[str, list[int]]  # one post's tokenizer output, unpadded: input_ids, attention_mask, ...
+
+
 @dataclass
 class Encoded:
     x: dict[str, Tensor]  # view -> [B, D] float32 (zeros where absent)
@@ -84,33 +87,50 @@ class InferenceEngine:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return torch.autocast(self.device.type, enabled=False)
 
-    def tokenize(self, texts: Sequence[str]) -> list[tuple[Tensor, dict[str, Tensor]]]:
-        """Tokenise a batch (CPU-bound, no torch ops), in length buckets if `bucket_call_tokens` is set.
+    def token_ids(self, texts: Sequence[str]) -> list[TokenIds]:
+        """Tokenise without padding, one dict per post: no torch, so any thread may do it.
 
-        Posts are sorted by token length and cut into buckets, each padded to its longest row:
-        `plan_buckets` cuts where the padding saved is worth more than one more encoder call.
-        The batch goes through the tokenizer once, unpadded; padding per bucket is a numpy copy
-        (a padded `return_tensors="pt"` call per bucket cost 3x more). Returns (row indices, batch) pairs.
+        The scorer calls this on its polling thread while the model's thread encodes the previous
+        batch; `buckets` then pads whatever posts make up the next batch.
         """
         texts = [t if t and t.strip() else "" for t in texts]
-        if not self.bucket_call_tokens or len(texts) < 2:
-            return [(torch.arange(len(texts)), self.text.tokenize(texts))]
         enc = self.text.tokenizer(texts, truncation=True, max_length=self.text.max_length)
-        ids = enc["input_ids"]
-        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+        names = list(enc.keys())
+        return [{name: enc[name][i] for name in names} for i in range(len(texts))]
+
+    def buckets(self, ids: Sequence[TokenIds]) -> list[tuple[Tensor, dict[str, Tensor]]]:
+        """Pad tokenised posts into encoder calls: [(row indices, padded batch)].
+
+        With `bucket_call_tokens` set, posts are sorted by token length and cut into buckets, each
+        padded to its longest row: `plan_buckets` cuts where the padding saved is worth more than
+        one more encoder call. Without it, one call in the given order, padded to the longest post.
+        Padding is a numpy copy (a padded `return_tensors="pt"` tokenizer call per bucket cost 3x more).
+        """
+        n = len(ids)
+        if not n:
+            return []
+        lengths = [len(t["input_ids"]) for t in ids]
+        if self.bucket_call_tokens and n >= 2:
+            order = sorted(range(n), key=lengths.__getitem__)
+            cuts = plan_buckets([lengths[i] for i in order], self.bucket_call_tokens)
+        else:
+            order, cuts = list(range(n)), [(0, n)]
         pad = self.text.tokenizer.pad_token_id or 0
         out = []
-        for start, end in plan_buckets([len(ids[i]) for i in order], self.bucket_call_tokens):
+        for start, end in cuts:
             idx = order[start:end]
-            width = len(ids[idx[-1]])  # sorted: the last row is the longest
+            width = max(lengths[i] for i in idx)
             batch = {name: np.full((len(idx), width), pad if name == "input_ids" else 0, dtype=np.int64)
-                     for name in enc}
+                     for name in ids[0]}
             for r, j in enumerate(idx):
-                n = len(ids[j])
-                for name in enc:
-                    batch[name][r, :n] = enc[name][j]
+                for name, row in ids[j].items():
+                    batch[name][r, : len(row)] = row
             out.append((torch.tensor(idx), {k: torch.from_numpy(v) for k, v in batch.items()}))
         return out
+
+    def tokenize(self, texts: Sequence[str]) -> list[tuple[Tensor, dict[str, Tensor]]]:
+        """Tokenise and pad a batch into encoder calls (`token_ids` then `buckets`)."""
+        return self.buckets(self.token_ids(texts))
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], images: Sequence[Image.Image | None] | None = None,

@@ -37,7 +37,7 @@ def profile_scorer(run: Run, posts: list[Incoming], out_dir: Path, batch: int = 
 
 STAGES = {
     "text encoder forward": ("encode_tokens",),
-    "tokenise": ("tokenize",),
+    "tokenise": ("tokenize", "token_ids"),
     "head": ("predict",),
     "parse + validate": ("_parse",),
     "PostgreSQL write": ("write_batch", "stored_predictions"),

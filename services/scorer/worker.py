@@ -1,6 +1,7 @@
 """The scorer: a consumer group on `posts.raw` that turns posts into stored, published scores.
 
-Per micro-batch (max size, max wait): validate -> load media within limits -> encode once ->
+Per micro-batch (max size, max wait): validate, tokenise and load media within limits (on the
+polling thread, while the model runs the previous batch) -> encode once ->
 per-user state from Redis -> head -> one PostgreSQL transaction -> Redis state -> `posts.scored`
 -> commit offsets. Offsets move only after every sink succeeded (at-least-once in, idempotent
 sinks out). Infrastructure errors are retried without committing; a record that keeps failing
@@ -43,7 +44,7 @@ from models.registry import ScoringHead, load_head
 from pipelines.allocator import keep_freed_memory
 from pipelines.av_heads import AVHead, AVInput, heads_for, load_av_heads
 from pipelines.schemas import Media, Post, ScoredPost
-from pipelines.scoring import InferenceEngine, sentiment_score
+from pipelines.scoring import InferenceEngine, TokenIds, sentiment_score
 from services.config import Settings
 from services.ingest.gate import validation_reason
 from services.scorer.media import MediaError, MediaPolicy, load_audio, load_image, load_video
@@ -67,6 +68,7 @@ class Item:
     image: object | None = None
     media_status: list[str] = field(default_factory=list)
     av: AVInput | None = None  # decoded audio / video frames, for the tri-modal heads
+    tokens: TokenIds | None = None  # the text, tokenised (unpadded) on the polling thread
 
 
 @dataclass
@@ -99,7 +101,7 @@ def once_per_post(items: list[Item]) -> list[Item]:
 class Intake:
     """Records polled ahead of the model, waiting for it: the batch closes when the model is free.
 
-    The polling thread parses what it polls and puts it here, up to `max_batch` records (then it
+    The polling thread parses and tokenises what it polls and puts it here, up to `max_batch` records (then it
     stops polling: back-pressure). The model's thread takes everything waiting once it is free and
     either `max_batch` records wait or the oldest has waited `max_wait_s`. A post that arrives while
     batch k runs therefore rides in batch k+1; when batch k+1 was closed ahead, while batch k ran,
@@ -253,9 +255,12 @@ class Scorer:
         return "ok"
 
     def prepare(self, records: list[ConsumerRecord]) -> Prepared:
-        """Parse and load media: the per-record CPU/I-O work, done on the polling thread."""
+        """Parse, tokenise, load media: the per-record CPU/I-O work, done on the polling thread."""
         t0 = time.perf_counter()
         items = self._parse(records)
+        if items:
+            for it, ids in zip(items, self.engine.token_ids([it.post.text for it in items]), strict=True):
+                it.tokens = ids
         self._load_media(items)
         return Prepared(records, items, (time.perf_counter() - t0) * 1000)
 
@@ -268,7 +273,9 @@ class Scorer:
             return 0
         now = datetime.now(UTC)
         t_media = time.perf_counter()
-        enc = self.engine.encode([it.post.text for it in items], [it.image for it in items])
+        texts = [it.post.text for it in items]
+        tokens = self.engine.buckets([it.tokens for it in items]) if all(it.tokens for it in items) else None
+        enc = self.engine.encode(texts, [it.image for it in items], tokens=tokens)
         t_enc = time.perf_counter()
         encode_ms = (t_enc - t_media) * 1000
 

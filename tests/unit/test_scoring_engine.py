@@ -43,6 +43,26 @@ def test_bucketed_embeddings_equal_unbucketed(engines) -> None:
     assert a[0].norm() > 0.99
 
 
+def test_unbucketed_padding_matches_the_tokenizers_own(engines) -> None:
+    """`buckets` pads ids itself (numpy); without buckets it must equal the tokenizer's padded batch."""
+    plain, _ = engines
+    [(idx, mine)] = plain.tokenize(TEXTS)
+    theirs = plain.text.tokenize([t if t.strip() else "" for t in TEXTS])
+    assert idx.tolist() == list(range(len(TEXTS)))
+    assert mine.keys() == theirs.keys()
+    for k in theirs:
+        assert torch.equal(mine[k], theirs[k]), k
+
+
+def test_posts_tokenised_in_parts_batch_like_one_call(engines) -> None:
+    """The scorer tokenises each poll's records on its own thread and batches them later."""
+    _, bucketed = engines
+    ids = bucketed.token_ids(TEXTS[:5]) + bucketed.token_ids(TEXTS[5:])
+    for (i1, b1), (i2, b2) in zip(bucketed.buckets(ids), bucketed.tokenize(TEXTS), strict=True):
+        assert torch.equal(i1, i2) and all(torch.equal(b1[k], b2[k]) for k in b2)
+    assert bucketed.buckets([]) == []
+
+
 def _bucket_cost(lengths: list[int], cuts: list[tuple[int, int]], call: int) -> int:
     return sum(call + (b - a) * lengths[b - 1] for a, b in cuts)
 
@@ -176,3 +196,14 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns(monkeypatch, caplog) -> N
     with caplog.at_level("WARNING", logger="voxpop.scoring"):
         scoring.InferenceEngine(load_head("production"), precision="bf16")
     assert not caplog.records
+
+
+def test_the_ceiling_times_only_posts_it_has_not_seen() -> None:
+    """Re-encoding the same posts runs faster (warm kernels for recurring shapes): the ceiling never does."""
+    from services.bench.encoders import _split_warm, text_ceiling
+
+    texts = [f"post number {i} " + "word " * (i % 17) for i in range(40)]
+    warm, timed = _split_warm(texts, batch=4)
+    assert warm + timed == texts and len(warm) == 10 and not set(warm) & set(timed)
+    rate = text_ceiling(EtaFusionHead({"text": 384}, hidden=16), texts, "fp32", batch=4)
+    assert rate.posts == len(timed) and rate.per_s > 0
