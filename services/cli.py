@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from services.config import Settings, get_settings
+from services.logs import configure_logging
 
 app = typer.Typer(help="VoxPop: streaming multimodal opinion monitor.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
@@ -29,10 +30,7 @@ app.add_typer(dlq_app, name="dlq")
 
 
 def _logging(level: str | None = None) -> None:
-    logging.basicConfig(level=(level or get_settings().log_level).upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("kafka", "aiokafka", "httpx", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(level or get_settings().log_level)
 
 
 def _endpoints(settings: Settings):
@@ -55,10 +53,12 @@ def _export_endpoints() -> Settings:
 @services_app.command("up")
 def services_up() -> None:
     """Start (or reuse) the embedded servers for every VOXPOP_* URL that is unset."""
+    from infra.local_stack import mask_url
+
     _logging()
     ep = _endpoints(get_settings())
-    typer.echo(json.dumps({"database_url": ep.database_url, "redis_url": ep.redis_url,
-                           "kafka_bootstrap": ep.kafka_bootstrap}, indent=2))
+    typer.echo(json.dumps({"database_url": mask_url(ep.database_url), "redis_url": mask_url(ep.redis_url),
+                           "kafka_bootstrap": mask_url(ep.kafka_bootstrap)}, indent=2))
 
 
 @services_app.command("down")
@@ -98,10 +98,12 @@ def _gate(settings: Settings, ep):
     import redis
 
     from services.ingest.gate import IngestGate, WatchCache
+    from services.storage.db import engine_for
     from services.storage.watches import load_watch_specs
     from services.stream.kafka import make_producer
 
     return IngestGate(settings, make_producer(ep.kafka_bootstrap), redis.Redis.from_url(ep.redis_url),
+                      engine_for(ep.database_url),
                       WatchCache(lambda: load_watch_specs(ep.database_url), settings.watch_refresh_s))
 
 
@@ -177,6 +179,25 @@ def ingest_mastodon(
 
 # --------------------------------------------------------------------------- scorer
 @app.command()
+def reconcile(once: Annotated[bool, typer.Option("--once", help="one pass, then exit")] = False) -> None:
+    """Publish accepted posts the broker never took or lost (ingest ledger -> posts.raw)."""
+    import signal
+    import threading
+
+    from services.ingest.reconcile import run_reconciler
+
+    _logging()
+    s = get_settings()
+    ep = _endpoints(s)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stats = run_reconciler(s, _gate(s, ep), ep.kafka_bootstrap, stop, once=once)
+    if once:
+        typer.echo(json.dumps(stats.__dict__))
+
+
+@app.command()
 def score(
     model: Annotated[str | None, typer.Option(help="registered head (default VOXPOP_SCORER_MODEL)")] = None,
     precision: Annotated[str | None, typer.Option(help="auto | fp32 | bf16 | int8")] = None,
@@ -241,7 +262,10 @@ def dlq_show(limit: int = 20) -> None:
     from services.stream.dlq_reader import read_dead_letters
 
     s = get_settings()
-    for d in read_dead_letters(_endpoints(s).kafka_bootstrap, s.topic_dlq, limit=limit):
+    letters = read_dead_letters(_endpoints(s).kafka_bootstrap, s.topic_dlq, limit=limit)
+    if not letters:
+        typer.echo(f"{s.topic_dlq} is empty: no record has been refused", err=True)
+    for d in letters:
         typer.echo(json.dumps(d, ensure_ascii=False))
 
 

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     push_host: str = "127.0.0.1"
     push_port: int = 8001
     watch_refresh_s: float = 10.0
+    reconcile_interval_s: float = Field(15.0, description="seconds between reconciler passes (voxpop reconcile)")
+    reconcile_grace_s: float = Field(30.0, description="an accepted post is checked once it is this old: never "
+                                     "published -> publish; published, not stored, lost by the broker -> again")
+    reconcile_batch: int = Field(5000, description="ledger posts looked at per pass and kind")
+    reconcile_max_republish: int = Field(3, description="times one post is re-published before the reconciler "
+                                         "leaves it (a post the scorer dead-letters is never stored)")
 
     # --- scorer -------------------------------------------------------------------------------
     scorer_group: str = "voxpop-scorer"
@@ -57,6 +63,13 @@ class Settings(BaseSettings):
                                            "where the padding saved outweighs one more encoder call, costed as this "
                                            "many tokens (pipelines.scoring.plan_buckets); 0 = one padded batch")
     scorer_max_attempts: int = Field(3, description="tries before a poison record goes to the DLQ")
+    scorer_join_timeout_s: float = Field(90.0, description="a scorer not in a stable consumer group for this long "
+                                         "moves the group to a new epoch (services.scorer.membership)")
+    scorer_epoch_check_s: float = Field(5.0, description="how often a scorer looks for a new group epoch")
+    kafka_leave_group_on_close: bool = Field(False, description="send LeaveGroup when a consumer closes: faster "
+                                             "hand-over on Apache Kafka; off because Tansu 0.6 wedges the group "
+                                             "when a member leaves during a join (services.scorer.membership)")
+    kafka_send_timeout_s: float = Field(30.0, description="how long a producer waits for the broker's ack")
     scorer_threads: int | None = Field(None, description="torch threads; None = all cores (or cores / processes)")
     scorer_processes: int = Field(1, ge=1, description="scorer processes `voxpop up` runs (one consumer group); on a "
                                   "dedicated scorer node one per core beats one with all cores: docs/performance.md")
@@ -73,6 +86,8 @@ class Settings(BaseSettings):
     scorer_device: str = "cpu"
     thread_context_k: int = 8
     media_max_bytes: int = 8 * 1024 * 1024
+    media_max_image_pixels: int = Field(40_000_000, description="larger images are refused before decoding "
+                                        "(a small PNG can expand to gigabytes)")
     media_timeout_s: float = 5.0
     media_allowed_roots: list[Path] = Field(default_factory=list, description="file:// roots allowed")
     # Tri-modal heads for audio/video posts (pipelines.av_heads), on top of scorer_model; [] = off.

@@ -65,6 +65,7 @@ def plan_children(settings: Settings, source: str, speed: float) -> list[Child]:
     cores = one_core_each(n)
     kids = [Child("scorer" if n == 1 else f"scorer{i}", cli + ["score"],
                   env={} if n == 1 else {"VOXPOP_SCORER_THREADS": str(threads), **cores[i]}) for i in range(n)]
+    kids.append(Child("reconc", cli + ["reconcile"]))
     if _module_present("pipelines.trends"):
         kids.append(Child("trends", cli + ["trends"]))
     if _module_present("services.alerts"):

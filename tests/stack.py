@@ -108,11 +108,11 @@ def _isolated_pg(server_url: str) -> str:
         except psycopg.errors.InsufficientPrivilege:
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
             _cleanups.append(lambda: _drop(libpq, sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE"), name))
-            log.info("postgres: test schema %s on %s", name, local_stack._mask(server_url))
+            log.info("postgres: test schema %s on %s", name, local_stack.mask_url(server_url))
             return _with_database(server_url, urlsplit(server_url).path.lstrip("/"),
                                   "options=" + quote(f"-csearch_path={name}"))  # fmt: skip
     _cleanups.append(lambda: _drop(libpq, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)"), name))
-    log.info("postgres: test database %s on %s", name, local_stack._mask(server_url))
+    log.info("postgres: test database %s on %s", name, local_stack.mask_url(server_url))
     return _with_database(server_url, name)
 
 
@@ -173,9 +173,9 @@ def _claim_redis_db(server_url: str) -> str:
         finally:
             client.close()
         _cleanups.append(lambda u=url: _flush_redis(u))
-        log.info("redis: test db %d on %s", db, local_stack._mask(server_url))
+        log.info("redis: test db %d on %s", db, local_stack.mask_url(server_url))
         return url
-    raise RuntimeError(f"no empty Redis db (1-15) to claim on {local_stack._mask(server_url)}")
+    raise RuntimeError(f"no empty Redis db (1-15) to claim on {local_stack.mask_url(server_url)}")
 
 
 def _flush_redis(url: str) -> None:

@@ -35,6 +35,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
+from pipelines.advisory_locks import Lock
 from pipelines.schemas import ScoredPost
 from pipelines.trends.rules import COUNT_METRICS, Rule, Verdict, evaluate
 from pipelines.trends.windows import (
@@ -46,7 +47,7 @@ from pipelines.trends.windows import (
 
 log = logging.getLogger("voxpop.trends")
 
-LOCK_KEY = 727301  # pg_advisory_xact_lock key shared by every trends worker
+LOCK_KEY = int(Lock.TRENDS_BATCH)  # pg_advisory_xact_lock key shared by every trends worker
 _EPOCH_FLOOR = datetime(1900, 1, 1, tzinfo=UTC)
 WINDOW_COLUMNS = (
     "watch_id",

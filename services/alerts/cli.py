@@ -46,6 +46,21 @@ def run() -> None:
     main()
 
 
+@alerts_app.command("resend")
+def resend(
+    notification: Annotated[list[int] | None, typer.Option("--id", help="a dead notification id (repeatable)")] = None,
+    endpoint: Annotated[int | None, typer.Option(help="every dead notification of this endpoint id")] = None,
+    all_dead: Annotated[bool, typer.Option("--all", help="every dead notification")] = False,
+) -> None:
+    """Send dead webhook notifications again (same body, same webhook-id)."""
+    from services.alerts.manage import resend_dead
+
+    if not (notification or endpoint is not None or all_dead):
+        raise typer.BadParameter("name --id N, --endpoint N or --all")
+    ids = resend_dead(_db(), notification or None, endpoint)
+    typer.echo(f"queued again: {ids}" if ids else "no dead notification matched")
+
+
 @rules_app.command("add")
 def rules_add(
     name: str,

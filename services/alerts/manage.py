@@ -9,14 +9,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pipelines.trends.rules import SEVERITIES, Rule
 from services.alerts.policy import UrlPolicy
 from services.alerts.signing import SECRET_PREFIX, _key, new_secret
-from services.storage.alert_models import AlertRule, Silence, WebhookEndpoint
+from services.storage.alert_models import AlertRule, Notification, Silence, WebhookEndpoint
 from services.storage.db import engine_for
 
 RULE_FIELDS = (
@@ -241,3 +241,20 @@ def expire_silence(db: str | Engine, silence_id: int) -> dict[str, Any]:
             sil.ends_at = now
         sil.expired_at = sil.expired_at or now
         return _as_dict(sil)
+
+
+def resend_dead(db: str | Engine, notification_ids: list[int] | None = None, endpoint: int | None = None) -> list[int]:
+    """Queue dead notifications again (all, some ids, or one endpoint's); returns the ids queued.
+
+    The body and `msg_id` are kept, so a receiver that got an earlier attempt after all sees the
+    same `webhook-id` and can drop the repeat. The attempt budget starts afresh.
+    """
+    stmt = (update(Notification).where(Notification.state == "dead")
+            .values(state="pending", attempts=0, next_attempt_at=func.now(), lease_until=None)
+            .returning(Notification.id))
+    if notification_ids is not None:
+        stmt = stmt.where(Notification.id.in_(notification_ids))
+    if endpoint is not None:
+        stmt = stmt.where(Notification.endpoint_id == endpoint)
+    with _engine(db).begin() as conn:
+        return sorted(conn.execute(stmt).scalars())

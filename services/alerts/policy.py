@@ -64,8 +64,16 @@ class UrlPolicy:
         return list(dict.fromkeys(ipaddress.ip_address(i[4][0].split("%")[0]) for i in infos))
 
     def _check_ip(self, ip: IPAddress) -> None:
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
+        if isinstance(ip, ipaddress.IPv6Address):
+            # IPv6 forms that carry an IPv4 address are judged by that address: IPv4-mapped
+            # (::ffff:a.b.c.d), 6to4 (2002:AABB:CCDD::/48), Teredo (its client address) and NAT64
+            # (64:ff9b::a.b.c.d), or [2002:a00:1::] would reach 10.0.0.1.
+            embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+            if embedded is None and ip in _NAT64:
+                embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+            if embedded is not None:
+                self._check_ip(ip if _in(ip, self._allow) else embedded)
+                return
         if _in(ip, self._deny):
             raise PolicyError(f"{ip} is on the deny list")
         if _in(ip, self._allow):
@@ -85,5 +93,21 @@ class UrlPolicy:
             )
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
 def _in(ip: IPAddress, nets: Iterable[IPNetwork]) -> bool:
     return any(ip.version == n.version and ip in n for n in nets)
+
+
+def redact_url(url: str) -> str:
+    """Scheme, host and port only: webhook paths and queries carry tokens (Slack, Teams, Discord)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    hidden = "/***" if (parts.path not in ("", "/") or parts.query) else parts.path
+    return f"{parts.scheme}://{host}{port}{hidden}"

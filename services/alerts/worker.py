@@ -9,6 +9,7 @@ import threading
 from services.alerts.dispatcher import Dispatcher
 from services.alerts.settings import AlertsSettings
 from services.config import get_settings
+from services.logs import configure_logging
 from services.storage.db import engine_for, migrate
 
 log = logging.getLogger("voxpop.alerts")
@@ -16,7 +17,7 @@ log = logging.getLogger("voxpop.alerts")
 
 def main() -> None:
     s = get_settings()
-    logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(s.log_level)
     if not s.database_url:
         raise SystemExit("voxpop alerts needs VOXPOP_DATABASE_URL (or run it through `voxpop up`)")
     migrate(s.database_url)

@@ -412,6 +412,16 @@ class FiringPage(BaseModel):
     next_cursor: str | None
 
 
+class ResendIn(BaseModel):
+    ids: list[int] | None = Field(None, description="dead notifications to send again")
+    endpoint_id: int | None = Field(None, description="every dead notification of this endpoint")
+    all: bool = Field(False, description="every dead notification")
+
+
+class Resent(BaseModel):
+    queued: list[int]
+
+
 class DeliveryOut(BaseModel):
     id: int
     notification_id: int

@@ -30,7 +30,7 @@ from services.config import Settings
 from services.ingest.gate import Incoming, IngestGate
 from services.ingest.records import PRESETS
 from services.ingest.replay import load_records
-from services.storage.db import engine_for, migrate
+from services.storage.db import engine_for, migrate, truncate_stream_tables
 from services.stream.kafka import ensure_topics, make_producer
 from services.supervisor import one_core_each
 
@@ -67,13 +67,13 @@ class Run:
     def reset(self) -> None:
         migrate(self.ep.database_url)
         with engine_for(self.ep.database_url).begin() as c:
-            c.execute(text("TRUNCATE post_watches, predictions, media, posts, authors RESTART IDENTITY CASCADE"))
+            truncate_stream_tables(c)
         redis.Redis.from_url(self.ep.redis_url).flushdb()
         ensure_topics(self.ep.kafka_bootstrap, self.settings)
 
     def gate(self) -> IngestGate:
         return IngestGate(self.settings, make_producer(self.ep.kafka_bootstrap),
-                          redis.Redis.from_url(self.ep.redis_url))
+                          redis.Redis.from_url(self.ep.redis_url), engine_for(self.ep.database_url))
 
     def env(self, **extra: object) -> dict[str, str]:
         s = self.settings

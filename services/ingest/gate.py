@@ -1,9 +1,11 @@
-"""The one way into the stream: validate -> dedup -> match watches -> `posts.raw`.
+"""The one way into the stream: validate -> match watches -> ledger (dedup) -> `posts.raw`.
 
 Every connector (file replay, HTTP push, Jetstream, Mastodon) hands its records to an
 `IngestGate`. Bad records go to `posts.dlq` with the reason; nothing is dropped silently.
-Dedup markers are written only after the broker acknowledged the post, so a crash can at
-worst re-send a post (the scorer's sinks are idempotent), never lose one.
+A post is accepted once it is in the ingest ledger (PostgreSQL, `services.ingest.ledger`); that
+is also what makes a later copy a duplicate. The gate then publishes it; if the broker refuses
+or is down, the post stays in the ledger unpublished and the reconciler publishes it later, so
+neither a broker outage nor a broker that forgets loses an accepted post.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from datetime import UTC, datetime
 
 import redis
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 from pydantic import ValidationError
+from sqlalchemy import Engine
 
 from pipelines.schemas import Post
 from pipelines.watch_match import WatchMatcher, WatchSpec
 from services.config import Settings
+from services.ingest import ledger
 from services.storage.redis_keys import KEYS
 from services.stream.kafka import DeadLetter
 
@@ -43,6 +48,7 @@ class GateResult:
     accepted: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (index in batch, reason)
+    unpublished: int = 0  # accepted (in the ledger) but not yet on the broker: the reconciler sends them
 
 
 def validation_reason(e: Exception) -> str:
@@ -78,9 +84,9 @@ class WatchCache:
 
 
 class IngestGate:
-    def __init__(self, settings: Settings, producer: KafkaProducer, rds: redis.Redis,
+    def __init__(self, settings: Settings, producer: KafkaProducer, rds: redis.Redis, db: Engine,
                  watches: WatchCache | None = None) -> None:
-        self.s, self.producer, self.redis = settings, producer, rds
+        self.s, self.producer, self.redis, self.db = settings, producer, rds, db
         self.dlq = DeadLetter(producer, settings.topic_dlq)
         self.watches = watches
 
@@ -101,37 +107,55 @@ class IngestGate:
             else:
                 good.append((i, it))
 
-        # Dedup against posts already accepted (Redis) and within this batch.
-        ids = [it.post.id for _, it in good]  # type: ignore[union-attr]
-        seen = self.redis.mget([KEYS.seen(p) for p in ids]) if ids else []
-        batch_seen: set[str] = set()
-        to_send: list[Post] = []
-        for (_, it), prior in zip(good, seen, strict=True):
+        # Dedup within this batch, then against the ledger (which records the new ones).
+        batch: dict[str, Post] = {}
+        for _, it in good:
             post = it.post
             assert post is not None
-            if prior is not None or post.id in batch_seen:
+            if post.id in batch:
                 res.duplicates.append(post.id)
                 continue
-            batch_seen.add(post.id)
             if self.watches is not None:
                 post.watches = self.watches.matcher().match(post.text, post.lang, post.author.handle)
             post.ingested_at = now
-            to_send.append(post)
-
-        futures = [
-            self.producer.send(self.s.topic_raw, key=p.author.id.encode(), value=p.model_dump_json().encode())
-            for p in to_send
-        ]
-        self.producer.flush()
-        for f in futures:
-            f.get(timeout=30)  # raise if the broker refused: the caller retries the batch
+            batch[post.id] = post
+        payloads = {pid: p.model_dump_json() for pid, p in batch.items()}
+        new = ledger.accept(self.db, payloads)
+        res.duplicates += [pid for pid in batch if pid not in new]
+        res.accepted = [pid for pid in batch if pid in new]
+        res.unpublished = len(res.accepted) - self.publish({pid: payloads[pid] for pid in res.accepted},
+                                                           {pid: batch[pid].author.id for pid in res.accepted})
         pipe = self.redis.pipeline(transaction=False)
-        for p in to_send:
-            pipe.set(KEYS.seen(p.id), 1, ex=self.s.dedup_ttl_s)
-        pipe.incrby(KEYS.stats("ingest_accepted"), len(to_send))
+        pipe.incrby(KEYS.stats("ingest_accepted"), len(res.accepted))
         pipe.incrby(KEYS.stats("ingest_duplicates"), len(res.duplicates))
         pipe.incrby(KEYS.stats("ingest_dlq"), len(res.rejected))
         pipe.execute()
-        res.accepted = [p.id for p in to_send]
         return res
+
+    def publish(self, payloads: dict[str, str], keys: dict[str, str]) -> int:
+        """Send ledger posts to `posts.raw` and record where they landed; returns how many the broker took.
+
+        A refusal or an outage is logged, not raised: the posts are already accepted (in the
+        ledger) and the reconciler publishes what is still unpublished.
+        """
+        landed: dict[str, tuple[int, int]] = {}
+        failed: list[str] = []
+        futures = {}
+        try:
+            for pid, payload in payloads.items():
+                futures[pid] = self.producer.send(self.s.topic_raw, key=keys[pid].encode(), value=payload.encode())
+            self.producer.flush(timeout=self.s.kafka_send_timeout_s)
+        except KafkaError as e:  # no metadata (broker down) or the flush timed out: what was sent may land
+            failed.append(f"{type(e).__name__}: {e}")
+        for pid, f in futures.items():
+            try:
+                md = f.get(timeout=self.s.kafka_send_timeout_s)
+                landed[pid] = (md.partition, md.offset)
+            except KafkaError as e:
+                failed.append(f"{type(e).__name__}: {e}")
+        if len(landed) < len(payloads):
+            log.warning("%d of %d accepted posts not yet on %s (%s); the reconciler will publish them",
+                        len(payloads) - len(landed), len(payloads), self.s.topic_raw, failed[0] if failed else "?")
+        ledger.mark_published(self.db, landed)
+        return len(landed)
 

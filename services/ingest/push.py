@@ -47,6 +47,21 @@ def push_key(settings: Settings) -> str:
     return key
 
 
+def _incoming(rec: object) -> Incoming:
+    """One pushed record, judged alone: a record that cannot even be re-encoded is still reported."""
+    try:
+        raw = json.dumps(rec, ensure_ascii=False).encode()
+    except UnicodeEncodeError as e:  # a lone surrogate such as "\ud800": not valid Unicode text
+        raw = json.dumps(rec).encode()  # ASCII-escaped, so the DLQ keeps the record as sent
+        return Incoming(raw=raw, error=f"record is not valid Unicode text: {e.reason}", source="http-push")
+    except (RecursionError, ValueError) as e:
+        return Incoming(raw=b"", error=f"record cannot be encoded as JSON: {e}", source="http-push")
+    try:
+        return Incoming(raw=raw, post=Post.model_validate(rec), source="http-push")
+    except (ValidationError, ValueError) as e:
+        return Incoming(raw=raw, error=validation_reason(e), source="http-push")
+
+
 def create_push_app(settings: Settings, gate: IngestGate) -> FastAPI:
     app = FastAPI(title="VoxPop ingest push", version="1")
     key = push_key(settings)
@@ -77,18 +92,14 @@ def create_push_app(settings: Settings, gate: IngestGate) -> FastAPI:
             doc = json.loads(body)
         except ValueError as e:
             raise HTTPException(400, f"body is not JSON: {e}") from None
+        except RecursionError:
+            raise HTTPException(400, "body is not acceptable JSON: nested too deeply") from None
         records = doc.get("posts") if isinstance(doc, dict) else doc
         if not isinstance(records, list):
             raise HTTPException(400, "send a JSON array of posts or an object {\"posts\": [...]}")
         if len(records) > settings.push_max_batch:
             raise HTTPException(413, f"{len(records)} posts exceed the batch limit {settings.push_max_batch}")
-        items = []
-        for rec in records:
-            raw = json.dumps(rec, ensure_ascii=False).encode()
-            try:
-                items.append(Incoming(raw=raw, post=Post.model_validate(rec), source="http-push"))
-            except (ValidationError, ValueError) as e:
-                items.append(Incoming(raw=raw, error=validation_reason(e), source="http-push"))
+        items = [_incoming(rec) for rec in records]
         res = await run_in_threadpool(gate.submit, items)  # producer flush blocks
         return PushResponse(
             accepted=len(res.accepted), duplicates=len(res.duplicates), rejected=len(res.rejected),

@@ -25,13 +25,13 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import text
 
+from pipelines.advisory_locks import Lock
 from services.reports.data import last_full_period_end
 from services.reports.run import generate_report
 from services.reports.settings import ReportSettings
 from services.storage.db import engine_for
 
 log = logging.getLogger("voxpop.scheduler")
-RETENTION_LOCK = 727301
 
 
 @dataclass
@@ -99,7 +99,7 @@ def retention() -> int:
         return 0
     engine = engine_for(ctx.database_url)
     with engine.connect() as conn:
-        if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": RETENTION_LOCK}).scalar():
+        if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": int(Lock.REPORT_RETENTION)}).scalar():
             return 0
         try:
             old = conn.execute(text("SELECT id, out_dir FROM report_runs WHERE finished_at < :t "
@@ -109,7 +109,7 @@ def retention() -> int:
                 conn.execute(text("UPDATE report_runs SET out_dir = NULL, files = '{}' WHERE id = :i"), {"i": rid})
             conn.commit()
         finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": RETENTION_LOCK})
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": int(Lock.REPORT_RETENTION)})
     return len(old)
 
 

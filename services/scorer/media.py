@@ -35,6 +35,7 @@ class MediaPolicy:
     timeout_s: float = 5.0
     allowed_roots: tuple[Path, ...] = ()
     allow_private_hosts: bool = False
+    max_image_pixels: int = 40_000_000  # checked from the header, before any pixel is decoded
     decode_timeout_s: float = 20.0  # the ffmpeg child is killed after this
     max_seconds: float = 60.0  # audio/video beyond this is not decoded
     video_frames: int = 8  # frames sampled uniformly over a video
@@ -91,6 +92,9 @@ def load_image(uri: str, policy: MediaPolicy, sha256: str | None = None) -> Imag
         img = Image.open(io.BytesIO(data))
         if img.format not in IMAGE_TYPES:
             raise MediaError(f"unsupported image type {img.format}")
+        w, h = img.size
+        if w * h > policy.max_image_pixels:
+            raise MediaError(f"image of {w}x{h} pixels exceeds the limit of {policy.max_image_pixels} pixels")
         img.load()
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise MediaError(f"undecodable image: {e}") from None

@@ -85,6 +85,13 @@ INSERT INTO post_watches (post_id, watch_id, created_at)
 SELECT * FROM unnest(CAST(:post_id AS text[]), CAST(:watch_id AS int[]), CAST(:created_at AS timestamptz[]))
 ON CONFLICT DO NOTHING
 """)
+_UPSERT_AUTHOR_STATES = text("""
+INSERT INTO author_states (author_id, view, n, mean, updated_at)
+SELECT u.author_id, u.view, u.n, u.mean, :now
+FROM unnest(CAST(:author_id AS text[]), CAST(:view AS text[]), CAST(:n AS int[]), CAST(:mean AS bytea[]))
+     AS u(author_id, view, n, mean)
+ON CONFLICT (author_id, view) DO UPDATE SET n = EXCLUDED.n, mean = EXCLUDED.mean, updated_at = EXCLUDED.updated_at
+""")
 _INSERT_MEDIA = insert(m.Media).on_conflict_do_nothing()  # rare (posts with media): executemany is fine
 _BUMP_POST_COUNTS = text(
     "UPDATE authors SET post_count = authors.post_count + c.n FROM "
@@ -102,13 +109,15 @@ def _json(v: Any) -> str:
     return to_json(v).decode()
 
 
-def write_batch(engine: Engine, rows: list[PredictionRow], extra: list[PredictionRow] | None = None
-                ) -> tuple[set[str], datetime]:
+def write_batch(engine: Engine, rows: list[PredictionRow], extra: list[PredictionRow] | None = None,
+                author_states: list[dict[str, Any]] | None = None) -> tuple[set[str], datetime]:
     """Store a batch; returns the ids that were new (not stored before) and the commit time.
 
     `rows` hold one primary prediction per post; `extra` more predictions of posts among `rows`
     (the tri-modal heads'), which add prediction rows only: posts, media and author counts come
-    from `rows` alone, so an extra row never double-counts a post.
+    from `rows` alone, so an extra row never double-counts a post. `author_states` are the eta
+    term's states after folding in this batch's new posts (`UserStateStore.rows`): committed with
+    those posts, never without them.
     """
     if not rows:
         return set(), datetime.now().astimezone()
@@ -149,6 +158,8 @@ def write_batch(engine: Engine, rows: list[PredictionRow], extra: list[Predictio
         counts = Counter(r.post.author.id for r in rows if r.post.id in new_ids)
         if counts:
             conn.execute(_BUMP_POST_COUNTS, {"ids": list(counts), "ns": list(counts.values())})
+        if author_states:
+            conn.execute(_UPSERT_AUTHOR_STATES, {**_columns(author_states), "now": now})
     return new_ids, now
 
 

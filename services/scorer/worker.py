@@ -36,7 +36,7 @@ import sqlalchemy.exc
 import torch
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
@@ -48,12 +48,13 @@ from pipelines.scoring import InferenceEngine, TokenIds, sentiment_score
 from services.config import Settings
 from services.ingest.gate import validation_reason
 from services.scorer.media import MediaError, MediaPolicy, load_audio, load_image, load_video
+from services.scorer.membership import GroupMembership
 from services.scorer.sinks import PredictionRow, stored_predictions, write_batch
 from services.scorer.user_state import UserStateStore
 from services.storage.db import engine_for
 from services.storage.redis_keys import KEYS, SCORER_BATCHES_CHANNEL
 from services.storage.redis_stats import observe
-from services.stream.kafka import DeadLetter, make_consumer, make_producer
+from services.stream.kafka import REBALANCE_ERRORS, RECORD_TOO_LARGE_ERRORS, DeadLetter, make_producer
 
 log = logging.getLogger(__name__)
 
@@ -186,9 +187,10 @@ class Scorer:
         self.db = engine_for(database_url)
         self.redis, self.producer = rds, producer
         self.dlq = DeadLetter(producer, settings.topic_dlq)
-        self.state = UserStateStore(rds, {v: self.head.feature_dims[v] for v in self.head.views})
+        self.state = UserStateStore(rds, self.db, {v: self.head.feature_dims[v] for v in self.head.views})
         roots = tuple(Path(p) for p in settings.media_allowed_roots) or (Path(settings.data_dir),)
         self.media_policy = MediaPolicy(settings.media_max_bytes, settings.media_timeout_s, roots,
+                                        max_image_pixels=settings.media_max_image_pixels,
                                         decode_timeout_s=settings.media_decode_timeout_s,
                                         max_seconds=settings.media_max_seconds, video_frames=settings.video_frames)
         # The tri-modal heads share the production encoders when those run in plain fp32.
@@ -201,12 +203,20 @@ class Scorer:
 
     # ---- one batch -------------------------------------------------------------------------
     def _parse(self, records: list[ConsumerRecord]) -> list[Item]:
+        """Valid posts of `records`; the others go to the DLQ with the reason (once: retries reuse items)."""
         items = []
         for rec in records:
-            try:
-                items.append(Item(rec=rec, post=Post.model_validate_json(rec.value)))
-            except (ValidationError, ValueError) as e:
-                self._to_dlq(rec, f"invalid post: {validation_reason(e)}", "scorer-validate", 1)
+            size = len(rec.value or b"")
+            if rec.value is None:
+                self._to_dlq(rec, "invalid post: record has no value (a tombstone)", "scorer-validate", 1)
+            elif size > self.s.max_record_bytes:  # ingest enforces this too; records can bypass ingest
+                self._to_dlq(rec, f"oversized record: {size} bytes > limit {self.s.max_record_bytes}",
+                             "scorer-validate", 1)
+            else:
+                try:
+                    items.append(Item(rec=rec, post=Post.model_validate_json(rec.value)))
+                except (ValidationError, ValueError) as e:
+                    self._to_dlq(rec, f"invalid post: {validation_reason(e)}", "scorer-validate", 1)
         return once_per_post(items)  # before media: a repeated post's media is loaded once
 
     def _load_media(self, items: list[Item]) -> None:
@@ -265,7 +275,11 @@ class Scorer:
         return Prepared(records, items, (time.perf_counter() - t0) * 1000)
 
     def process(self, records: list[ConsumerRecord] | Prepared) -> int:
-        """Score and store one batch; raises on failure (nothing committed then)."""
+        """Score and store one batch; raises on failure (nothing committed then).
+
+        Safe to call again with the same `Prepared` after a failure: the PostgreSQL transaction
+        is all or nothing, and a post stored by an earlier attempt is neither folded nor counted again.
+        """
         t0 = time.perf_counter()
         prep = records if isinstance(records, Prepared) else self.prepare(records)
         items = prep.items
@@ -283,7 +297,7 @@ class Scorer:
         by_author: dict[str, list[str]] = defaultdict(list)
         for it in items:
             by_author[it.post.author.id].append(it.post.id)
-        states, applied = self.state.load(list(by_author), by_author)
+        states, applied = self.state.load(list(by_author), [it.post.id for it in items])
         # numpy views and Python lists once per batch: per-element tensor indexing cost more than
         # the head itself
         views = self.head.views
@@ -330,11 +344,11 @@ class Scorer:
                 user_prior_count=prior[i], timings_ms=t, media_status=it.media_status))
         extra = self._score_av(items)  # [] unless the batch has audio/video posts
         t_av = time.perf_counter()
-        new_ids, stored_at = write_batch(self.db, rows, extra)
+        new_ids, stored_at = write_batch(self.db, rows, extra, author_states=self.state.rows(changed))
         t_db = time.perf_counter()
 
         # Redis: user state + thread context + counters, after the database holds the batch.
-        self.state.save(changed, folded)
+        self.state.cache(changed)
         pipe = self.redis.pipeline(transaction=False)
         for it in items:
             if it.post.thread_id and it.post.id in new_ids:
@@ -351,6 +365,7 @@ class Scorer:
         # Re-delivered posts publish what was stored the first time, not a recomputation.
         old = stored_predictions(self.db, [r.post.id for r in rows if r.post.id not in new_ids],
                                  self.head.name, self.head.version)
+        sent = []
         for r in rows:
             prev = old.get(r.post.id)
             if prev is not None:
@@ -363,9 +378,11 @@ class Scorer:
                 label=r.label, probabilities=r.probabilities, score=r.score, emotion=r.emotion,
                 modality_weights=r.modality_weights, user_prior_count=r.user_prior_count,
                 timings_ms=r.timings_ms, ingested_at=r.post.ingested_at, stored_at=stored_at)
-            self.producer.send(self.s.topic_scored, key=r.post.author.id.encode(),
-                               value=sp.model_dump_json().encode())
+            sent.append(self.producer.send(self.s.topic_scored, key=r.post.author.id.encode(),
+                                           value=sp.model_dump_json().encode()))
         self.producer.flush()
+        for f in sent:  # a send the broker refused raises here: the batch is retried, never committed
+            f.get(timeout=self.s.kafka_send_timeout_s)
         self.stats.scored += len(items)
         return len(items)
 
@@ -394,12 +411,20 @@ class Scorer:
         self.stats.dlq += 1
 
     def process_safely(self, prep: Prepared) -> None:
-        """Retry infrastructure errors until they pass; isolate records that fail on their own."""
+        """Retry infrastructure errors until they pass; isolate records that fail on their own.
+
+        Every attempt reuses `prep` (parsed once), so a bad record goes to the DLQ once, not once
+        per attempt. A record the broker will never take (too large) is a data error, not an outage.
+        """
         attempt, backoff = 0, 0.5
-        records = prep.records
         while True:
             try:
-                self.process(prep if attempt == 0 else records)
+                self.process(prep)
+                return
+            except RECORD_TOO_LARGE_ERRORS as e:
+                log.warning("batch holds a record too large to publish (%s); scoring its %d posts one by one",
+                            e, len(prep.items))
+                self._one_by_one(prep)
                 return
             except INFRA_ERRORS as e:
                 log.warning("infrastructure error, retrying batch in %.1fs: %s", backoff, e)
@@ -411,27 +436,34 @@ class Scorer:
                 if attempt < self.s.scorer_max_attempts:
                     log.warning("batch failed (attempt %d): %s", attempt, e)
                     continue
-                log.warning("batch keeps failing (%s); scoring its %d records one by one", e, len(records))
-                for rec in records:
-                    self._process_one(rec)
+                log.warning("batch keeps failing (%s); scoring its %d posts one by one", e, len(prep.items))
+                self._one_by_one(prep)
                 return
 
-    def _process_one(self, rec: ConsumerRecord) -> None:
+    def _one_by_one(self, prep: Prepared) -> None:
+        for it in prep.items:
+            self._process_one(Prepared([it.rec], [it]))
+
+    def _process_one(self, one: Prepared) -> None:
         err: Exception | None = None
         for _ in range(self.s.scorer_max_attempts):
             try:
-                self.process([rec])
+                self.process(one)
                 return
+            except RECORD_TOO_LARGE_ERRORS as e:
+                err = e
+                break
             except INFRA_ERRORS:
                 raise
             except Exception as e:
                 err = e
-        self._to_dlq(rec, f"scoring failed: {type(err).__name__}: {err}", "scorer", self.s.scorer_max_attempts)
+        self._to_dlq(one.records[0], f"scoring failed: {type(err).__name__}: {err}", "scorer",
+                     self.s.scorer_max_attempts)
         self.producer.flush()
 
     # ---- the loop --------------------------------------------------------------------------
-    def run(self, consumer: KafkaConsumer, max_records: int | None = None, idle_exit_s: float | None = None
-            ) -> ScorerStats:
+    def run(self, group: GroupMembership | KafkaConsumer, max_records: int | None = None,
+            idle_exit_s: float | None = None) -> ScorerStats:
         """Score until stopped (SIGTERM), `max_records` done, or idle for `idle_exit_s`.
 
         A polling thread owns the consumer: it polls, parses and loads media into the `Intake`
@@ -439,6 +471,8 @@ class Scorer:
         the offsets this thread hands back once a batch is fully stored (never a record that was
         only polled).
         """
+        member = group if isinstance(group, GroupMembership) else None
+        consumer = group.consumer if isinstance(group, GroupMembership) else group
         intake = Intake(self.s.scorer_max_batch, self.s.scorer_max_wait_ms / 1000)
         commits: queue.Queue[dict[TopicPartition, OffsetAndMetadata]] = queue.Queue()
         done = threading.Event()
@@ -452,14 +486,17 @@ class Scorer:
                     return
                 try:
                     consumer.commit(offsets)
-                except CommitFailedError as e:  # partitions moved: the new owner redoes them, idempotently
-                    log.warning("offset commit refused after a rebalance: %s", e)
+                except REBALANCE_ERRORS as e:  # partitions moved: the new owner redoes them, idempotently
+                    log.warning("offset commit refused during a rebalance (%s): %s", type(e).__name__, e)
 
         def poll() -> None:
+            nonlocal consumer
             last_data = time.monotonic()
             try:
                 while not done.is_set():
                     apply_commits()
+                    if member is not None and member.check():
+                        consumer = member.consumer
                     room = intake.room()
                     if room <= 0:
                         intake.wait_for_room(0.2)
@@ -547,8 +584,11 @@ def run_scorer(settings: Settings, database_url: str, redis_url: str, bootstrap:
     rds = redis.Redis.from_url(redis_url)
     producer = make_producer(bootstrap)
     scorer = Scorer(settings, database_url, rds, producer)
-    consumer = make_consumer(bootstrap, settings.scorer_group, [settings.topic_raw], listener=LogAssignments(),
-                             max_poll_records=settings.scorer_max_batch)
+    group = GroupMembership(scorer.db, bootstrap, settings.scorer_group, [settings.topic_raw],
+                            join_timeout_s=settings.scorer_join_timeout_s,
+                            epoch_check_s=settings.scorer_epoch_check_s,
+                            leave_group=settings.kafka_leave_group_on_close, listener=LogAssignments(),
+                            max_poll_records=settings.scorer_max_batch)
 
     def stop(signum, _frame):
         log.info("signal %d: finishing the batch in hand, then exiting", signum)
@@ -561,8 +601,8 @@ def run_scorer(settings: Settings, database_url: str, redis_url: str, bootstrap:
              " compiled" if scorer.engine.compiled else "", settings.scorer_max_batch,
              settings.scorer_max_wait_ms)
     try:
-        return scorer.run(consumer, idle_exit_s=idle_exit_s)
+        return scorer.run(group, idle_exit_s=idle_exit_s)
     finally:
-        consumer.close(autocommit=False)
+        group.close()
         producer.flush()
         producer.close()

@@ -5,10 +5,18 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# What the stream writes per post: emptied together (tests, the bench), so no table is forgotten,
+# e.g. a ledger left full would make every post of the next run a duplicate.
+STREAM_TABLES = ("post_watches", "predictions", "media", "posts", "authors", "ingest_ledger", "author_states")
+
+
+def truncate_stream_tables(conn: Connection, *more: str) -> None:
+    """Empty the per-post tables (and `more`) in one statement."""
+    conn.execute(text(f"TRUNCATE {', '.join((*STREAM_TABLES, *more))} RESTART IDENTITY CASCADE"))
 
 
 def normalise_url(url: str) -> str:
@@ -41,11 +49,12 @@ def alembic_config(url: str):
 def migrate(url: str, revision: str = "head") -> None:
     """Bring the database to `revision` (idempotent; safe to run from several processes)."""
     from alembic import command
-    from sqlalchemy import text
+
+    from pipelines.advisory_locks import Lock
 
     eng = engine_for(url)
     with eng.begin() as conn:  # serialise concurrent migrators (e.g. several pods starting)
-        conn.execute(text("SELECT pg_advisory_xact_lock(727272)"))
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(Lock.MIGRATIONS)})
         cfg = alembic_config(url)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)

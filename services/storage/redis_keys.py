@@ -32,12 +32,10 @@ class _Keys:
         return f"{PREFIX}scorer:thread:{thread_id}"
 
     def user_state(self, author_id: str, view: str) -> str:
-        """Hash {mean, n}: running mean of one author's encoder features for one view."""
-        return f"{PREFIX}scorer:user:{author_id}:{view}"
+        """Hash {mean, n}: cached running mean of one author's encoder features for one view.
 
-    def user_applied(self, author_id: str) -> str:
-        """Set of post ids already folded into the author's running means (idempotence)."""
-        return f"{PREFIX}scorer:user_applied:{author_id}"
+        PostgreSQL's `author_states` is the truth (`services.scorer.user_state`)."""
+        return f"{PREFIX}scorer:user:{author_id}:{view}"
 
 
 KEYS = _Keys()

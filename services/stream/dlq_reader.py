@@ -34,8 +34,8 @@ def read_dead_letters(bootstrap: str, topic: str, limit: int | None = None, time
             for tp, recs in batch.items():
                 for r in recs:
                     out.append({"key": r.key.decode("utf-8", "replace") if r.key else None,
-                                "value": r.value.decode("utf-8", "replace"), **dlq_headers(r.headers),
-                                "timestamp_ms": r.timestamp})
+                                "value": r.value.decode("utf-8", "replace") if r.value is not None else None,
+                                **dlq_headers(r.headers), "timestamp_ms": r.timestamp})
                 if consumer.position(tp) >= end[tp]:
                     remaining.discard(tp)
         out.sort(key=lambda d: d["timestamp_ms"])

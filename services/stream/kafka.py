@@ -5,6 +5,7 @@ kafka-python is used for ingest and the scorer (the design card); Faust (aiokafk
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Iterable
@@ -12,11 +13,33 @@ from dataclasses import dataclass
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RebalanceInProgressError,
+    RecordListTooLargeError,
+    TopicAlreadyExistsError,
+    UnknownMemberIdError,
+)
 
 from services.config import Settings
 
 log = logging.getLogger(__name__)
+
+# The most a producer sends in one request; a record (with headers) must fit well inside it.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+# A dead letter keeps at most this much of the refused value (its size and sha256 go in headers):
+# the original stays on its source topic; the DLQ write of a huge record must never fail.
+DLQ_MAX_VALUE_BYTES = 64 * 1024
+
+# What kafka-python raises when a commit meets a rebalance: the partitions have moved (or are
+# moving), so the new owner redoes the uncommitted records, idempotently. Never fatal.
+REBALANCE_ERRORS: tuple[type[KafkaError], ...] = (
+    CommitFailedError, RebalanceInProgressError, IllegalGenerationError, UnknownMemberIdError)
+# A record the broker will never take: a property of the record, not of the infrastructure.
+RECORD_TOO_LARGE_ERRORS: tuple[type[KafkaError], ...] = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 
 def stream_topics(s: Settings) -> list[str]:
@@ -63,7 +86,11 @@ def make_producer(bootstrap: str, **overrides) -> KafkaProducer:
         batch_size=1024 * 1024,
         retries=10,
         max_in_flight_requests_per_connection=1,  # keep per-key order across retries
-        max_request_size=4 * 1024 * 1024,
+        # Dedup is end to end by post id (ingest ledger, idempotent sinks); broker-side idempotence
+        # only adds a fatal UnknownProducerIdError when the broker forgets producer state (a restart).
+        enable_idempotence=False,
+        max_block_ms=10_000,  # a send with no broker metadata fails in 10 s rather than 60
+        max_request_size=MAX_REQUEST_BYTES,
         request_timeout_ms=30000,
     )
     cfg.update(overrides)
@@ -100,8 +127,10 @@ class DeadLetter:
     producer: KafkaProducer
     topic: str
 
-    def send(self, *, key: bytes | None, value: bytes, error: str, stage: str, source_topic: str = "",
+    def send(self, *, key: bytes | None, value: bytes | None, error: str, stage: str, source_topic: str = "",
              partition: int = -1, offset: int = -1, attempts: int = 1):
+        """Queue one dead letter. A value over `DLQ_MAX_VALUE_BYTES` is cut to that size (headers say so)."""
+        value = value or b""
         headers = [
             ("error", error[:2000].encode("utf-8", "replace")),
             ("stage", stage.encode()),
@@ -110,6 +139,12 @@ class DeadLetter:
             ("source_offset", str(offset).encode()),
             ("attempts", str(attempts).encode()),
         ]
+        if len(value) > DLQ_MAX_VALUE_BYTES:
+            headers += [("value_truncated", b"true"), ("original_bytes", str(len(value)).encode()),
+                        ("original_sha256", hashlib.sha256(value).hexdigest().encode())]
+            value = value[:DLQ_MAX_VALUE_BYTES]
+        if key is not None and len(key) > DLQ_MAX_VALUE_BYTES:
+            key = key[:DLQ_MAX_VALUE_BYTES]
         return self.producer.send(self.topic, key=key, value=value, headers=headers)
 
 

@@ -169,6 +169,7 @@ def test_rule_from_ui_fires_and_charts_update_live(stack):
     page.evaluate("window.__sameDocument = true")  # gone if anything reloads the page
     s, ep = stack["s"], stack["ep"]
     gate = IngestGate(s, make_producer(ep.kafka_bootstrap), redis.Redis.from_url(ep.redis_url),
+                      engine_for(ep.database_url),
                       WatchCache(lambda: load_watch_specs(ep.database_url)))
     live = stack["live_posts"]
     recs = [Incoming(raw=p.model_dump_json().encode(), post=p.model_copy(), source="e2e") for p in live]

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from infra.local_stack import Endpoints
 from services.config import Settings
-from services.storage.db import engine_for, migrate
+from services.storage.db import engine_for, migrate, truncate_stream_tables
 from services.stream.kafka import ensure_topics
 from tests.stack import settings_for
 
@@ -30,8 +30,7 @@ def fresh_stream(ep: Endpoints, **overrides) -> Settings:
                      scorer_group=f"scorer-{tag}", state_dir=ROOT / ".voxpop" / "test", **overrides)
     migrate(ep.database_url)
     with engine_for(ep.database_url).begin() as conn:
-        conn.execute(text("TRUNCATE post_watches, predictions, media, posts, authors, watches "
-                          "RESTART IDENTITY CASCADE"))
+        truncate_stream_tables(conn, "watches", "consumer_group_epochs")
     redis.Redis.from_url(ep.redis_url).flushdb()
     ensure_topics(ep.kafka_bootstrap, s)
     return s

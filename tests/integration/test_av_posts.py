@@ -71,7 +71,7 @@ def test_audio_and_video_posts_get_trimodal_heads(stack_endpoints, tmp_path):
     ]
     s = fresh_stream(ep, scorer_max_batch=16, scorer_max_wait_ms=300, data_dir=data_dir)
     producer = make_producer(ep.kafka_bootstrap)
-    gate = IngestGate(s, producer, redis.Redis.from_url(ep.redis_url))
+    gate = IngestGate(s, producer, redis.Redis.from_url(ep.redis_url), engine_for(ep.database_url))
     res = gate.submit([Incoming(raw=p.model_dump_json().encode(), post=p, source="test") for p in posts])
     assert len(res.accepted) == 4, res
 

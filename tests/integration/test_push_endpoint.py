@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -9,6 +11,7 @@ from pydantic import SecretStr
 
 from services.ingest.gate import IngestGate
 from services.ingest.push import create_push_app
+from services.storage.db import engine_for
 from services.stream.dlq_reader import read_dead_letters
 from services.stream.kafka import make_producer
 from tests.integration.streamkit import fresh_stream
@@ -25,7 +28,8 @@ def post(i: int, **kw):
 def client(stack_endpoints):
     s = fresh_stream(stack_endpoints, push_api_key=SecretStr("k3y"), push_max_batch=10, max_record_bytes=2048)
     producer = make_producer(stack_endpoints.kafka_bootstrap)
-    gate = IngestGate(s, producer, redis.Redis.from_url(stack_endpoints.redis_url))
+    ep = stack_endpoints
+    gate = IngestGate(s, producer, redis.Redis.from_url(ep.redis_url), engine_for(ep.database_url))
     yield TestClient(create_push_app(s, gate)), s
     producer.close()
 
@@ -56,3 +60,19 @@ def test_per_record_errors_limits_and_dedup(client, stack_endpoints):
                   ).status_code == 400
     letters = read_dead_letters(stack_endpoints.kafka_bootstrap, s.topic_dlq)
     assert len(letters) == 4 and all(d["stage"] == "ingest" and d["error"] for d in letters)
+
+
+def test_unencodable_and_deep_records_get_clear_errors_and_spare_their_neighbours(client, stack_endpoints):
+    c, s = client
+    h = {"X-API-Key": "k3y", "content-type": "application/json"}
+    # a lone surrogate is valid JSON text but not Unicode: that record is refused, its neighbours accepted
+    body = "[" + ", ".join(json.dumps(p) for p in (post(20), post(21, text="bad \ud800 text"), post(22))) + "]"
+    r = c.post("/ingest/posts", content=body.encode(), headers=h)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["accepted"] == 2 and out["rejected"] == 1 and "Unicode" in out["errors"][0]["error"]
+    deep = b"[" * 9_000 + b"]" * 9_000  # inside the body limit, beyond any parser's nesting
+    r = c.post("/ingest/posts", content=deep, headers=h)
+    assert r.status_code == 400 and "nested" in r.json()["detail"], r.text
+    letters = read_dead_letters(stack_endpoints.kafka_bootstrap, s.topic_dlq)
+    assert any("Unicode" in d["error"] for d in letters)

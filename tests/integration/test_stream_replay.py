@@ -65,7 +65,7 @@ def replayed(stack_endpoints, tmp_path_factory):
     ]
     stream[100:100] = bad
     producer = make_producer(ep.kafka_bootstrap)
-    gate = IngestGate(s, producer, redis.Redis.from_url(ep.redis_url),
+    gate = IngestGate(s, producer, redis.Redis.from_url(ep.redis_url), engine_for(ep.database_url),
                       WatchCache(lambda: load_watch_specs(ep.database_url)))
     # Poison straight onto posts.raw, behind ingest's back: the scorer must DLQ it and go on.
     producer.send(s.topic_raw, key=b"twitter:x", value=b"\xff\xfe not json")
@@ -155,7 +155,7 @@ def test_user_state_is_causal_mean_and_eta_applies(replayed):
     assert busy, "the slice must hold an author with 5+ tweets"
     head = load_head("production")
     enc = encoder_for_head(head, TextEncoder())  # the scorer's encoder: tuned copy if the head has an adapter
-    store = UserStateStore(redis.Redis.from_url(ep.redis_url), {"text": 384})
+    store = UserStateStore(redis.Redis.from_url(ep.redis_url), engine_for(ep.database_url), {"text": 384})
     for author in busy:
         posts = list({p.id: p for p in by_author[author]}.values())  # stream order, unique
         feats = enc.encode([p.text for p in posts]).numpy()
@@ -189,7 +189,7 @@ def test_sigterm_drains_and_commits_exactly_what_was_stored(stack_endpoints, tmp
     s = fresh_stream(ep, scorer_max_batch=16, scorer_max_wait_ms=20, data_dir=csv.parent.parent)
     recs = [r for r in load_records(csv, PRESETS["airline"], limit=1500) if r.post is not None]
     producer = make_producer(ep.kafka_bootstrap)
-    gate = IngestGate(s, producer, redis.Redis.from_url(ep.redis_url))
+    gate = IngestGate(s, producer, redis.Redis.from_url(ep.redis_url), engine_for(ep.database_url))
     res = gate.submit(recs)
     log = tmp_path / "scorer.log"
     scorer = start_scorer(s, log)

@@ -9,6 +9,7 @@ from sqlalchemy import Engine, insert, text
 
 from pipelines.schemas import ScoredPost
 from pipelines.trends.airline import AIRLINES
+from services.storage.db import truncate_stream_tables
 from services.storage.models import Author, Post, PostWatch, Prediction, Watch
 
 TREND_TABLES = (
@@ -55,11 +56,7 @@ def store_canonical(engine: Engine, posts: Iterable[ScoredPost]) -> None:
             max(a["last_seen"], p.created_at),
         )
     with engine.begin() as c:
-        c.execute(
-            text(
-                "TRUNCATE post_watches, predictions, media, posts, authors, watches RESTART IDENTITY CASCADE"
-            )
-        )
+        truncate_stream_tables(c, "watches")
         c.execute(
             insert(Watch),
             [

@@ -12,8 +12,10 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import BigInteger
 
+from services.alerts.manage import resend_dead
+from services.alerts.policy import redact_url
 from services.api import schemas as S
-from services.api.deps import IdQuery, Reader, State
+from services.api.deps import IdQuery, Reader, State, Writer
 
 router = APIRouter(prefix="/api", tags=["alerts"])
 FIRING_SQL = """SELECT f.*, w.name AS watch_name FROM alert_firings f LEFT JOIN watches w ON w.id = f.watch_id"""
@@ -75,11 +77,23 @@ def get_alert(firing_id: Annotated[int, PathParam(ge=1, le=2**63 - 1)], st: Stat
 
 
 @router.get("/deliveries", response_model=list[S.DeliveryOut])
-def list_deliveries(st: State, _: Reader,
+def list_deliveries(st: State, who: Reader,
                     outcome: Annotated[Literal["ok", "retry", "dead", "blocked"] | None, Query()] = None,
                     limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[dict[str, Any]]:
-    """Newest webhook delivery attempts (e.g. ``outcome=dead`` for the dead-letter state)."""
+    """Newest webhook delivery attempts (e.g. ``outcome=dead`` for the dead-letter state); URLs whole to admins."""
     where = "WHERE outcome = :o" if outcome else ""
     with st.engine.connect() as conn:
-        return [dict(r) for r in conn.execute(text(f"SELECT * FROM webhook_deliveries {where} ORDER BY id DESC "
+        rows = [dict(r) for r in conn.execute(text(f"SELECT * FROM webhook_deliveries {where} ORDER BY id DESC "
                                                    "LIMIT :lim"), {"o": outcome, "lim": limit}).mappings()]
+    if not who.allows("admin"):
+        for r in rows:
+            r["url"] = redact_url(r["url"])
+    return rows
+
+
+@router.post("/notifications/resend", response_model=S.Resent)
+def resend_notifications(st: State, _: Writer, body: S.ResendIn) -> dict[str, Any]:
+    """Queue dead webhook notifications again: by id, by endpoint, or all (same body and webhook-id)."""
+    if body.ids is None and body.endpoint_id is None and not body.all:
+        raise HTTPException(422, "name ids, endpoint_id, or all=true")
+    return {"queued": resend_dead(st.engine, body.ids, body.endpoint_id)}

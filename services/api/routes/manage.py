@@ -12,10 +12,12 @@ from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from pipelines.trends.rules import Rule
+from services.alerts.policy import redact_url
 from services.api import keys as key_store
 from services.api import schemas as S
 from services.api.deps import Admin, IdPath, IdQuery, Reader, State, Writer
 from services.api.errors import invalid
+from services.api.keys import Principal
 from services.storage.alert_models import AlertRule, Silence, WebhookEndpoint
 from services.storage.models import Watch
 
@@ -236,14 +238,19 @@ def _check_url(url: str) -> None:
         raise invalid(f"webhook URL refused: {e}") from None
 
 
-def _hook_out(r: dict[str, Any]) -> dict[str, Any]:
-    return {**{k: v for k, v in r.items() if k != "secret"}, "secret_hint": r["secret"][:10] + "..."}
+def _hook_out(r: dict[str, Any], who: Principal | None = None) -> dict[str, Any]:
+    """An endpoint as shown: never its secret; its URL in full only to admin keys (URLs carry tokens)."""
+    out = {**{k: v for k, v in r.items() if k != "secret"}, "secret_hint": r["secret"][:10] + "..."}
+    if who is not None and not who.allows("admin"):
+        out["url"] = redact_url(out["url"])
+    return out
 
 
 @router.get("/webhooks", response_model=list[S.WebhookOut], tags=["webhooks"])
-def list_webhooks(st: State, _: Reader) -> list[dict[str, Any]]:
+def list_webhooks(st: State, who: Reader) -> list[dict[str, Any]]:
+    """Endpoints; read and write keys see each URL as scheme://host/*** (admin keys see it whole)."""
     with st.engine.connect() as conn:
-        return [_hook_out(dict(r)) for r in conn.execute(select(WebhookEndpoint).order_by(WebhookEndpoint.id))
+        return [_hook_out(dict(r), who) for r in conn.execute(select(WebhookEndpoint).order_by(WebhookEndpoint.id))
                 .mappings()]
 
 
@@ -259,8 +266,8 @@ def create_webhook(body: S.WebhookIn, st: State, _: Admin) -> dict[str, Any]:
 
 
 @router.get("/webhooks/{hook_id}", response_model=S.WebhookOut, tags=["webhooks"], responses=NOT_FOUND)
-def get_webhook(hook_id: IdPath, st: State, _: Reader) -> dict[str, Any]:
-    return _hook_out(_one(st, WebhookEndpoint, hook_id, "webhook"))
+def get_webhook(hook_id: IdPath, st: State, who: Reader) -> dict[str, Any]:
+    return _hook_out(_one(st, WebhookEndpoint, hook_id, "webhook"), who)
 
 
 @router.patch("/webhooks/{hook_id}", response_model=S.WebhookOut, tags=["webhooks"],

@@ -4,6 +4,7 @@ from alembic import context
 from sqlalchemy import create_engine
 
 import services.storage.alert_models  # noqa: F401  (registers the trends/alerts tables)
+import services.storage.durability_models  # noqa: F401  (ledger, author states, group epochs)
 from services.storage.models import Base
 
 config = context.config

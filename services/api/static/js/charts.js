@@ -1,5 +1,6 @@
 // Hand-written SVG charts: stacked bars, multi-line, sentiment (two axes), author history, sparklines.
 // Every chart draws at its container's width, shows a tooltip on hover and reports clicks.
+import { esc } from "./util.js";
 const NS = "http://www.w3.org/2000/svg";
 export const COLORS = { negative: "#d64545", neutral: "#9aa5b1", positive: "#2f9e6e", accent: "#2f6fdb" };
 export const WATCH_COLORS = ["#2f6fdb", "#e0892f", "#8e5bd6", "#1f9aa8", "#c2497d", "#6b8e23", "#7b8794", "#b7950b"];
@@ -161,7 +162,7 @@ export function lines(container, series, stepMs, { height = 240, left, right, on
       cross.setAttribute("x1", x(t)); cross.setAttribute("x2", x(t)); cross.setAttribute("visibility", "visible");
       const rows = series.map((s) => {
         const p = s.values.find((q) => Date.parse(q.t) === t);
-        return tipRow ? tipRow(s, p) : `<i data-c="${s.color}">■</i> ${s.name}: ${p && p.v !== null ? (s.fmt || L.fmt)(p.v) : "–"}`;
+        return tipRow ? tipRow(s, p) : `<i data-c="${esc(s.color)}">■</i> ${esc(s.name)}: ${p && p.v !== null ? esc((s.fmt || L.fmt)(p.v)) : "–"}`;
       });
       showTip(f, x(t), M.top + 10, `<b>${fmtTime(t)}</b><br>${rows.join("<br>")}`);
     });

@@ -1,0 +1,160 @@
+"""Regression tests for the faults of a fault-injection run: each failed on the code before its fix.
+
+Real Tansu, PostgreSQL and Redis (tests/stack.py). The long runs (broker kill -9 under load, 10
+minutes at 100 posts/s, ...) are in `voxpop faults` and docs/reliability.md, not here.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+import redis
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+from sqlalchemy import text
+
+from pipelines.schemas import Post
+from services.ingest.gate import Incoming, IngestGate
+from services.ingest.reconcile import Reconciler
+from services.scorer.membership import GroupMembership
+from services.scorer.user_state import UserStateStore, ViewState
+from services.storage.db import engine_for
+from services.storage.redis_keys import KEYS
+from services.stream.dlq_reader import read_dead_letters
+from services.stream.kafka import DLQ_MAX_VALUE_BYTES, ensure_topics, make_producer
+from tests.integration.streamkit import count, fresh_stream, start_scorer, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def post(i: int, author: str = "u1", **kw) -> dict:
+    return {"id": f"twitter:f{i}", "platform": "twitter", "author": {"id": f"twitter:{author}"},
+            "text": f"flight {i} was late again", "created_at": datetime(2015, 2, 22, 12, i % 60, tzinfo=UTC)
+            .isoformat(), **kw}
+
+
+def test_poison_records_over_the_request_limit_are_dead_lettered_and_the_stream_flows(stack_endpoints, tmp_path):
+    """10 MB and 4.2 MB records on posts.raw (bypassing ingest) and a post with 2,000 watches: each to the
+    DLQ with its reason, the scorer alive, every post after them scored."""
+    ep = stack_endpoints
+    s = fresh_stream(ep, scorer_max_batch=8, scorer_max_wait_ms=50)
+    big = KafkaProducer(bootstrap_servers=ep.kafka_bootstrap, max_request_size=32 << 20)
+    big.send(s.topic_raw, key=b"x", value=b"{" + b"g" * 10_000_000)
+    big.send(s.topic_raw, key=b"x", value=json.dumps(post(1, text="x" * 4_200_000)).encode())
+    big.send(s.topic_raw, key=b"x", value=json.dumps(post(2, watches=[1] * 2000)).encode())
+    for i in range(10, 20):
+        big.send(s.topic_raw, key=b"twitter:u1", value=json.dumps(post(i)).encode())
+    big.flush()
+    big.close()
+    log = tmp_path / "scorer.log"
+    scorer = start_scorer(s, log)
+    try:
+        wait_for(lambda: count(ep, "SELECT count(*) FROM posts") == 10, 240, "the 10 good posts", scorer, log)
+        letters = read_dead_letters(ep.kafka_bootstrap, s.topic_dlq)
+        assert len(letters) == 3, letters  # once each, not once per attempt
+        oversized = [d for d in letters if d["error"].startswith("oversized record")]
+        assert len(oversized) == 2 and all(d["value_truncated"] == "true" for d in oversized)
+        assert {int(d["original_bytes"]) for d in oversized} >= {10_000_001}
+        assert all(len(d["value"].encode()) <= DLQ_MAX_VALUE_BYTES for d in oversized)
+        assert any("watches" in d["error"] for d in letters)
+        assert scorer.poll() is None, "the scorer must survive poison records"
+    finally:
+        scorer.send_signal(signal.SIGTERM)
+        scorer.wait(60)
+
+
+def test_a_group_wedged_by_a_leave_during_a_join_is_recovered_by_a_new_epoch(stack_endpoints):
+    """Tansu 0.6: a member leaving while another joins wedges the group for good. The second member
+    notices it is not stable within the join timeout and moves the group to a new epoch, keeping the
+    committed offsets."""
+    ep = stack_endpoints
+    s = fresh_stream(ep)
+    db = engine_for(ep.database_url)
+    prod = make_producer(ep.kafka_bootstrap)
+    for i in range(40):
+        prod.send(s.topic_raw, key=str(i).encode(), value=b"{}")
+    prod.flush()
+    common = dict(epoch_check_s=1.0, session_timeout_ms=6000, heartbeat_interval_ms=1000)
+    a = GroupMembership(db, ep.kafka_bootstrap, s.scorer_group, [s.topic_raw], join_timeout_s=600,
+                        leave_group=True, **common)
+    while not a.consumer.assignment():
+        a.consumer.poll(200)
+    tp = sorted(a.consumer.assignment())[0]
+    a.consumer.commit({tp: OffsetAndMetadata(3, "", -1)})
+    b = GroupMembership(db, ep.kafka_bootstrap, s.scorer_group, [s.topic_raw], join_timeout_s=8,
+                        leave_group=True, **common)
+    stop = threading.Event()
+    polled = threading.Thread(target=lambda: [b.consumer.poll(200) for _ in iter(stop.is_set, True)])
+    polled.start()
+    time.sleep(0.5)
+    a.close()  # LeaveGroup while b joins: the trigger
+    stop.set()
+    polled.join()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not b.consumer.assignment():
+        b.check()
+        b.consumer.poll(200)
+    try:
+        assert b.epoch == 1 and b.recoveries == 1, "the wedge must be detected and the group moved on"
+        assert b.consumer.assignment(), "the new epoch's group must converge"
+        assert b.consumer.committed(tp) == 3, "committed offsets carry over to the new epoch"
+        assert count(ep, "SELECT epoch FROM consumer_group_epochs WHERE base_group = :g", g=s.scorer_group) == 1
+    finally:
+        b.close()
+        prod.close()
+
+
+def test_accepted_posts_the_broker_lost_are_republished_and_dedup_never_claims_them(stack_endpoints):
+    """A broker reset (here: the ledger's topic replaced by an empty one) and a publish that never
+    happened: the reconciler puts both kinds back on posts.raw; a re-ingest is a duplicate, not a loss."""
+    ep = stack_endpoints
+    s = fresh_stream(ep, reconcile_grace_s=0.0)
+    db = engine_for(ep.database_url)
+    gate = IngestGate(s, make_producer(ep.kafka_bootstrap), redis.Redis.from_url(ep.redis_url), db)
+    posts = [Post.model_validate(post(i, author=f"a{i % 3}")) for i in range(30)]
+    res = gate.submit([Incoming(raw=p.model_dump_json().encode(), post=p) for p in posts])
+    assert len(res.accepted) == 30 and res.unpublished == 0
+    with db.begin() as conn:  # a crash between ledger and broker: never published
+        conn.execute(text("UPDATE ingest_ledger SET published_at = NULL WHERE post_id IN ('twitter:f0', 'twitter:f1')"))
+    again = gate.submit([Incoming(raw=p.model_dump_json().encode(), post=p) for p in posts[:5]])
+    assert len(again.duplicates) == 5 and not again.accepted
+    reset = s.model_copy(update={"topic_raw": s.topic_raw + ".after-reset"})  # the broker forgot everything
+    ensure_topics(ep.kafka_bootstrap, reset)
+    gate2 = IngestGate(reset, make_producer(ep.kafka_bootstrap), redis.Redis.from_url(ep.redis_url), db)
+    stats = Reconciler(reset, gate2, ep.kafka_bootstrap).run_once()
+    assert stats.published == 2 and stats.republished == 28, stats
+    consumer = KafkaConsumer(bootstrap_servers=ep.kafka_bootstrap, group_id=None, auto_offset_reset="earliest",
+                             consumer_timeout_ms=5000)
+    consumer.assign([TopicPartition(reset.topic_raw, p) for p in range(reset.topic_partitions)])
+    ids = {json.loads(r.value)["id"] for r in consumer}
+    consumer.close()
+    assert ids == {p.id for p in posts}
+    second = Reconciler(reset, gate2, ep.kafka_bootstrap).run_once()
+    assert second.republished == 0 and second.checked == 30, "what the broker holds now is not sent again"
+
+
+def test_redis_that_lost_per_author_state_is_repaired_from_postgresql(stack_endpoints):
+    ep = stack_endpoints
+    fresh_stream(ep)
+    db = engine_for(ep.database_url)
+    rds = redis.Redis.from_url(ep.redis_url)
+    store = UserStateStore(rds, db, {"text": 4})
+    truth = ViewState(np.array([0.1, 0.2, 0.3, 0.4], np.float32), 7)
+    with db.begin() as conn:
+        conn.execute(text("INSERT INTO author_states (author_id, view, n, mean) VALUES ('twitter:a', 'text', 7, :m)"),
+                     {"m": truth.mean.tobytes()})
+    rds.flushdb()  # Redis restarted empty
+    states, stored = store.load(["twitter:a", "twitter:new"], ["twitter:p"])
+    assert states[("twitter:a", "text")].n == 7 and stored == set()
+    np.testing.assert_array_equal(states[("twitter:a", "text")].mean, truth.mean)
+    assert states[("twitter:new", "text")].n == 0 and store.rebuilt == 1
+    stale = ViewState(np.zeros(4, np.float32), 5)  # a cache behind PostgreSQL (crash before the Redis write)
+    store.cache({("twitter:a", "text"): stale})
+    assert store.load(["twitter:a"], [])[0][("twitter:a", "text")].n == 7 and store.rebuilt == 2
+    assert int(rds.get(KEYS.stats("author_state_rebuilt")) or 0) == 2
