@@ -120,7 +120,7 @@ def speed(tr: Transcriber, clips: list, log: Callable[[str], None]) -> list[dict
 
 
 def run(data_dir: Path, out_dir: Path, cache_dir: Path, sizes: tuple[str, ...] = ("base", "small"),
-        conditions: tuple[str, ...] = tuple(CONDITIONS), limit: int | None = None,
+        conditions: tuple[str, ...] = ("forced-de", "detected"), limit: int | None = None,
         log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure every size x condition (resuming), write `<out>/asr-results.json`, return it."""
     from pipelines.datasets import emodb
