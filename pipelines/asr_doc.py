@@ -80,12 +80,15 @@ def write_doc(results: dict[str, Any], checkpoints_dir: Path, out: Path, command
     L += ["", *notes, "", "## Speed on this CPU", "",
           "Transcription seconds per audio second on longer real speech (consecutive EmoDB clips joined end "
           "to end; language forced), voice-activity trimming on. Whisper always encodes 30-s windows, so a "
-          "1-s clip costs about as much as a 30-s one: short posts pay the most per second.", "",
-          "| model | audio s | speech s after VAD | transcription s | s per audio s |", "|---|---|---|---|---|"]
+          "1-s clip costs about as much as a 30-s one: short posts pay the most per second. (Joined 1-s cuts of "
+          "different sentences are not fluent speech; where Whisper wrote no words for them, the time is still "
+          "what decoding cost.)", "",
+          "| model | audio s | speech s after VAD | transcription s | s per audio s | words written |",
+          "|---|---|---|---|---|---|"]
     for size, entry in results["sizes"].items():
         for r in entry.get("speed", []):
             L.append(f"| {size} | {r['audio_s']:.0f} | {r['speech_s']:.1f} | {r['seconds']:.1f} | "
-                     f"{r['seconds_per_audio_s']:.2f} |")
+                     f"{r['seconds_per_audio_s']:.2f} | {r['words']} |")
     L += ["", "## Tri-modal heads on EmoDB with and without the transcript view", "",
           "Test split (speakers 03 and 08, 107 clips), checkpoints selected on validation (speaker 09). "
           "EmoDB speaks 10 fixed, emotionally neutral sentences in every emotion, so no text view can carry "
@@ -99,5 +102,7 @@ def write_doc(results: dict[str, Any], checkpoints_dir: Path, out: Path, command
                  f"{_pct(r['val_accuracy'])} | {r['best_epoch']} |")
     cmds = [r for r in tri if r["text_view"] != "sentence"]
     if cmds:
-        L += ["", "Reproduce:", ""] + [f"- `{r['command']}`" for r in cmds]
+        L += ["", "Reproduce (the transcripts file is the base, language-detected run that `voxpop asr bench` "
+              "writes under the state dir; the scorer keeps serving the heads trained on the sentence):", ""]
+        L += [f"- `{r['command']}`" for r in cmds]
     out.write_text("\n".join(L) + "\n", encoding="utf-8")
