@@ -454,7 +454,14 @@ def _adopt_postgres(data: Path) -> dict[str, Any] | None:
     return {"pid": pid, "port": port}
 
 
-def _start_postgres(state_dir: Path, timeout_s: float) -> dict[str, Any]:
+def _port_again(previous: int | None) -> int:
+    """The port a restarted server had before, if still free: clients that cached it reconnect."""
+    if previous and not _port_open(previous):
+        return previous
+    return free_port()
+
+
+def _start_postgres(state_dir: Path, timeout_s: float, port: int | None = None) -> dict[str, Any]:
     root = state_dir / "postgres"
     data = root / "data"
     log_path = root / "postgres.log"
@@ -468,7 +475,7 @@ def _start_postgres(state_dir: Path, timeout_s: float) -> dict[str, Any]:
     if rec is not None:
         log.info("postgres: adopted running postmaster pid %d on port %d", rec["pid"], rec["port"])
     else:
-        port = free_port()
+        port = _port_again(port)
         argv = [
             str(pg_bin_dir() / "postgres"), "-D", str(data), "-p", str(port),
             "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
@@ -489,11 +496,11 @@ def _start_postgres(state_dir: Path, timeout_s: float) -> dict[str, Any]:
     }
 
 
-def _start_redis(state_dir: Path, timeout_s: float) -> dict[str, Any]:
+def _start_redis(state_dir: Path, timeout_s: float, port: int | None = None) -> dict[str, Any]:
     root = state_dir / "redis"
     root.mkdir(parents=True, exist_ok=True)
     log_path = root / "redis.log"
-    port = free_port()
+    port = _port_again(port)
     argv = [
         str(redis_server_bin()), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
         "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(root), "--daemonize", "no",
@@ -505,11 +512,11 @@ def _start_redis(state_dir: Path, timeout_s: float) -> dict[str, Any]:
     return {"pid": pid, "port": port, "url": url, "log": str(log_path), "exe": "redis-server"}
 
 
-def _start_kafka(state_dir: Path, timeout_s: float, storage: str) -> dict[str, Any]:
+def _start_kafka(state_dir: Path, timeout_s: float, storage: str, port: int | None = None) -> dict[str, Any]:
     root = state_dir / "kafka"
     root.mkdir(parents=True, exist_ok=True)
     log_path = root / "tansu.log"
-    port = free_port()
+    port = _port_again(port)
     listener = f"tcp://127.0.0.1:{port}"
     argv = [
         str(tansu_bin()), "broker", "--listener-url", listener, "--advertised-listener-url", listener,
@@ -583,10 +590,11 @@ def up(
                 continue
             if name not in names:
                 continue
+            previous_port = None
             if name in state:
                 log.info("%s: recorded pid %s is gone (stale), starting anew", name, state[name].get("pid"))
-                state.pop(name)
-            rec = _start_with_retry(name, state_dir, timeout_s, storage)
+                previous_port = state.pop(name).get("port")
+            rec = _start_with_retry(name, state_dir, timeout_s, storage, previous_port)
             state[name] = rec
             _write_state(state_dir, state)
             log.info(
@@ -598,17 +606,18 @@ def up(
     return Endpoints(urls.get("postgres", ""), urls.get("redis", ""), urls.get("kafka", ""))
 
 
-def _start_with_retry(name: str, state_dir: Path, timeout_s: float, storage: str) -> dict[str, Any]:
+def _start_with_retry(name: str, state_dir: Path, timeout_s: float, storage: str,
+                      port: int | None = None) -> dict[str, Any]:
     """One retry: the free port can be taken between our probe and the server's bind."""
     t0 = time.monotonic()
     for attempt in (1, 2):
         try:
             if name == "postgres":
-                rec = _start_postgres(state_dir, timeout_s)
+                rec = _start_postgres(state_dir, timeout_s, port if attempt == 1 else None)
             elif name == "redis":
-                rec = _start_redis(state_dir, timeout_s)
+                rec = _start_redis(state_dir, timeout_s, port if attempt == 1 else None)
             else:
-                rec = _start_kafka(state_dir, timeout_s, storage)
+                rec = _start_kafka(state_dir, timeout_s, storage, port if attempt == 1 else None)
             break
         except StackError as exc:
             if attempt == 2 or "exited during start-up" not in str(exc):

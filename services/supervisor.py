@@ -102,6 +102,19 @@ def _start(child: Child, env: dict[str, str]) -> None:
     log.info("started %s (pid %d)", child.name, child.proc.pid)
 
 
+def terminate(procs: list[subprocess.Popen], grace_s: float = 60.0) -> None:
+    """SIGTERM every process still running, then SIGKILL whatever has not exited after `grace_s`."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def _stop_all(kids: list[Child], grace_s: float = 20.0) -> None:
     for k in kids:
         if k.proc and k.proc.poll() is None:

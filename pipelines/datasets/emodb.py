@@ -13,6 +13,10 @@ Data: `emodb/wav16k/*.wav` (535 clips, 16 kHz mono; upstream cut/padded every cl
   layer). MiniLM is English-trained, and each of the 10 sentences is spoken in every emotion by
   design, so the text carries no label information: it is there to exercise the text path, and
   any model that relied on it could do no better than the class prior.
+- `text` with `text_source="transcript"`: what Whisper heard in each clip instead (a JSONL of
+  `voxpop asr bench`, one {"clip", "hyp"} per clip): the text view the stream gives an audio post.
+  A clip Whisper heard nothing in has no text view (masked). `text_source="none"`: no text view at
+  all (audio alone).
 - `vision`: absent.
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,18 +119,55 @@ def sentence_states(texts: list[str], device: str = "cpu") -> tuple[np.ndarray, 
     return x.astype(np.float32), mask.sum(1).astype(np.int64)
 
 
-def load_emodb_trimodal(data_dir: Path, cache_dir: Path, device: str = "cpu") -> dict[str, TriModalSplit]:
+TEXT_SOURCES = ("sentence", "transcript", "none")
+
+
+def read_transcripts(path: Path) -> dict[str, str]:
+    """clip id -> what was heard, from a `voxpop asr bench` run file (JSON lines with clip, hyp)."""
+    out = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            r = json.loads(line)
+            out[r["clip"]] = r["hyp"]
+    return out
+
+
+def _texts(clips: list[EmoClip], text_source: str, transcripts: Path | None) -> list[str]:
+    if text_source == "sentence":
+        return [c.text for c in clips]
+    if text_source == "none":
+        return ["" for _ in clips]
+    if text_source != "transcript":
+        raise ValueError(f"text_source must be one of {TEXT_SOURCES}, got {text_source!r}")
+    if transcripts is None:
+        raise ValueError("text_source=transcript needs --set transcripts=<voxpop asr bench run .jsonl>")
+    heard = read_transcripts(transcripts)
+    missing = [c.path.stem for c in clips if c.path.stem not in heard]
+    if missing:
+        raise ValueError(f"{transcripts} has no transcript for {len(missing)} clips (e.g. {missing[:3]})")
+    return [heard[c.path.stem] for c in clips]
+
+
+def load_emodb_trimodal(data_dir: Path, cache_dir: Path, device: str = "cpu", text_source: str = "sentence",
+                        transcripts: Path | None = None) -> dict[str, TriModalSplit]:
     """{"train", "val", "test"} speaker-independent tri-modal splits."""
     clips = load_clips(data_dir)
     frames, flen = audio_frames(clips, cache_dir)
-    sentences = sorted({c.text for c in clips})
-    s_states, s_len = sentence_states(sentences, device)
-    which = np.asarray([sentences.index(c.text) for c in clips])
+    texts = _texts(clips, text_source, transcripts)
+    sentences = sorted({t for t in texts if t.strip()})
     n = len(clips)
+    if sentences:
+        s_states, s_len = sentence_states(sentences, device)
+        which = np.asarray([sentences.index(t) if t.strip() else 0 for t in texts])
+        text, tlen = s_states[which], s_len[which]
+        tlen[[i for i, t in enumerate(texts) if not t.strip()]] = 0  # nothing heard: no text view
+        text[tlen == 0] = 0.0
+    else:
+        text, tlen = missing_view(n, 384)
     vision, vlen = missing_view(n, 1)
     full = TriModalSplit(
-        text=s_states[which], text_lengths=s_len[which], audio=frames, audio_lengths=flen, vision=vision,
+        text=text, text_lengths=tlen, audio=frames, audio_lengths=flen, vision=vision,
         vision_lengths=vlen, labels=np.asarray([EMOTIONS.index(c.emotion) for c in clips], np.int64),
-        ids=[c.path.stem for c in clips], raw_text=[c.text for c in clips], groups=[c.speaker for c in clips],
-        meta={"source": NAME, "frontend": frontend_version()})
+        ids=[c.path.stem for c in clips], raw_text=texts, groups=[c.speaker for c in clips],
+        meta={"source": NAME, "frontend": frontend_version(), "text_source": text_source})
     return {s: full.subset([i for i, c in enumerate(clips) if c.split == s]) for s in ("train", "val", "test")}

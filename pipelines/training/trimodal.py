@@ -11,16 +11,17 @@ Data sets (`DATASETS`; views that a set lacks are missing for every sample and m
   of models.md section 6 (`--set metrics=sims` for CH-SIMS); text + audio + vision.
 - "emodb": EmoDB, 7 emotions; audio frames from `models.audio_frontend`, text = the spoken German
   sentence through MiniLM (English-trained; the 10 sentences are each spoken in every emotion, so
-  text carries no label information); no video. Speaker-independent: test speakers 03 (m), 08 (f),
-  validation 09 (f), training the other 7.
+  text carries no label information), or with `--set text_source=transcript --set transcripts=RUN`
+  what Whisper heard (`voxpop asr bench` run file), or `text_source=none` (audio only); no video.
+  Speaker-independent: test speakers 03 (m), 08 (f), validation 09 (f), training the other 7.
 - "mvsa-single": 3 classes; MiniLM token states + EfficientNet-Lite0 7x7 regions; no audio.
 - "mosi-audio": binary; audio only: the utterance's 73-d openSMILE vector (audio view) and the
   video's utterance sequence (context, carried in the vision slot); no text; 6 of the 62 training
   videos are the validation set.
 
 Options (`--set key=value`): lr, batch_size, epochs, patience, weight_decay, tag (checkpoint suffix),
-path / metrics (mmsa), context (mosi-audio), standardize, threads, and any field of the model's
-config (e.g. dropout, d_z, loss_in_weight, text_pool, eln_d).
+path / metrics (mmsa), context (mosi-audio), text_source / transcripts (emodb, mmsa), standardize, threads,
+and any field of the model's config (e.g. dropout, d_z, loss_in_weight, text_pool, eln_d).
 
 Selection: the epoch with the best validation score (classification: (accuracy + weighted F1)/2,
 regression: lowest MAE), with early stopping on it; the test split is never used for selection.
@@ -218,11 +219,18 @@ def _data_mmsa(ctx: RecipeContext) -> TriModalData:
 def _data_emodb(ctx: RecipeContext) -> TriModalData:
     from pipelines.datasets import emodb
 
-    splits = emodb.load_emodb_trimodal(ctx.data_dir, ctx.cache_dir, device=ctx.device)
+    source = str(ctx.options.get("text_source", "sentence"))
+    heard = ctx.options.get("transcripts")
+    splits = emodb.load_emodb_trimodal(ctx.data_dir, ctx.cache_dir, device=ctx.device, text_source=source,
+                                       transcripts=Path(str(heard)) if heard else None)
+    text = {"sentence": "MiniLM token states of the German sentence (no label information)",
+            "transcript": f"MiniLM token states of what Whisper heard in the clip ({heard}; none heard: masked)",
+            "none": "absent (audio only)"}[source]
+    info = {"text_source": source, **({"transcripts": str(heard)} if heard else {})}
     return TriModalData("emodb", splits, emodb.EMOTIONS, "classification", "mean",
-                        {"text": "MiniLM token states of the German sentence (no label information)",
-                         "audio": emodb.FRONTEND_DESCRIPTION, "vision": "absent"},
-                        emodb.SPLIT_RULE, {"epochs": 100, "patience": 20, "standardize": True, "batch_size": 16})
+                        {"text": text, "audio": emodb.FRONTEND_DESCRIPTION, "vision": "absent"},
+                        emodb.SPLIT_RULE, {"epochs": 100, "patience": 20, "standardize": True, "batch_size": 16},
+                        info)
 
 
 def _data_mvsa(ctx: RecipeContext) -> TriModalData:
@@ -335,7 +343,7 @@ class TriModalRecipe:
 
     def _build_options(self, ctx: RecipeContext, data: TriModalData) -> dict[str, Any]:
         skip = {"lr", "weight_decay", "batch_size", "epochs", "patience", "tag", "path", "metrics", "context",
-                "standardize", "threads", "text_source"}
+                "standardize", "threads", "text_source", "transcripts"}
         opts: dict[str, Any] = {"text_pool": data.text_pool}
         opts.update({k: v for k, v in ctx.options.items() if k not in skip})
         return opts

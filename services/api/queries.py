@@ -22,6 +22,8 @@ from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import Integer, String
 
+from pipelines.views import dominant_view
+
 LATEST_PRED = """LEFT JOIN LATERAL (
     SELECT pr.model_name, pr.model_version, pr.label, pr.score, pr.probabilities, pr.emotion,
            pr.modality_weights, pr.user_prior_count, pr.scored_at
@@ -104,12 +106,15 @@ def _where(f: PostFilter) -> tuple[list[str], dict[str, Any]]:
     if f.author:
         w.append("(p.author_id = :author OR lower(a.handle) = lower(:author))")
         p["author"] = f.author
-    if f.q:
+    if f.q:  # the post's own text or what was said in its audio (transcripts)
         if f.search == "words":
-            w.append("to_tsvector('simple', p.text) @@ websearch_to_tsquery('simple', :q)")
+            w.append("(to_tsvector('simple', p.text) @@ websearch_to_tsquery('simple', :q) OR EXISTS (SELECT 1 FROM "
+                     "transcripts t WHERE t.post_id = p.id AND to_tsvector('simple', t.text) @@ "
+                     "websearch_to_tsquery('simple', :q)))")
             p["q"] = f.q
         else:
-            w.append("p.text ILIKE :q ESCAPE '\\'")
+            w.append("(p.text ILIKE :q ESCAPE '\\' OR EXISTS (SELECT 1 FROM transcripts t WHERE t.post_id = p.id "
+                     "AND t.text ILIKE :q ESCAPE '\\'))")
             p["q"] = _like(f.q)
     if f.modality:
         w.append(":modality = ANY(p.modalities)")
@@ -199,10 +204,16 @@ def attach_media_and_watches(conn: Connection, rows: list[dict[str, Any]]) -> No
                       "ORDER BY post_id, model_name").bindparams(bindparam("ids", type_=ARRAY(String)))
         for pr in conn.execute(av_sql, p).mappings():
             av[pr["post_id"]].append(dict(pr))
+        t_sql = text("SELECT * FROM transcripts WHERE post_id = ANY(:ids)").bindparams(
+            bindparam("ids", type_=ARRAY(String)))
+        spoken = {t["post_id"]: dict(t) for t in conn.execute(t_sql, p).mappings()}
+    else:
+        spoken = {}
     for r in rows:
         r["media"] = media.get(r["id"], [])
         r["watches"] = watches.get(r["id"], [])
         r["av_predictions"] = av.get(r["id"], [])
+        r["transcript"] = spoken.get(r["id"])
 
 
 def get_post(conn: Connection, post_id: str) -> dict[str, Any] | None:
@@ -234,7 +245,18 @@ def post_out(r: dict[str, Any]) -> dict[str, Any]:
                    "url": f"/api/posts/{r['id']}/media/{m['idx']}"} for m in r["media"]],
         "prediction": pred,
         "av_predictions": [prediction_out(a) for a in r.get("av_predictions", [])],
+        "transcript": transcript_out(r.get("transcript")),
+        "dominant_view": dominant_view(r.get("modality_weights") if pred else None,
+                                       [a["modality_weights"] or {} for a in r.get("av_predictions", [])]),
     }
+
+
+def transcript_out(t: dict[str, Any] | None) -> dict[str, Any] | None:
+    if t is None:
+        return None
+    keys = ("text", "language", "language_probability", "status", "model", "segments", "audio_s", "speech_s",
+            "asr_ms")
+    return {k: t[k] for k in keys}
 
 
 # --- trends ---------------------------------------------------------------------------------------

@@ -276,6 +276,24 @@ class PredictionOut(BaseModel):
     scored_at: datetime
 
 
+class SegmentOut(BaseModel):
+    start: float
+    end: float
+    text: str
+
+
+class TranscriptOut(BaseModel):
+    text: str = Field(..., description="what was said in the post's audio or video track")
+    language: str | None = Field(..., description="the language Whisper detected (or was told)")
+    language_probability: float | None
+    status: str = Field(..., description="ok | no speech | truncated | timeout | unavailable: ...")
+    model: str | None = Field(..., description="e.g. whisper-base-int8")
+    segments: list[SegmentOut] = Field(..., description="timed segments, seconds from the start of the audio")
+    audio_s: float | None
+    speech_s: float | None = Field(..., description="seconds left after voice-activity trimming")
+    asr_ms: float | None
+
+
 class PostOut(BaseModel):
     id: str
     platform: str
@@ -292,6 +310,8 @@ class PostOut(BaseModel):
     av_predictions: list[PredictionOut] = Field(
         default_factory=list, description="tri-modal heads' predictions for audio/video posts (model 'av:...'), "
                                           "each with the modality that dominated")
+    transcript: TranscriptOut | None = Field(None, description="speech recognised in its audio / video track")
+    dominant_view: str | None = Field(None, description="what drove its sentiment: words, voice, frames, image")
 
 
 class PostPage(BaseModel):

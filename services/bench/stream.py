@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -32,7 +31,7 @@ from services.ingest.records import PRESETS
 from services.ingest.replay import load_records
 from services.storage.db import engine_for, migrate, truncate_stream_tables
 from services.stream.kafka import ensure_topics, make_producer
-from services.supervisor import one_core_each
+from services.supervisor import one_core_each, terminate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -156,14 +155,7 @@ class Scorers:
 
     def stop(self) -> None:
         self._stop.set()
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(60)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        terminate(self.procs)
 
 
 def wait_stored(run: Run, n: int, timeout_s: float, scorers: Scorers | None = None) -> None:

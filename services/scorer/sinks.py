@@ -16,6 +16,7 @@ from pydantic_core import to_json
 from sqlalchemy import Engine, bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 
+from pipelines.asr import Transcript
 from pipelines.schemas import Post
 from services.storage import models as m
 
@@ -33,6 +34,14 @@ class PredictionRow:
     user_prior_count: int
     timings_ms: dict[str, float]
     media_status: list[str]
+
+
+@dataclass
+class TranscriptRow:
+    post_id: str
+    media_idx: int
+    transcript: Transcript | None  # None: no transcript (status says why)
+    status: str
 
 
 MEDIA_STATUS_CHARS = 20  # media.status is VARCHAR(20): the full reason goes with the DLQ record
@@ -93,6 +102,7 @@ FROM unnest(CAST(:author_id AS text[]), CAST(:view AS text[]), CAST(:n AS int[])
 ON CONFLICT (author_id, view) DO UPDATE SET n = EXCLUDED.n, mean = EXCLUDED.mean, updated_at = EXCLUDED.updated_at
 """)
 _INSERT_MEDIA = insert(m.Media).on_conflict_do_nothing()  # rare (posts with media): executemany is fine
+_INSERT_TRANSCRIPTS = insert(m.Transcript).on_conflict_do_nothing()
 _BUMP_POST_COUNTS = text(
     "UPDATE authors SET post_count = authors.post_count + c.n FROM "
     "(SELECT unnest(CAST(:ids AS text[])) AS id, unnest(CAST(:ns AS int[])) AS n) AS c WHERE authors.id = c.id"
@@ -110,12 +120,14 @@ def _json(v: Any) -> str:
 
 
 def write_batch(engine: Engine, rows: list[PredictionRow], extra: list[PredictionRow] | None = None,
+                transcripts: list[TranscriptRow] | None = None,
                 author_states: list[dict[str, Any]] | None = None) -> tuple[set[str], datetime]:
     """Store a batch; returns the ids that were new (not stored before) and the commit time.
 
     `rows` hold one primary prediction per post; `extra` more predictions of posts among `rows`
     (the tri-modal heads'), which add prediction rows only: posts, media and author counts come
-    from `rows` alone, so an extra row never double-counts a post. `author_states` are the eta
+    from `rows` alone, so an extra row never double-counts a post. `transcripts` are stored for
+    the posts that are new (a re-delivery keeps the first transcript). `author_states` are the eta
     term's states after folding in this batch's new posts (`UserStateStore.rows`): committed with
     those posts, never without them.
     """
@@ -145,6 +157,9 @@ def write_batch(engine: Engine, rows: list[PredictionRow], extra: list[Predictio
         } for r in rows if r.post.id in new_ids for i, md in enumerate(r.post.media)]
         if media_rows:
             conn.execute(_INSERT_MEDIA, media_rows)
+        spoken = [_transcript_row(t) for t in transcripts or [] if t.post_id in new_ids]
+        if spoken:
+            conn.execute(_INSERT_TRANSCRIPTS, spoken)
         conn.execute(_INSERT_PREDICTIONS, {**_columns([{
             "post_id": r.post.id, "model_name": r.model_name, "model_version": r.model_version,
             "label": r.label, "probabilities": _json(r.probabilities), "score": r.score, "emotion": r.emotion,
@@ -161,6 +176,16 @@ def write_batch(engine: Engine, rows: list[PredictionRow], extra: list[Predictio
         if author_states:
             conn.execute(_UPSERT_AUTHOR_STATES, {**_columns(author_states), "now": now})
     return new_ids, now
+
+
+def _transcript_row(t: TranscriptRow) -> dict[str, Any]:
+    tr = t.transcript
+    return {"post_id": t.post_id, "media_idx": t.media_idx, "status": t.status[:80],
+            "model": tr.model if tr else None, "language": tr.language if tr else None,
+            "language_probability": tr.language_probability if tr else None, "text": tr.text if tr else "",
+            "segments": [{"start": s.start, "end": s.end, "text": s.text} for s in tr.segments] if tr else [],
+            "audio_s": tr.audio_s if tr else None, "speech_s": tr.speech_s if tr else None,
+            "asr_ms": tr.seconds * 1000 if tr else None}
 
 
 def stored_predictions(engine: Engine, post_ids: list[str], model_name: str, model_version: str

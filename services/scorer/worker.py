@@ -14,6 +14,13 @@ configured tri-modal head that covers them (`scorer_av_models`, `pipelines.av_he
 call per head; those predictions are extra rows ("av:<checkpoint>") in the same transaction, with
 the head's per-modality weights, and are not published on `posts.scored` (one record per post
 there, so trend windows count each post once). Text-only posts never touch that path.
+
+Speech: an audio post's audio (or a video's track) is transcribed beside the stream
+(`services.scorer.transcripts`: why there, and how a slow transcription stalls nothing); the post
+joins a batch once its transcript is ready or its time is up. The transcript is its text view for
+the production head and the tri-modal heads, is stored with the post (`transcripts` table) and
+travels on `posts.scored` with the view that dominated (`dominant_view`: words, voice, frames or
+image). Offsets commit through `OffsetLedger`, never past a post that still waits.
 """
 
 from __future__ import annotations
@@ -34,22 +41,25 @@ import numpy as np
 import redis
 import sqlalchemy.exc
 import torch
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
 from models.registry import ScoringHead, load_head
 from pipelines.allocator import keep_freed_memory
+from pipelines.asr import Transcriber, Transcript, asr_available
 from pipelines.av_heads import AVHead, AVInput, heads_for, load_av_heads
 from pipelines.schemas import Media, Post, ScoredPost
 from pipelines.scoring import InferenceEngine, TokenIds, sentiment_score
+from pipelines.views import dominant_view
 from services.config import Settings
 from services.ingest.gate import validation_reason
 from services.scorer.media import MediaError, MediaPolicy, load_audio, load_image, load_video
 from services.scorer.membership import GroupMembership
-from services.scorer.sinks import PredictionRow, stored_predictions, write_batch
+from services.scorer.offsets import OffsetLedger
+from services.scorer.sinks import PredictionRow, TranscriptRow, stored_predictions, write_batch
+from services.scorer.transcripts import Outcome, TranscriptQueue
 from services.scorer.user_state import UserStateStore
 from services.storage.db import engine_for
 from services.storage.redis_keys import KEYS, SCORER_BATCHES_CHANNEL
@@ -70,6 +80,19 @@ class Item:
     media_status: list[str] = field(default_factory=list)
     av: AVInput | None = None  # decoded audio / video frames, for the tri-modal heads
     tokens: TokenIds | None = None  # the text, tokenised (unpadded) on the polling thread
+    asr_pending: bool = False  # its audio is being transcribed (services.scorer.transcripts)
+    asr_media: int = 0  # index of the media item the audio came from
+    asr_truncated: bool = False  # the audio decoded was cut at media_max_seconds
+    transcript: Transcript | None = None
+    asr_status: str | None = None  # the transcript's status, or why there is none
+    asr_waited_ms: float = 0.0
+
+    @property
+    def text_view(self) -> str:
+        """What the text models read: the post's own text and, when there is one, what was said."""
+        said = self.transcript.text if self.transcript is not None and self.transcript.has_text else ""
+        own = self.post.text
+        return f"{own}\n{said}" if own.strip() and said else (said or own)
 
 
 @dataclass
@@ -198,6 +221,8 @@ class Scorer:
             settings.scorer_av_models, settings.checkpoints_dir, settings.scorer_device,
             text_encoder=self.engine.frozen_text if self.engine.precision == "fp32" else None,
             image_encoder=self.engine.image) if settings.scorer_av_models else []
+        self.asr = transcript_queue(settings)
+        self.ledger = OffsetLedger()
         self.stats = ScorerStats()
         self.stopping = threading.Event()
 
@@ -230,7 +255,7 @@ class Scorer:
                     except MediaError as e:
                         it.media_status.append(f"skipped: {e}")
                         self._to_dlq(it.rec, f"media {md.uri}: {e}", "scorer-media", 1)
-                elif md.kind in ("audio", "video") and self.av_heads:
+                elif md.kind in ("audio", "video") and (self.av_heads or self.asr):
                     it.media_status.append(self._load_av(it, md))
                 else:
                     it.media_status.append("ok" if md.kind == "image" and it.image is not None
@@ -245,34 +270,85 @@ class Scorer:
         av = it.av or AVInput(text=it.post.text)
         if (md.kind == "audio" and av.audio is not None) or (md.kind == "video" and av.frames):
             return "skipped:duplicate"
+        status = "ok"
         try:
             if md.kind == "audio":
                 av.audio = load_audio(md.uri, self.media_policy, md.sha256)
             else:
-                video = load_video(md.uri, self.media_policy, md.sha256)
-                av.frames = video.frames
-                if av.audio is None:
-                    av.audio = video.audio
+                try:
+                    video = load_video(md.uri, self.media_policy, md.sha256)
+                except MediaError as e:
+                    if str(e) != "no video stream" or av.audio is not None:
+                        raise
+                    # an audio file declared as video: heard as audio, and the DLQ says so
+                    av.audio = load_audio(md.uri, self.media_policy, md.sha256)
+                    self._to_dlq(it.rec, f"media {md.uri}: declared video but has no video stream; scored as "
+                                 "audio", "scorer-media", 1)
+                    status = "ok:audio-only"
+                else:
+                    av.frames = video.frames
+                    if av.audio is None:
+                        av.audio = video.audio
         except MediaError as e:
             self._to_dlq(it.rec, f"media {md.uri}: {e}", "scorer-media", 1)
             return "skipped:undecodable"
+        if self.asr is not None and av.audio is not None and not it.asr_pending and it.transcript is None:
+            it.asr_pending, it.asr_media = True, len(it.media_status)
+            it.asr_truncated = av.audio.size >= int(self.media_policy.max_seconds * 16000)
+            self.asr.submit(it, av.audio)
         if av.audio is not None:  # numpy-only feature work belongs on this (polling) thread
             for h in self.av_heads:
                 key = h.features.audio_key
                 if key and key not in av.audio_features and h.covers(True, False):
                     av.audio_features[key] = h.audio_features(av.audio)
         it.av = av
-        return "ok"
+        return status
 
-    def prepare(self, records: list[ConsumerRecord]) -> Prepared:
-        """Parse, tokenise, load media: the per-record CPU/I-O work, done on the polling thread."""
+    def prepare(self, records: list[ConsumerRecord], defer: bool = False) -> Prepared:
+        """Parse, tokenise, load media: the per-record CPU/I-O work, done on the polling thread.
+
+        With `defer`, posts whose audio is being transcribed are left out (records and items):
+        `released()` hands them over when their transcript is ready. Without it (retries), this
+        waits for them, up to their deadline.
+        """
         t0 = time.perf_counter()
         items = self._parse(records)
         if items:
             for it, ids in zip(items, self.engine.token_ids([it.post.text for it in items]), strict=True):
                 it.tokens = ids
         self._load_media(items)
+        held = [it for it in items if it.asr_pending]
+        if held and self.asr is not None:
+            if defer:
+                ids = {id(it.rec) for it in held}
+                return Prepared([r for r in records if id(r) not in ids], [it for it in items if not it.asr_pending],
+                                (time.perf_counter() - t0) * 1000)
+            self._finish_transcripts(self.asr.settle(held))
         return Prepared(records, items, (time.perf_counter() - t0) * 1000)
+
+    def _finish_transcripts(self, outcomes: list[Outcome]) -> list[Item]:
+        """Attach transcripts (or why there is none) and re-tokenise the text view."""
+        items = []
+        for o in outcomes:
+            it: Item = o.item
+            it.asr_pending, it.transcript, it.asr_waited_ms = False, o.transcript, o.waited_ms
+            it.asr_status = "truncated" if it.asr_truncated and o.status == "ok" else o.status
+            if it.transcript is not None and it.transcript.has_text:
+                it.tokens = self.engine.token_ids([it.text_view])[0]
+                if it.av is not None:
+                    it.av.text = it.text_view
+            items.append(it)
+        return items
+
+    def released(self) -> Prepared | None:
+        """Held posts whose transcript is ready or whose time is up, as one part for the intake."""
+        if self.asr is None or not len(self.asr):
+            return None
+        t0 = time.perf_counter()
+        items = self._finish_transcripts(self.asr.due())
+        if not items:
+            return None
+        return Prepared([it.rec for it in items], items, (time.perf_counter() - t0) * 1000)
 
     def process(self, records: list[ConsumerRecord] | Prepared) -> int:
         """Score and store one batch; raises on failure (nothing committed then).
@@ -287,7 +363,7 @@ class Scorer:
             return 0
         now = datetime.now(UTC)
         t_media = time.perf_counter()
-        texts = [it.post.text for it in items]
+        texts = [it.text_view for it in items]
         tokens = self.engine.buckets([it.tokens for it in items]) if all(it.tokens for it in items) else None
         enc = self.engine.encode(texts, [it.image for it in items], tokens=tokens)
         t_enc = time.perf_counter()
@@ -337,6 +413,10 @@ class Scorer:
             t = dict(timings)
             if it.post.ingested_at:
                 t["queue"] = (now - it.post.ingested_at).total_seconds() * 1000
+            if it.transcript is not None or it.asr_status:
+                t["asr_wait"] = it.asr_waited_ms
+                if it.transcript is not None:
+                    t["asr"] = it.transcript.seconds * 1000
             rows.append(PredictionRow(
                 post=it.post, model_name=self.head.name, model_version=self.head.version,
                 label=labels[max(range(len(p)), key=p.__getitem__)], probabilities=dict(zip(labels, p, strict=True)),
@@ -344,7 +424,10 @@ class Scorer:
                 user_prior_count=prior[i], timings_ms=t, media_status=it.media_status))
         extra = self._score_av(items)  # [] unless the batch has audio/video posts
         t_av = time.perf_counter()
-        new_ids, stored_at = write_batch(self.db, rows, extra, author_states=self.state.rows(changed))
+        spoken = [TranscriptRow(it.post.id, it.asr_media, it.transcript, it.asr_status or "ok")
+                  for it in items if it.asr_status is not None]
+        new_ids, stored_at = write_batch(self.db, rows, extra, transcripts=spoken,
+                                         author_states=self.state.rows(changed))
         t_db = time.perf_counter()
 
         # Redis: user state + thread context + counters, after the database holds the batch.
@@ -362,6 +445,10 @@ class Scorer:
         pipe.publish(SCORER_BATCHES_CHANNEL, batch_summary(rows, new_ids, now))
         pipe.execute()
 
+        by_id = {it.post.id: it for it in items}
+        av_by_post: dict[str, list[PredictionRow]] = defaultdict(list)
+        for x in extra:
+            av_by_post[x.post.id].append(x)
         # Re-delivered posts publish what was stored the first time, not a recomputation.
         old = stored_predictions(self.db, [r.post.id for r in rows if r.post.id not in new_ids],
                                  self.head.name, self.head.version)
@@ -372,12 +459,17 @@ class Scorer:
                 r.label, r.probabilities, r.score = prev.label, prev.probabilities, prev.score
                 r.modality_weights, r.user_prior_count = prev.modality_weights, prev.user_prior_count
             r.timings_ms["db"] = (t_db - t_av) * 1000
+            it = by_id[r.post.id]
+            tr = it.transcript
             sp = ScoredPost(
                 post_id=r.post.id, author_id=r.post.author.id, created_at=r.post.created_at,
                 watches=r.post.watches, model_name=r.model_name, model_version=r.model_version,
                 label=r.label, probabilities=r.probabilities, score=r.score, emotion=r.emotion,
                 modality_weights=r.modality_weights, user_prior_count=r.user_prior_count,
-                timings_ms=r.timings_ms, ingested_at=r.post.ingested_at, stored_at=stored_at)
+                timings_ms=r.timings_ms, ingested_at=r.post.ingested_at, stored_at=stored_at,
+                transcript=tr.text if tr is not None else None, transcript_language=tr.language if tr else None,
+                transcript_status=it.asr_status, dominant_view=dominant_view(
+                    r.modality_weights, [x.modality_weights for x in av_by_post.get(r.post.id, [])]))
             sent.append(self.producer.send(self.s.topic_scored, key=r.post.author.id.encode(),
                                            value=sp.model_dump_json().encode()))
         self.producer.flush()
@@ -474,20 +566,23 @@ class Scorer:
         member = group if isinstance(group, GroupMembership) else None
         consumer = group.consumer if isinstance(group, GroupMembership) else group
         intake = Intake(self.s.scorer_max_batch, self.s.scorer_max_wait_ms / 1000)
-        commits: queue.Queue[dict[TopicPartition, OffsetAndMetadata]] = queue.Queue()
+        commits: queue.Queue[list[ConsumerRecord]] = queue.Queue()
         done = threading.Event()
         errors: list[BaseException] = []
 
         def apply_commits() -> None:
             while True:
                 try:
-                    offsets = commits.get_nowait()
+                    self.ledger.done(commits.get_nowait())
                 except queue.Empty:
-                    return
-                try:
-                    consumer.commit(offsets)
-                except REBALANCE_ERRORS as e:  # partitions moved: the new owner redoes them, idempotently
-                    log.warning("offset commit refused during a rebalance (%s): %s", type(e).__name__, e)
+                    break
+            offsets = self.ledger.committable()
+            if not offsets:
+                return
+            try:
+                consumer.commit(offsets)
+            except REBALANCE_ERRORS as e:  # partitions moved: the new owner redoes them, idempotently
+                log.warning("offset commit refused during a rebalance (%s): %s", type(e).__name__, e)
 
         def poll() -> None:
             nonlocal consumer
@@ -497,16 +592,26 @@ class Scorer:
                     apply_commits()
                     if member is not None and member.check():
                         consumer = member.consumer
+                    ready = self.released()  # posts whose transcript came (or whose time is up)
+                    if ready is not None:
+                        intake.put(ready)
+                    holding = self.asr is not None and len(self.asr) > 0
                     room = intake.room()
                     if room <= 0:
-                        intake.wait_for_room(0.2)
+                        intake.wait_for_room(0.05 if holding else 0.2)
                         continue
-                    polled = consumer.poll(timeout_ms=200, max_records=room)
+                    if self.asr is not None and self.asr.full():  # back-pressure: nothing is dropped
+                        self.asr.wait_any(0.05)
+                        continue
+                    polled = consumer.poll(timeout_ms=50 if holding else 200, max_records=room)
                     records = [r for recs in polled.values() for r in recs]
                     if records:
                         last_data = time.monotonic()
-                        intake.put(self.prepare(records))
-                    elif idle_exit_s is not None and time.monotonic() - last_data > idle_exit_s:
+                        self.ledger.polled(records)
+                        prep = self.prepare(records, defer=True)
+                        if prep.records:
+                            intake.put(prep)
+                    elif idle_exit_s is not None and time.monotonic() - last_data > idle_exit_s and not holding:
                         break
             except BaseException as e:  # surface to the main thread
                 errors.append(e)
@@ -528,7 +633,7 @@ class Scorer:
                         break
                     continue
                 self.process_safely(prep)
-                commits.put(_next_offsets(prep.records))
+                commits.put(prep.records)
                 self.stats.batches += 1
                 self.stats.batch_sizes.append(len(prep.records))
                 if max_records is not None and self.stats.scored + self.stats.dlq >= max_records:
@@ -536,6 +641,8 @@ class Scorer:
         finally:
             done.set()
             thread.join(timeout=60)
+            if self.asr is not None:
+                self.asr.close()
         if errors:
             raise errors[0]
         return self.stats
@@ -554,20 +661,38 @@ def batch_summary(rows: list[PredictionRow], new_ids: set[str], now: datetime) -
                        "at": now.isoformat()})
 
 
-def _next_offsets(records: list[ConsumerRecord]) -> dict[TopicPartition, OffsetAndMetadata]:
-    """Per partition, the offset after the last record handled: what Kafka calls committed."""
-    top: dict[TopicPartition, int] = {}
-    for r in records:
-        tp = TopicPartition(r.topic, r.partition)
-        top[tp] = max(top.get(tp, -1), r.offset)
-    return {tp: OffsetAndMetadata(off + 1, "", -1) for tp, off in top.items()}
+def transcript_queue(settings: Settings) -> TranscriptQueue | None:
+    """The scorer's speech recognition, or None (off, or the extra is missing and not required)."""
+    if settings.asr_model == "off":
+        return None
+
+    def load() -> Transcriber:
+        return Transcriber(settings.asr_model, cache_dir=settings.asr_cache_dir,
+                           device=settings.asr_device or settings.scorer_device,
+                           compute_type=settings.asr_compute_type, threads=settings.asr_threads,
+                           workers=settings.asr_workers, beam_size=settings.asr_beam_size, vad=settings.asr_vad,
+                           language=settings.asr_language)
+
+    q = TranscriptQueue(load, settings.asr_workers, settings.asr_timeout_s, settings.asr_max_pending,
+                        settings.asr_max_seconds)
+    if settings.asr_required:
+        q.model()  # raises ASRUnavailable naming the package: the scorer does not start
+    elif (why := asr_available()) is not None:
+        log.warning("%s; audio posts will be scored without transcripts", why)
+        return None
+    return q
 
 
 class LogAssignments(ConsumerRebalanceListener):
     """Logs each rebalance: which partitions this scorer lost and which it now owns (the whole set)."""
 
+    def __init__(self, ledger: OffsetLedger | None = None) -> None:
+        self.ledger = ledger
+
     def on_partitions_revoked(self, revoked) -> None:
         log.info("partitions revoked: %s", _partition_list(revoked))
+        if self.ledger is not None:
+            self.ledger.forget(revoked)
 
     def on_partitions_assigned(self, assigned) -> None:
         log.info("partitions assigned: %s", _partition_list(assigned))
@@ -587,7 +712,7 @@ def run_scorer(settings: Settings, database_url: str, redis_url: str, bootstrap:
     group = GroupMembership(scorer.db, bootstrap, settings.scorer_group, [settings.topic_raw],
                             join_timeout_s=settings.scorer_join_timeout_s,
                             epoch_check_s=settings.scorer_epoch_check_s,
-                            leave_group=settings.kafka_leave_group_on_close, listener=LogAssignments(),
+                            leave_group=settings.kafka_leave_group_on_close, listener=LogAssignments(scorer.ledger),
                             max_poll_records=settings.scorer_max_batch)
 
     def stop(signum, _frame):

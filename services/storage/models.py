@@ -87,6 +87,25 @@ class Prediction(Base):
     scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class Transcript(Base):
+    """What was said in a post's audio (an audio item or a video's track): Whisper's words and timings."""
+
+    __tablename__ = "transcripts"
+
+    post_id: Mapped[str] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"), primary_key=True)
+    media_idx: Mapped[int] = mapped_column(Integer, default=0, doc="the media item the audio came from")
+    model: Mapped[str | None] = mapped_column(String(60), doc="e.g. whisper-base-int8")
+    language: Mapped[str | None] = mapped_column(String(16))
+    language_probability: Mapped[float | None] = mapped_column(Float)
+    text: Mapped[str] = mapped_column(Text, default="")
+    segments: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, doc="[{start, end, text}] seconds")
+    audio_s: Mapped[float | None] = mapped_column(Float)
+    speech_s: Mapped[float | None] = mapped_column(Float, doc="left after voice-activity trimming")
+    asr_ms: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(80), doc="ok | no speech | truncated | timeout | unavailable: ...")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class Watch(Base):
     """A brand or topic people follow: a post matches on any keyword, handle or hashtag."""
 

@@ -341,3 +341,30 @@ def test_openapi_document(env):
     get_posts = paths["/api/posts"]["get"]["responses"]
     assert get_posts["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/PostPage")
     assert "401" in get_posts and "403" in get_posts
+
+
+def test_webhook_urls_hidden_below_admin_ids_with_slashes_and_dead_notifications_resent(env):
+    c = env["c"]
+    reader = {"X-API-Key": new_key(env["ep"], "read")}  # the module's read key may be revoked by now
+    hook = c.post("/api/webhooks", json={"name": "slack", "url": "https://93.184.216.35/services/T0/B0/tok3n"},
+                  headers=H(env, "admin")).json()
+    listed = c.get("/api/webhooks", headers=reader)
+    assert listed.status_code == 200, listed.text
+    shown = {h["name"]: h["url"] for h in listed.json()}
+    assert shown["slack"] == "https://93.184.216.35/***"
+    assert c.get(f"/api/webhooks/{hook['id']}", headers=H(env, "admin")).json()["url"].endswith("/tok3n")
+    one = sql(env, "SELECT id, author_id, created_at FROM posts LIMIT 1")[0]
+    with env["engine"].begin() as conn:  # an id whose native part holds "/" (an AT-URI, a URL)
+        conn.execute(text("INSERT INTO posts (id, platform, author_id, text, created_at, modalities, extra) "
+                          "VALUES ('bsky:at://did:plc:x/app.bsky.feed.post/3k', 'bsky', :a, 'hi', :t, '{}', '{}')"),
+                     {"a": one.author_id, "t": one.created_at})
+    got = c.get("/api/posts/bsky:at://did:plc:x/app.bsky.feed.post/3k", headers=reader)
+    assert got.status_code == 200 and got.json()["id"] == "bsky:at://did:plc:x/app.bsky.feed.post/3k"
+    with env["engine"].begin() as conn:
+        nid = conn.execute(text(
+            "INSERT INTO notifications (msg_id, rule_id, watch_id, endpoint_id, reason, status, body, state, attempts) "
+            "VALUES ('msg_dead1', 1, 1, :e, 'initial', 'firing', '{}', 'dead', 8) RETURNING id"),
+            {"e": hook["id"]}).scalar_one()
+    assert c.post("/api/notifications/resend", json={"ids": [nid]}, headers=reader).status_code == 403
+    assert c.post("/api/notifications/resend", json={"ids": [nid]}, headers=H(env, "write")).json() == {"queued": [nid]}
+    assert sql(env, "SELECT state, attempts FROM notifications WHERE id = :i", i=nid)[0] == ("pending", 0)

@@ -1,7 +1,7 @@
 """Regression tests for the faults of a fault-injection run: each failed on the code before its fix.
 
-Real Tansu, PostgreSQL and Redis (tests/stack.py). The long runs (broker kill -9 under load, 10
-minutes at 100 posts/s, ...) are in `voxpop faults` and docs/reliability.md, not here.
+Real Tansu, PostgreSQL and Redis (tests/stack.py). Whole-process fault runs (kill -9 under load,
+long soaks) are documented in docs/reliability.md, not run here.
 """
 
 from __future__ import annotations

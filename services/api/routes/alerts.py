@@ -16,6 +16,7 @@ from services.alerts.manage import resend_dead
 from services.alerts.policy import redact_url
 from services.api import schemas as S
 from services.api.deps import IdQuery, Reader, State, Writer
+from services.api.errors import invalid
 
 router = APIRouter(prefix="/api", tags=["alerts"])
 FIRING_SQL = """SELECT f.*, w.name AS watch_name FROM alert_firings f LEFT JOIN watches w ON w.id = f.watch_id"""
@@ -95,5 +96,5 @@ def list_deliveries(st: State, who: Reader,
 def resend_notifications(st: State, _: Writer, body: S.ResendIn) -> dict[str, Any]:
     """Queue dead webhook notifications again: by id, by endpoint, or all (same body and webhook-id)."""
     if body.ids is None and body.endpoint_id is None and not body.all:
-        raise HTTPException(422, "name ids, endpoint_id, or all=true")
+        raise invalid("name ids, endpoint_id, or all=true")
     return {"queued": resend_dead(st.engine, body.ids, body.endpoint_id)}

@@ -68,19 +68,12 @@ def list_posts(
     return {"items": [Q.post_out(r) for r in rows], "next_cursor": nxt, "limit": lim}
 
 
-PostId = Annotated[str, PathParam(max_length=300, pattern=r"^[^\x00/]+$")]
+# Post ids are `platform:native_id`, and native ids may hold "/" (URLs, AT-URIs): the routes take
+# the rest of the path, the media route first so ".../media/0" is never read as an id.
+PostId = Annotated[str, PathParam(max_length=300, pattern=r"^[^\x00]+$")]
 
 
-@router.get("/posts/{post_id}", response_model=S.PostOut, tags=["posts"], responses=NOT_FOUND)
-def get_post(post_id: PostId, st: State, _: Reader) -> dict[str, Any]:
-    with st.engine.connect() as conn:
-        r = Q.get_post(conn, post_id)
-    if r is None:
-        raise HTTPException(404, f"post {post_id} not found")
-    return Q.post_out(r)
-
-
-@router.get("/posts/{post_id}/media/{idx}", tags=["posts"], response_class=Response,
+@router.get("/posts/{post_id:path}/media/{idx}", tags=["posts"], response_class=Response,
             responses={200: {"content": {"image/*": {}, "application/octet-stream": {}},
                              "description": "the media bytes"},
                        404: {"model": S.ErrorOut, "description": "no such media, or it cannot be read"}})
@@ -125,6 +118,15 @@ def _watches(st, ids: list[int] | None) -> dict[int, str]:
     if missing:
         raise HTTPException(404, f"watch(es) not found: {missing}")
     return {i: all_w[i] for i in dict.fromkeys(ids)}
+
+
+@router.get("/posts/{post_id:path}", response_model=S.PostOut, tags=["posts"], responses=NOT_FOUND)
+def get_post(post_id: PostId, st: State, _: Reader) -> dict[str, Any]:
+    with st.engine.connect() as conn:
+        r = Q.get_post(conn, post_id)
+    if r is None:
+        raise HTTPException(404, f"post {post_id} not found")
+    return Q.post_out(r)
 
 
 @router.get("/trends", response_model=S.TrendsOut, tags=["trends"], responses=BAD | NOT_FOUND)

@@ -23,6 +23,15 @@ export function postItem(p) {
     h("span", { class: "tag av", "data-dominant": a.dominant_modality, "data-model": a.model_name,
                 title: `${a.model_name.replace(/^av:/, "")}: ${a.emotion ? a.emotion + ", " : ""}${a.label}; weights ${pct(a.modality_weights)}` },
       `${MODALITY[a.dominant_modality] || a.dominant_modality} led (${a.model_name.replace(/^av:/, "")})`));
+  // What was said in its audio / video track, and which view drove the score (words, voice, frames).
+  const t = p.transcript;
+  const said = t ? h("p", { class: "post-transcript", "data-lang": t.language || "", "data-status": t.status,
+                             title: `${t.model || "speech recognition"}; ${(t.segments || []).length} segments` },
+    h("span", { class: "faint" }, `said${t.language ? " (" + t.language + ")" : ""}: `),
+    t.text ? t.text : h("em", {}, t.status)) : null;
+  const view = p.dominant_view && (t || p.av_predictions.length)
+    ? h("span", { class: "tag view", "data-view": p.dominant_view, title: "the view that drove the score" },
+      `${p.dominant_view} led`) : null;
   return h("li", { class: "post", "data-id": p.id },
     h("div", { class: "post-head" },
       h("a", { class: "author", href: `#/author/${encodeURIComponent(p.author.id)}` }, "@" + (p.author.handle || p.author.id)),
@@ -30,8 +39,10 @@ export function postItem(p) {
       ...p.watches.map((w) => h("span", { class: "tag" }, watchName(w))),
       dom ? h("span", { class: "tag", title: `fusion weights: ${weights}`, "data-dominant": dom }, `${MODALITY[dom] || dom} led`) : null,
       ...av,
+      view,
       pred ? h("span", { class: "score" }, h("span", { class: `pill ${pred.label}` }, pred.label), " ", fmtScore(pred.score)) : h("span", { class: "score faint" }, "not scored")),
     h("p", { class: "post-text" }, p.text),
+    said,
     media.childElementCount ? media : null);
 }
 
