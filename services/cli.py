@@ -180,14 +180,15 @@ def ingest_mastodon(
 # --------------------------------------------------------------------------- scorer
 @app.command()
 def faults(
-    posts: Annotated[int, typer.Option(help="airline posts per scenario")] = 3000,
     only: Annotated[list[str] | None, typer.Option(help="run scenarios whose name contains this")] = None,
+    webhook_down_min: Annotated[float, typer.Option(help="minutes the webhook receiver stays down")] = 15,
+    load_min: Annotated[float, typer.Option(help="minutes of the 100 posts/s load run")] = 10,
 ) -> None:
-    """Fault runs on the embedded stack (kill -9, SIGTERM, server restarts) -> docs/reliability.md/.json."""
+    """Fault runs on the embedded stack (kill -9, SIGTERM, restarts, poison, load) -> docs/reliability.md/.json."""
     from services.faults.run import run_faults
 
     _logging("WARNING")
-    run_faults(posts, only)
+    run_faults(only, webhook_down_s=webhook_down_min * 60, load_s=load_min * 60)
 
 
 @app.command()

@@ -1,47 +1,69 @@
 """Fault runs on the real embedded stack: posts in, stored, lost, duplicated, DLQ, recovery time.
 
 Each scenario starts from empty tables and fresh topics on one embedded PostgreSQL, Redis and
-Tansu (its own state dir), runs two scorers and the reconciler as `voxpop` child processes,
-ingests real airline posts through the gate, injects one fault while they are being scored,
-then waits until every accepted post is stored (or a deadline) and counts from PostgreSQL.
+Tansu (its own state dir) and runs the whole pipeline as `voxpop` child processes: the push
+endpoint, two scorers, the reconciler, the trends worker and the alerts dispatcher, with the
+airline watches, the airline alert rules and one webhook endpoint whose receiver verifies every
+request with `standardwebhooks`. A client feeds real airline posts through the push endpoint at
+a fixed rate (retrying what was not acknowledged, as a real client does); one fault is injected
+once a quarter of them is stored; then the run waits until everything settled and counts:
 
-* lost = accepted posts not in `posts`; duplicated = author post counts above the posts stored
-  (a double-counted post bumps its author twice); recovery = seconds from the fault until the
-  stored count moves again.
-* per-author state consistent = every (author, view) in Redis has PostgreSQL's `n`.
+* posts in = posts the push endpoint acknowledged; lost = acknowledged posts not in `posts`;
+  duplicated = author post counts above the posts stored (a double-counted post bumps its
+  author twice); recovery = seconds from the fault until the affected stage moves again.
+* author state consistent = every (author, view) cached in Redis carries PostgreSQL's `n`.
+* windows = closed hourly windows compared with a recount from `posts`/`predictions`.
+* notifications = delivered (verified by the receiver) / created; dead ones are re-sent once
+  the receiver is back, as an operator would with `voxpop alerts resend`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import redis
+from kafka import KafkaProducer
+from pydantic import SecretStr
 from sqlalchemy import text
 
 from infra import local_stack
+from pipelines.trends.recount import closed_through, hourly_mismatches
+from services.alerts import manage
+from services.alerts.policy import UrlPolicy
+from services.alerts.signing import new_secret
 from services.config import PROJECT_ROOT, Settings
-from services.ingest.gate import IngestGate
+from services.faults.receiver import Receiver, free_port
 from services.ingest.records import PRESETS
 from services.ingest.replay import load_records
-from services.storage.db import engine_for, migrate, truncate_stream_tables
+from services.storage.db import ALERT_TABLES, TREND_TABLES, engine_for, migrate, truncate_stream_tables
 from services.storage.redis_keys import KEYS
-from services.stream.kafka import ensure_topics, make_producer
+from services.storage.watches import seed_airline_watches
+from services.stream.kafka import ensure_topics
 from services.supervisor import terminate
+from services.trends.replay import AIRLINE_RULES
 
+#: Settings the children get from the run (the rest comes from the caller's environment).
 ENV_FIELDS = ("database_url", "redis_url", "kafka_bootstrap", "topic_raw", "topic_scored", "topic_dlq",
               "topic_alerts", "scorer_group", "data_dir", "scorer_max_batch", "scorer_threads",
-              "reconcile_grace_s", "reconcile_interval_s", "scorer_join_timeout_s", "scorer_av_models")
+              "reconcile_grace_s", "reconcile_interval_s", "scorer_join_timeout_s", "scorer_av_models",
+              "push_port", "push_api_key")
+PROCESSES = {"push": ("ingest", "push"), "scorer0": ("score",), "scorer1": ("score",), "reconcile": ("reconcile",),
+             "trends": ("trends",), "alerts": ("alerts", "run")}
+LOOPBACK = ["127.0.0.1/32"]
 
 
 @dataclass
@@ -54,94 +76,115 @@ class Outcome:
     dlq: int
     recovery_s: float | None
     state_consistent: bool
+    windows_checked: int
+    window_diffs: int
+    notifications: int
+    delivered: int
+    bad_signatures: int
     seconds: float
     note: str = ""
+
+
+@dataclass
+class Feeder:
+    """Posts batches to the push endpoint at `rate` posts/s; a batch is retried until acknowledged."""
+
+    url: str
+    key: str
+    posts: list[dict]
+    rate: float
+    batch: int = 50
+    acked: set[str] = field(default_factory=set)
+    retries: int = 0
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> Feeder:
+        threading.Thread(target=self._run, daemon=True).start()
+        return self
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        with httpx.Client(timeout=30, headers={"X-API-Key": self.key}) as client:
+            for i in range(0, len(self.posts), self.batch):
+                chunk = self.posts[i:i + self.batch]
+                while True:
+                    try:
+                        r = client.post(self.url, json=chunk)
+                        if r.status_code == 200:
+                            bad = {e["index"] for e in r.json()["errors"]}
+                            self.acked.update(p["id"] for j, p in enumerate(chunk) if j not in bad)
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    self.retries += 1
+                    time.sleep(0.5)
+                ahead = t0 + (i + len(chunk)) / self.rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+        self.done.set()
 
 
 class Run:
     """One embedded stack shared by the scenarios; each scenario gets fresh tables and topics."""
 
-    def __init__(self, posts: int, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path) -> None:
         self.state = Path(tempfile.mkdtemp(prefix="voxpop-faults-"))
         self.base = Settings(state_dir=self.state, database_url=None, redis_url=None, kafka_bootstrap=None)
         self.ep = local_stack.up(self.base)
         migrate(self.ep.database_url)
         self.db = engine_for(self.ep.database_url)
         csv = self.base.data_dir / "airline-tweets" / "airline_tweets_clean.csv"
-        self.records = [r for r in load_records(csv, PRESETS["airline"], limit=posts) if r.post is not None]
+        self.posts = [r.post.model_dump(mode="json") for r in load_records(csv, PRESETS["airline"])
+                      if r.post is not None]
         self.log_dir = log_dir
-        self.kids: list[subprocess.Popen] = []
+        self.kids: dict[str, subprocess.Popen] = {}
+        self.s = self.base
+        self.tag = ""
 
+    # --- processes ------------------------------------------------------------------------------
     def settings(self) -> Settings:
-        tag = uuid.uuid4().hex[:8]
+        self.tag = uuid.uuid4().hex[:8]
+        t = self.tag
         return self.base.model_copy(update={
             "database_url": self.ep.database_url, "redis_url": self.ep.redis_url,
-            "kafka_bootstrap": self.ep.kafka_bootstrap, "topic_raw": f"f.raw.{tag}", "topic_scored": f"f.scored.{tag}",
-            "topic_dlq": f"f.dlq.{tag}", "topic_alerts": f"f.alerts.{tag}", "scorer_group": f"f-{tag}",
+            "kafka_bootstrap": self.ep.kafka_bootstrap, "topic_raw": f"f.raw.{t}", "topic_scored": f"f.scored.{t}",
+            "topic_dlq": f"f.dlq.{t}", "topic_alerts": f"f.alerts.{t}", "scorer_group": f"f-{t}",
             "scorer_max_batch": 32, "scorer_threads": 1, "reconcile_grace_s": 10.0, "reconcile_interval_s": 5.0,
-            "scorer_join_timeout_s": 45.0, "scorer_av_models": []})
+            "scorer_join_timeout_s": 45.0, "scorer_av_models": [], "push_port": free_port(),
+            "push_api_key": SecretStr(secrets.token_urlsafe(24))})
 
-    def spawn(self, s: Settings, name: str, *argv: str) -> subprocess.Popen:
-        env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", VOXPOP_TRENDS_APP_ID=f"trends-{self.tag}",
+                   VOXPOP_TRENDS_LATENESS_S="60", VOXPOP_TRENDS_IDLE_S="600", VOXPOP_TRENDS_SESSION_TIMEOUT_S="10",
+                   VOXPOP_ALERTS_GROUP_WAIT_S="0", VOXPOP_ALERTS_ALLOW_CIDRS=json.dumps(LOOPBACK))
         for f in ENV_FIELDS:
-            v = getattr(s, f)
+            v = getattr(self.s, f)
+            v = v.get_secret_value() if hasattr(v, "get_secret_value") else v
             env[f"VOXPOP_{f.upper()}"] = json.dumps(v) if isinstance(v, list) else str(v)
-        log = (self.log_dir / f"{name}.log").open("ab")
-        p = subprocess.Popen([sys.executable, "-m", "services.cli", *argv], env=env, cwd=PROJECT_ROOT,
-                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.kids.append(p)
+        return env
+
+    def spawn(self, name: str) -> subprocess.Popen:
+        log = (self.log_dir / f"{self.tag}-{name}.log").open("ab")
+        p = subprocess.Popen([sys.executable, "-m", "services.cli", *PROCESSES[name]], env=self.env(),
+                             cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.kids[name] = p
         return p
 
-    def stored(self) -> int:
-        with self.db.connect() as c:
-            return int(c.execute(text("SELECT count(*) FROM posts")).scalar_one())
+    def kill(self, name: str, restart_after_s: float | None = 2.0) -> str:
+        """kill -9 one child (and its process group); start it again like a supervisor would."""
+        p = self.kids[name]
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(30)
+        if restart_after_s is not None:
+            time.sleep(restart_after_s)
+            self.spawn(name)
+            return f"{name} kill -9, restarted {restart_after_s:g} s later"
+        return f"{name} kill -9, not restarted"
 
-    def scenario(self, name: str, fault: Callable[[Settings, list[subprocess.Popen]], str], deadline_s: float = 600
-                 ) -> Outcome:
-        s = self.settings()
-        with self.db.begin() as c:
-            truncate_stream_tables(c, "consumer_group_epochs")
-        redis.Redis.from_url(self.ep.redis_url).flushdb()
-        ensure_topics(self.ep.kafka_bootstrap, s)
-        t0 = time.monotonic()
-        scorers = [self.spawn(s, f"{name}-scorer{i}", "score") for i in range(2)]
-        self.spawn(s, f"{name}-reconcile", "reconcile")
-        gate = IngestGate(s, make_producer(self.ep.kafka_bootstrap), redis.Redis.from_url(self.ep.redis_url), self.db)
-        accepted = 0
-        for i in range(0, len(self.records), 500):
-            accepted += len(gate.submit(self.records[i:i + 500]).accepted)
-        while self.stored() < accepted // 4 and time.monotonic() - t0 < deadline_s:
-            time.sleep(0.5)
-        note = fault(s, scorers)
-        t_fault, before = time.monotonic(), self.stored()
-        recovery = None
-        while time.monotonic() - t0 < deadline_s:
-            n = self.stored()
-            if recovery is None and n > before:
-                recovery = time.monotonic() - t_fault
-            if n >= accepted:
-                break
-            time.sleep(0.5)
-        time.sleep(2)
-        stored = self.stored()
-        with self.db.connect() as c:
-            bumps = int(c.execute(text("SELECT coalesce(sum(post_count), 0) FROM authors")).scalar_one())
-            truth = {(a, v): n for a, v, n in c.execute(text("SELECT author_id, view, n FROM author_states"))}
-        consistent = _redis_matches(redis.Redis.from_url(self.ep.redis_url), truth)
-        dlq = _dlq_count(self.ep.kafka_bootstrap, s.topic_dlq)
-        self.stop_kids()
-        return Outcome(name, accepted, stored, accepted - stored, bumps - stored, dlq,
-                       None if recovery is None else round(recovery, 1), consistent,
-                       round(time.monotonic() - t0, 1), note)
-
-    def stop_kids(self) -> None:
-        terminate(self.kids)
-        self.kids.clear()
-
-    def restart(self, server: str, sig: int = signal.SIGKILL) -> float:
-        """kill `server` with `sig`, start it again (same port); returns the seconds it was away."""
+    def restart_server(self, server: str) -> float:
+        """kill -9 an embedded server, start it again on the same port; returns seconds away."""
         rec = local_stack.read_state(self.state)[server]
-        os.kill(rec["pid"], sig)
+        os.kill(rec["pid"], signal.SIGKILL)
         t = time.monotonic()
         while local_stack.pid_alive(rec["pid"], rec["exe"]):
             time.sleep(0.1)
@@ -150,9 +193,185 @@ class Run:
         assert ep == self.ep, f"{server} came back elsewhere: {ep} vs {self.ep}"
         return time.monotonic() - t
 
+    def stop_kids(self) -> None:
+        terminate(list(self.kids.values()))
+        self.kids.clear()
+
     def close(self) -> None:
         self.stop_kids()
         local_stack.down(self.base)
+
+    # --- counts ---------------------------------------------------------------------------------
+    def count(self, sql: str) -> int:
+        with self.db.connect() as c:
+            return int(c.execute(text(sql)).scalar_one())
+
+    def stored(self) -> int:
+        return self.count("SELECT count(*) FROM posts")
+
+    def members(self) -> int:
+        return self.count("SELECT count(*) FROM trend_members")
+
+    def unsettled_notifications(self) -> int:
+        return self.count("SELECT count(*) FROM notifications WHERE state IN ('pending', 'sending')")
+
+    # --- one scenario ---------------------------------------------------------------------------
+    def prepare(self) -> tuple[Receiver, str]:
+        self.s = self.settings()
+        with self.db.begin() as c:
+            truncate_stream_tables(c, *TREND_TABLES, *ALERT_TABLES, "consumer_group_epochs")
+        redis.Redis.from_url(self.ep.redis_url).flushdb()
+        ensure_topics(self.ep.kafka_bootstrap, self.s)
+        seed_airline_watches(self.ep.database_url)
+        for rule in AIRLINE_RULES:
+            manage.create_rule(self.db, **rule)
+        secret = new_secret()
+        rx = Receiver(secret)
+        manage.create_endpoint(self.db, "faults", rx.url, secret=secret, policy=UrlPolicy(allow_cidrs=LOOPBACK))
+        return rx, secret
+
+    def scenario(self, sc: Scenario) -> Outcome:
+        rx, _ = self.prepare()
+        if not sc.receiver_down_s:
+            rx.start()
+        t0 = time.monotonic()
+        for name in PROCESSES:
+            self.spawn(name)
+        posts = resample(self.posts, sc.posts)
+        feeder = Feeder(f"http://127.0.0.1:{self.s.push_port}/ingest/posts",
+                        self.s.push_api_key.get_secret_value(), posts, sc.rate).start()
+        probe = Probe(self, feeder).start()
+        deadline = t0 + sc.deadline_s
+        _until(lambda: self.stored() >= len(posts) // 4, deadline)
+        metric = self.members if sc.metric == "members" else self.stored
+        t_fault, before = time.monotonic(), metric()
+        note = sc.fault(self)
+        recovery = _until(lambda: metric() > before, deadline)
+        recovery = None if recovery is None else time.monotonic() - t_fault
+        _until(lambda: feeder.done.is_set() and self.stored() >= len(feeder.acked), deadline)
+        # Trends settles when every stored post's watch memberships are folded in.
+        _until(lambda: self.members() >= self.count("SELECT count(*) FROM post_watches"), deadline)
+        if sc.receiver_down_s:
+            _until(lambda: False, t0 + sc.receiver_down_s)
+            rx.start()
+        _until(lambda: self.unsettled_notifications() == 0, time.monotonic() + 120)
+        resent = manage.resend_dead(self.db)
+        if resent:
+            _until(lambda: self.unsettled_notifications() == 0, time.monotonic() + 300)
+        time.sleep(2)
+        probe.stop()
+        out = self.collect(sc, feeder, rx, recovery, t0, note + (f"; {len(resent)} dead re-sent" if resent else "")
+                           + probe.summary())
+        rx.stop()
+        self.stop_kids()
+        return out
+
+    def collect(self, sc: Scenario, feeder: Feeder, rx: Receiver, recovery: float | None, t0: float,
+                note: str) -> Outcome:
+        with self.db.connect() as c:
+            stored_ids = {r[0] for r in c.execute(text("SELECT id FROM posts"))}
+            bumps = int(c.execute(text("SELECT coalesce(sum(post_count), 0) FROM authors")).scalar_one())
+            truth = {(a, v): n for a, v, n in c.execute(text("SELECT author_id, view, n FROM author_states"))}
+            notes = [r[0] for r in c.execute(text("SELECT msg_id FROM notifications"))]
+        through = closed_through(self.db, self.s.topic_scored)
+        checked, diffs = hourly_mismatches(self.db, through) if through else (0, [])
+        if diffs:
+            (self.log_dir / f"{self.tag}-window-diffs.txt").write_text("\n".join(diffs))
+        return Outcome(
+            sc.name, len(feeder.acked), len(stored_ids), len(feeder.acked - stored_ids), bumps - len(stored_ids),
+            _dlq_count(self.ep.kafka_bootstrap, self.s.topic_dlq),
+            None if recovery is None else round(recovery, 1),
+            _redis_matches(redis.Redis.from_url(self.ep.redis_url), truth), checked, len(diffs), len(notes),
+            len(set(notes) & rx.delivered_ids()), rx.bad, round(time.monotonic() - t0, 1), note)
+
+
+@dataclass
+class Probe:
+    """Samples lag (acknowledged - stored) and the scorers' resident memory every few seconds."""
+
+    run: Run
+    feeder: Feeder
+    every_s: float = 5.0
+    lag: list[int] = field(default_factory=list)
+    rss_mb: list[float] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> Probe:
+        threading.Thread(target=self._run, daemon=True).start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            stored = _or_none(self.run.stored)
+            if not stored:  # scorers still loading their models, or PostgreSQL away: not lag
+                continue
+            self.lag.append(len(self.feeder.acked) - stored)
+            self.rss_mb.append(sum(_rss_mb(p.pid) for n, p in list(self.run.kids.items()) if n.startswith("scorer")))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def summary(self) -> str:
+        if len(self.rss_mb) < 4:
+            return ""
+        q = max(1, len(self.rss_mb) // 4)
+        first, last = sum(self.rss_mb[:q]) / q, sum(self.rss_mb[-q:]) / q
+        return (f"; lag max {max(self.lag)} posts once scoring began; scorers' RSS {first:.0f} MB (first "
+                f"quarter) -> {last:.0f} MB (last quarter); client retries {self.feeder.retries}")
+
+
+@dataclass
+class Scenario:
+    name: str
+    fault: Callable[[Run], str]
+    posts: int = 3000
+    rate: float = 100.0
+    metric: str = "stored"  # the stage whose recovery is timed: stored | members
+    receiver_down_s: float = 0.0
+    deadline_s: float = 900.0
+
+
+def _until(pred: Callable[[], bool], deadline: float, every_s: float = 0.5) -> float | None:
+    """Poll `pred` until true (returns the monotonic time) or the deadline passes (None)."""
+    while time.monotonic() < deadline:
+        try:
+            if pred():
+                return time.monotonic()
+        except Exception:  # noqa: BLE001 (a server being restarted: keep polling)
+            pass
+        time.sleep(every_s)
+    return None
+
+
+def _or_none(f: Callable[[], int]) -> int | None:
+    try:
+        return f()
+    except Exception:  # noqa: BLE001 (a server being restarted)
+        return None
+
+
+def resample(posts: list[dict], n: int) -> list[dict]:
+    """`n` posts in time order; past the end of the stream, copies with new ids shifted in time."""
+    span = datetime.fromisoformat(posts[-1]["created_at"]) - datetime.fromisoformat(posts[0]["created_at"])
+    out = []
+    for i in range(n):
+        k, p = divmod(i, len(posts))
+        p = posts[p]
+        if k:
+            t = datetime.fromisoformat(p["created_at"]) + k * (span + timedelta(hours=1))
+            p = {**p, "id": f"{p['id']}-r{k}", "created_at": t.isoformat()}
+        out.append(p)
+    return out
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for ln in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if ln.startswith("VmRSS:"):
+                return int(ln.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def _redis_matches(rds: redis.Redis, truth: dict[tuple[str, str], int]) -> bool:
@@ -170,41 +389,62 @@ def _dlq_count(bootstrap: str, topic: str) -> int:
     return len(read_dead_letters(bootstrap, topic, timeout_s=3))
 
 
-def scenarios(run: Run) -> dict[str, Callable[[Settings, list[subprocess.Popen]], str]]:
-    def kill_scorer(_s, scorers):
-        scorers[0].kill()
-        return "scorer 0 kill -9; the other takes over its partitions after the session timeout"
-
-    def term_scorer(_s, scorers):
-        scorers[0].send_signal(signal.SIGTERM)
-        return f"scorer 0 SIGTERM -> exit {scorers[0].wait(120)}; the other must stay up"
-
-    def broker(s, _scorers):
-        away = run.restart("kafka")
-        ensure_topics(run.ep.kafka_bootstrap, s)  # a memory broker comes back empty
-        return f"Tansu kill -9 and restart ({away:.1f} s away, topics recreated empty)"
-
-    def postgres(_s, _scorers):
-        return f"PostgreSQL kill -9 and restart ({run.restart('postgres'):.1f} s away)"
-
-    def redis_(_s, _scorers):
-        return f"Redis kill -9 and restart ({run.restart('redis'):.1f} s away)"
-
-    return {"scorer kill -9": kill_scorer, "scorer SIGTERM (1 of 2)": term_scorer, "broker kill -9 + restart": broker,
-            "PostgreSQL kill -9 + restart": postgres, "Redis kill -9 + restart": redis_}
+def _poison(size: int) -> Callable[[Run], str]:
+    def fault(run: Run) -> str:
+        prod = KafkaProducer(bootstrap_servers=run.ep.kafka_bootstrap, max_request_size=32 << 20)
+        prod.send(run.s.topic_raw, key=b"poison", value=b"{" + b"g" * (size - 1)).get(timeout=60)
+        prod.close()
+        return f"one {size / 1e6:.1f} MB record straight onto posts.raw (bypassing ingest)"
+    return fault
 
 
-def run_faults(posts: int = 3000, only: list[str] | None = None, out: Path | None = None) -> list[Outcome]:
+def scenarios(webhook_down_s: float = 900, load_s: float = 600) -> list[Scenario]:
+    def term_scorer(run: Run) -> str:
+        p = run.kids["scorer0"]
+        p.send_signal(signal.SIGTERM)
+        return f"scorer0 SIGTERM -> exit {p.wait(120)}; scorer1 must stay up and take its partitions"
+
+    def server(name: str) -> Callable[[Run], str]:
+        def fault(run: Run) -> str:
+            away = run.restart_server(name)
+            if name == "kafka":
+                ensure_topics(run.ep.kafka_bootstrap, run.s)  # a memory broker comes back empty
+            return f"{name} kill -9 and restart ({away:.1f} s away)"
+        return fault
+
+    full = 14640
+    return [
+        Scenario("scorer kill -9", lambda r: r.kill("scorer0", restart_after_s=5)),
+        Scenario("scorer SIGTERM (1 of 2)", term_scorer),
+        Scenario("push ingest kill -9", lambda r: r.kill("push")),
+        Scenario("reconciler kill -9", lambda r: r.kill("reconcile")),
+        Scenario("trends kill -9", lambda r: r.kill("trends"), metric="members"),
+        Scenario("alerts dispatcher kill -9", lambda r: r.kill("alerts"), posts=full, rate=150),
+        Scenario("broker kill -9 + restart", server("kafka")),
+        Scenario("PostgreSQL kill -9 + restart", server("postgres")),
+        Scenario("Redis kill -9 + restart", server("redis")),
+        Scenario("poison record 10 MB", _poison(10_000_000)),
+        Scenario("poison record 4.2 MB", _poison(4_200_000)),
+        Scenario(f"webhook receiver down {webhook_down_s / 60:g} min", lambda r: "receiver down from the start",
+                 posts=full, rate=150, receiver_down_s=webhook_down_s, deadline_s=webhook_down_s + 900),
+        Scenario(f"100 posts/s for {load_s / 60:g} min", lambda r: "steady load, no fault", posts=int(100 * load_s),
+                 rate=100, deadline_s=load_s + 900),
+    ]
+
+
+def run_faults(only: list[str] | None = None, out: Path | None = None, webhook_down_s: float = 900,
+               load_s: float = 600) -> list[Outcome]:
     out = out or PROJECT_ROOT / "docs"
     log_dir = Path(tempfile.mkdtemp(prefix="voxpop-faults-logs-"))
-    run = Run(posts, log_dir)
+    print(f"logs: {log_dir}", flush=True)
+    run = Run(log_dir)
     results: list[Outcome] = []
     try:
-        for name, fault in scenarios(run).items():
-            if only and not any(o.lower() in name.lower() for o in only):
+        for sc in scenarios(webhook_down_s, load_s):
+            if only and not any(o.lower() in sc.name.lower() for o in only):
                 continue
-            print(f"--- {name}", flush=True)
-            results.append(run.scenario(name, fault))
+            print(f"--- {sc.name}", flush=True)
+            results.append(run.scenario(sc))
             print(json.dumps(asdict(results[-1])), flush=True)
             write(results, out)  # a crash keeps what finished
     finally:
@@ -213,24 +453,29 @@ def run_faults(posts: int = 3000, only: list[str] | None = None, out: Path | Non
 
 
 def write(results: list[Outcome], out: Path) -> None:
+    """docs/reliability.json, and the measured table between the markers of docs/reliability.md."""
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), "unknown CPU")
     meta = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "cpu": cpu, "cores": os.cpu_count()}
     (out / "reliability.json").write_text(json.dumps({**meta, "runs": [asdict(r) for r in results]}, indent=2))
-    rows = ["| scenario | posts in | stored | lost | duplicated | DLQ | recovery s | author state consistent | note |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| scenario | posts in | stored | lost | duplicated | DLQ | recovery s | author state consistent "
+            "| closed 1h windows = recount | webhooks delivered / created (bad signatures) | note |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     rows += [f"| {r.scenario} | {r.posts_in} | {r.stored} | {r.lost} | {r.duplicated} | {r.dlq} | "
-             f"{'-' if r.recovery_s is None else r.recovery_s} | {'yes' if r.state_consistent else 'NO'} | {r.note} |"
-             for r in results]
+             f"{'-' if r.recovery_s is None else r.recovery_s} | {'yes' if r.state_consistent else 'NO'} | "
+             f"{r.windows_checked - r.window_diffs} / {r.windows_checked} | {r.delivered} / {r.notifications} "
+             f"({r.bad_signatures}) | {r.note} |" for r in results]
     table = "\n".join(rows)
     doc = out / "reliability.md"
     text_ = doc.read_text() if doc.exists() else "# Reliability\n"
     start, end = "<!-- faults:begin -->", "<!-- faults:end -->"
     block = (f"{start}\n## Measured fault runs (`voxpop faults`)\n\n{meta['when']}, {meta['cpu']}, "
-             f"{meta['cores']} cores; embedded PostgreSQL, Redis and Tansu; two scorers (one thread each) and the "
-             f"reconciler; real airline posts.\n\n{table}\n{end}")
+             f"{meta['cores']} cores; embedded PostgreSQL, Redis and Tansu; the push endpoint, two scorers (one "
+             f"thread each), the reconciler, the trends worker and the alerts dispatcher as processes; real airline "
+             f"posts fed through the push endpoint.\n\n{table}\n{end}")
     if start in text_:
         text_ = text_[:text_.index(start)] + block + text_[text_.index(end) + len(end):]
     else:
         text_ = text_.rstrip() + "\n\n" + block + "\n"
     doc.write_text(text_)
+

@@ -1,4 +1,4 @@
-"""Helpers for trends/alerts integration tests: clean tables, canonical rows, recomputation."""
+"""Helpers for trends/alerts integration tests: clean tables, canonical rows."""
 
 from __future__ import annotations
 
@@ -117,28 +117,3 @@ def store_canonical(engine: Engine, posts: Iterable[ScoredPost]) -> None:
                 for w in set(p.watches)
             ],
         )
-
-
-RECOMPUTE_HOURLY_SQL = """
-SELECT pw.watch_id, to_timestamp(floor(extract(epoch FROM p.created_at) / 3600) * 3600) AS window_start,
-       count(*) AS n_posts, count(*) FILTER (WHERE pr.label = 'negative') AS n_negative,
-       count(*) FILTER (WHERE pr.label = 'neutral') AS n_neutral,
-       count(*) FILTER (WHERE pr.label = 'positive') AS n_positive,
-       avg(pr.score) AS mean_score, count(DISTINCT p.author_id) AS unique_authors
-FROM post_watches pw JOIN posts p ON p.id = pw.post_id JOIN predictions pr ON pr.post_id = p.id
-GROUP BY 1, 2
-"""
-
-
-def recompute_hourly(engine: Engine) -> dict[tuple[int, Any], dict[str, Any]]:
-    with engine.connect() as c:
-        return {
-            (r["watch_id"], r["window_start"]): dict(r)
-            for r in c.execute(text(RECOMPUTE_HOURLY_SQL)).mappings()
-        }
-
-
-def closed_windows(engine: Engine, size: str) -> dict[tuple[int, Any], dict[str, Any]]:
-    with engine.connect() as c:
-        rows = c.execute(text("SELECT * FROM trend_windows WHERE size = :s"), {"s": size}).mappings()
-        return {(r["watch_id"], r["window_start"]): dict(r) for r in rows}

@@ -1,0 +1,75 @@
+"""A webhook receiver on 127.0.0.1 that verifies every request with the `standardwebhooks` package.
+
+It can be stopped and started again on the same port (a receiver that is down, then back).
+Needs the test extra (`standardwebhooks`), as the fault runs and the delivery tests do.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Receiver:
+    """Answers 204 to verified requests, 400 to the rest; keeps both for the checks."""
+
+    def __init__(self, secret: str, port: int | None = None) -> None:
+        self.wh = Webhook(secret)
+        self.port = port or free_port()
+        self.ok: list[dict[str, Any]] = []  # verified requests answered 2xx: {"id", "payload"}
+        self.raw: list[tuple[dict[str, str], bytes]] = []
+        self.bad = 0
+        self.server: ThreadingHTTPServer | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> Receiver:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (the http.server hook name)
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                headers = dict(self.headers.items())
+                try:
+                    payload = outer.wh.verify(body, headers)
+                except WebhookVerificationError:
+                    payload = None
+                with outer._lock:
+                    outer.raw.append((headers, body))
+                    if payload is None:
+                        outer.bad += 1
+                    else:
+                        outer.ok.append({"id": headers["webhook-id"], "payload": payload})
+                self.send_response(400 if payload is None else 204)
+                self.end_headers()
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks"
+
+    def delivered_ids(self) -> set[str]:
+        with self._lock:
+            return {r["id"] for r in self.ok}
