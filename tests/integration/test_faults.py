@@ -110,6 +110,39 @@ def test_a_group_wedged_by_a_leave_during_a_join_is_recovered_by_a_new_epoch(sta
         prod.close()
 
 
+def test_following_a_new_epoch_revokes_the_old_partitions_first(stack_endpoints):
+    """Offsets polled under the old group must never be committed into the new one: the switch
+    tells the rebalance listener (the scorer's offset ledger) that every partition is gone. The
+    close does it (kafka-python revokes on close even without LeaveGroup); this pins that."""
+    from kafka import ConsumerRebalanceListener
+
+    from services.scorer.membership import advance_epoch
+
+    class Seen(ConsumerRebalanceListener):
+        revoked: list[set] = []
+
+        def on_partitions_revoked(self, revoked):
+            self.revoked.append(set(revoked))
+
+        def on_partitions_assigned(self, assigned):
+            pass
+
+    ep = stack_endpoints
+    s = fresh_stream(ep)
+    db = engine_for(ep.database_url)
+    m = GroupMembership(db, ep.kafka_bootstrap, s.scorer_group, [s.topic_raw], join_timeout_s=600,
+                        epoch_check_s=0.0, leave_group=False, listener=Seen(), session_timeout_ms=6000,
+                        heartbeat_interval_ms=1000)
+    try:
+        wait_for(lambda: m.consumer.poll(200) is not None and bool(m.consumer.assignment()), 60, "an assignment")
+        owned = set(m.consumer.assignment())
+        assert advance_epoch(db, ep.kafka_bootstrap, s.scorer_group, 0, "test") == 1
+        assert m.check() and m.epoch == 1
+        assert owned in Seen.revoked, (owned, Seen.revoked)
+    finally:
+        m.close()
+
+
 def test_accepted_posts_the_broker_lost_are_republished_and_dedup_never_claims_them(stack_endpoints):
     """A broker reset (here: the ledger's topic replaced by an empty one) and a publish that never
     happened: the reconciler puts both kinds back on posts.raw; a re-ingest is a duplicate, not a loss."""

@@ -36,3 +36,24 @@ def test_an_image_bomb_is_refused_from_its_header(tmp_path) -> None:
     path.write_bytes(buf.getvalue())
     with pytest.raises(MediaError, match="exceeds the limit"):
         load_image(str(path), MediaPolicy(allowed_roots=(tmp_path,)))
+
+
+def test_the_fault_run_resamples_past_the_stream_end_with_new_ids_later_in_time() -> None:
+    from services.faults.run import resample
+
+    posts = [{"id": f"p{i}", "created_at": f"2015-02-17T0{i}:00:00+00:00"} for i in range(3)]
+    out = resample(posts, 7)
+    assert [p["id"] for p in out] == ["p0", "p1", "p2", "p0-r1", "p1-r1", "p2-r1", "p0-r2"]
+    times = [p["created_at"] for p in out]
+    assert times == sorted(times) and len(set(times)) == 7, "copies must come later, in order"
+
+
+def test_the_fault_table_replaces_only_its_block(tmp_path) -> None:
+    from services.faults.run import Outcome, write
+
+    old = "# Reliability\n\nprose\n\n<!-- faults:begin -->\nold\n<!-- faults:end -->\n\nmore\n"
+    (tmp_path / "reliability.md").write_text(old)
+    write([Outcome("scorer kill -9", 10, 10, 0, 0, 1, 2.5, True, 5, 0, 2, 2, 0, 30.0, "x")], tmp_path)
+    doc = (tmp_path / "reliability.md").read_text()
+    assert "prose" in doc and "more" in doc and "old" not in doc
+    assert "| scorer kill -9 | 10 | 10 | 0 | 0 | 1 | 2.5 | yes | 5 / 5 | 2 / 2 (0) | x |" in doc
