@@ -287,7 +287,7 @@ def zero_loss(ref: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------
-# Added by the AMSGFN/TeCaFN helper: modality dropout (architecture.md "Missing modalities").
+# Added by the AMSGFN/TeCaFN helper: modality dropout (docs/architecture.md "Missing modalities").
 # --------------------------------------------------------------------------------------------
 def drop_views(batch: TriModalBatch, p: float, generator: torch.Generator | None = None) -> TriModalBatch:
     """Training-time modality dropout: each present view of each sample is dropped with probability

@@ -1,4 +1,4 @@
-"""Evaluation metrics of models.md section 6, as flat JSON-able dicts (fractions, not percent).
+"""Evaluation metrics of docs/models.md section 6, as flat JSON-able dicts (fractions, not percent).
 
 - `mosi_regression_metrics(pred, y)`  MOSI/MOSEI (MMSA rules): MAE unclipped, Pearson Corr,
   Acc-7 / Acc-5 / Acc-3 (clip to [-3,3] / [-2,2] / [-1,1], `np.round` half-to-even, exact match),

@@ -48,9 +48,8 @@ def _module_present(name: str) -> bool:
 def one_core_each(n: int) -> list[dict[str, str]]:
     """Per scorer, the env that pins its model thread to a core of its own, when there is one per core.
 
-    The OS otherwise moves the encoder thread between cores and its L2 goes cold: two bf16
-    scorers on a 2-core AMD EPYC Zen 5 stored 740 / 733 posts/s unpinned and 772 / 766 pinned
-    (encoder 2.43 -> 2.35 ms per post), 2026-11-24.
+    The OS otherwise moves the encoder thread between cores and its L2 goes cold (the scorer
+    layouts of docs/performance.md).
     """
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if n < 2 or len(cores) != n:
