@@ -281,11 +281,6 @@ def task_loss(pred: Tensor, target: Tensor, n_outputs: int, regression_loss: str
     return F.cross_entropy(pred, target.long())
 
 
-def zero_loss(ref: Tensor) -> Tensor:
-    """A 0-dim zero on ref's device/dtype (for `aux_loss` when there is none)."""
-    return ref.new_zeros(())
-
-
 # --------------------------------------------------------------------------------------------
 # Added by the AMSGFN/TeCaFN helper: modality dropout (docs/architecture.md "Missing modalities").
 # --------------------------------------------------------------------------------------------

@@ -128,12 +128,6 @@ def classification_metrics(pred: Any, y: Any, labels: Sequence[str] | None = Non
     return out
 
 
-def binary_accuracy(pred: Any, y: Any) -> dict[str, float]:
-    """UR-FUNNY-style binary accuracy (plus weighted F1), from class indices or [N, 2] scores."""
-    m = classification_metrics(pred, y, labels=("0", "1"))
-    return {"accuracy": m["accuracy"], "f1_weighted": m["f1_weighted"], "n": m["n"]}
-
-
 def format_metric_line(metrics: dict[str, Any]) -> str:
     """One-line summary in the papers' style (percent for accuracies/F1, decimals for MAE/Corr)."""
     m = metrics
