@@ -1,4 +1,6 @@
-"""AMSGFN: Adaptive Modality Selection and Guided Fusion Network (papers/amsgfn.txt, models.md s.4).
+"""AMSGFN: Adaptive Modality Selection and Guided Fusion Network (docs/models.md section 4).
+
+Paper: "Multimodal sentiment analysis based on dynamic mode selection and contrastive learning alignment".
 
 Reads like the paper, section by section:
 
@@ -55,7 +57,7 @@ __all__ = ["AMSGFN", "AMSGFNConfig", "AMSGFNOutput", "alignment_loss", "kuda_nce
 
 @dataclass
 class AMSGFNConfig:
-    """Hyperparameters. Defaults are KuDA's (the paper gives none); see models.md section 4."""
+    """Hyperparameters. Defaults are KuDA's (the paper gives none); see docs/models.md section 4."""
 
     text_dim: int = 768
     audio_dim: int = 74

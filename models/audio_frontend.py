@@ -171,6 +171,3 @@ class AudioFrontend:
 
     def utterance_vector(self, src: str | Path | bytes) -> np.ndarray:
         return self.pool(self.frames(self.load(src)))
-
-    def utterance_vector_from_bytes(self, blob: bytes) -> np.ndarray:
-        return self.utterance_vector(blob)

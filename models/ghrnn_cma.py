@@ -1,6 +1,7 @@
 """GHRNN-CMA: gated hierarchical RNN + cross-modal attention fusion (Xue & Wang, section 3.2).
 
-The paper (papers/inpnrln-md-ghrnn-cma.txt; design/models.md section 3), in order:
+The paper ("Cross-Modal Sentiment Analysis on Social Media using Improved Nonverbal Representation
+Learning and GHRNN Fusion"; docs/models.md section 3), in order:
 
 1. **Feature extraction** is INPNRLN-MD's: ELN (Conv1D k=3, positions, self-attention, linear)
    over audio and video (d = 32); text token states projected to d. ``Loss_in`` (InfoNCE on the

@@ -13,9 +13,9 @@ Lite0 = EfficientNet-B0 without squeeze-excitation, ReLU6 everywhere, stem (32 c
 - TF 'SAME' padding (pad right/bottom more on stride-2 layers), see `PADDING`.
 
 How: run real MVSA photos through each variant and compare every BN layer's batch mean with its
-stored running mean (in running-std units). Median error over layers: tf_same + 0.5/0.5 0.075,
-symmetric + 0.5/0.5 0.113, tf_same + ImageNet mean/std 0.158, symmetric + ImageNet 0.186; the
-mean top-1 probability on photos is highest for tf_same + 0.5/0.5 too (eps 1e-5 lowers it).
+stored running mean (in running-std units). tf_same + 0.5/0.5 has the smallest median error over
+layers, ahead of symmetric padding and of ImageNet mean/std; the mean top-1 probability on photos
+is highest for it too (eps 1e-5 lowers it).
 """
 
 from __future__ import annotations

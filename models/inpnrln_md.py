@@ -1,6 +1,7 @@
 """INPNRLN-MD: improved nonverbal representation learning + outer-product fusion (Xue & Wang).
 
-The paper (papers/inpnrln-md-ghrnn-cma.txt, section 3.1; design/models.md section 3), in order:
+The paper ("Cross-Modal Sentiment Analysis on Social Media using Improved Nonverbal Representation
+Learning and GHRNN Fusion", section 3.1; docs/models.md section 3), in order:
 
 1. **Text (Eq. 1).** The [CLS] state of the text encoder's last layer is ``c_t``. Our setting
    takes pre-extracted token states: MMSA's BERT features (position 0 = [CLS]) or the frozen
@@ -49,7 +50,7 @@ INPNRLN_MD_VERSION = "inpnrln-md/1"
 
 @dataclass
 class ELNConfig:
-    """ELN encoder sizes (models.md section 3 suggestions)."""
+    """ELN encoder sizes (docs/models.md section 3 suggestions)."""
 
     d: int = 32
     heads: int = 4

@@ -4,7 +4,7 @@ Per view v (text 384-d MiniLM, image 1280-d EfficientNet-Lite0):
     h_v = g_v(x_v)                                  extractor MLP (LayerNorm -> Linear -> GELU -> Linear)
     z_v = h_v + eta_v * g_v(u_v) * [n_v > 0]        u_v = running mean of the author's earlier posts
 The same g_v encodes the post and the author's history (SMOM eq. z = s + eta f(u) with f = g).
-eta_v is a learned scalar per view, initialised at `eta_init` (models.md suggests {0.1, 0.5, 1};
+eta_v is a learned scalar per view, initialised at `eta_init` (docs/models.md section 1 suggests {0.1, 0.5, 1};
 training picks it on validation) and kept non-negative via softplus so the author prior can only
 be added, never inverted. Views are fused by a learned gate: a_v = w^T tanh(z_v), softmax over the
 PRESENT views only; those weights are reported as `modality_weights`. Absent views get weight 0

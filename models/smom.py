@@ -1,4 +1,7 @@
-"""SMOM: deep multi-view contrastive fusion network (papers/smom.txt; models.md section 1).
+"""SMOM: deep multi-view contrastive fusion network (docs/models.md section 1).
+
+Paper: "Cross-modal Contrastive Fusion Network For Sentiment Analysis With Dynamic Semantic
+Diffusion" (DOI 10.6180/jase.202604_29(4).0016).
 
 Reads top to bottom like the paper's method section:
 
@@ -47,7 +50,7 @@ from models.registry import HeadOutput, ScoringHead, register_head
 
 @dataclass
 class SMOMConfig:
-    """Hyperparameters; defaults follow models.md (MM-DFN's values where SMOM gives none)."""
+    """Hyperparameters; defaults follow docs/models.md (MM-DFN's values where SMOM gives none)."""
 
     views: tuple[tuple[str, int], ...] = (("text", 384),)  # (name, raw feature dim), in node order
     n_classes: int = 7

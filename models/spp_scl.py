@@ -1,6 +1,7 @@
 """SPP-SCL: Semi-Push-Pull Supervised Contrastive Learning for image-text sentiment (Wu & Li).
 
-The method, in the paper's order (papers/spp-scl.txt, design/models.md section 2):
+The method, in the paper's order ("SPP-SCL: Semi-Push-Pull Supervised Contrastive
+Learning for Image-Text Sentiment Analysis and Beyond"; docs/models.md section 2):
 
 1. **Frozen encoders.** Text: the last 4 transformer layers of the text encoder give a [CLS]
    state per layer ``T_c`` [B,4,C] and token states ``T_w`` [B,4,N,C]. Image: the backbone's
@@ -49,9 +50,8 @@ Ambiguities and how this implementation resolves them (also written into the mod
 - *Similarity in the condition*: the code uses ``sigmoid(T' I'^T)`` on raw features, the
   paper cosine. We default to cosine (the space the contrastive losses shape; raw dot products
   are dominated by feature norms); ``condition_similarity="raw"`` reproduces the code.
-  Measured on MVSA-Single (B = 64): with cosine, c ~ 1900 stays far above
-  floor(2/3 c_mask) ~ 1300, so step 2 almost never fires (2 of ~700 batches); with raw dot
-  products the sigmoid saturates (d ~ 0.97), c drops to ~750 and step 2 fires on ~90 % of
+  On MVSA-Single with cosine, c stays far above floor(2/3 c_mask), so step 2 almost never
+  fires; with raw dot products the sigmoid saturates, c drops below it and step 2 fires on most
   batches. Only the raw variant makes the second step a real part of training.
 - *HFM classes*: C = 2 (the code hard-codes 3).
 - *Text-only data* (MVSA-Multiple and HFM here: their images are not available): the image

@@ -1,6 +1,8 @@
-"""TeCaFN: Text-centered Cross-sample Fusion Network (papers/tecafn.txt, models.md s.5).
+"""TeCaFN: Text-centered Cross-sample Fusion Network (docs/models.md section 5).
 
-Reads like the paper's section 3.2, with the official code's choices where models.md records them:
+Paper: "Text-centered cross-sample fusion network for multimodal sentiment analysis".
+
+Reads like the paper's section 3.2, with the official code's choices where docs/models.md records them:
 
 - 3.2.1 audio/vision encoder: Conv1d (k=1, no bias) to 30, a MulT-style pre-norm transformer
   (6 layers, 5 heads, d=30, sinusoidal positions, embed dropout 0.25, other dropouts 0.1),
@@ -51,7 +53,7 @@ __all__ = ["TeCaFN", "TeCaFNConfig", "TeCaFNOutput", "replacement_gate", "tcon_l
 
 @dataclass
 class TeCaFNConfig:
-    """Hyperparameters; defaults from the official code (models.md section 5)."""
+    """Hyperparameters; defaults from the official code (docs/models.md section 5)."""
 
     text_dim: int = 768
     audio_dim: int = 74

@@ -281,13 +281,8 @@ def task_loss(pred: Tensor, target: Tensor, n_outputs: int, regression_loss: str
     return F.cross_entropy(pred, target.long())
 
 
-def zero_loss(ref: Tensor) -> Tensor:
-    """A 0-dim zero on ref's device/dtype (for `aux_loss` when there is none)."""
-    return ref.new_zeros(())
-
-
 # --------------------------------------------------------------------------------------------
-# Added by the AMSGFN/TeCaFN helper: modality dropout (architecture.md "Missing modalities").
+# Added by the AMSGFN/TeCaFN helper: modality dropout (docs/architecture.md "Missing modalities").
 # --------------------------------------------------------------------------------------------
 def drop_views(batch: TriModalBatch, p: float, generator: torch.Generator | None = None) -> TriModalBatch:
     """Training-time modality dropout: each present view of each sample is dropped with probability

@@ -40,7 +40,7 @@ from unittest import mock
 
 import numpy as np
 
-# Paper numbers (models.md section 8). SPP-SCL's come from its recipe module.
+# Paper numbers (docs/models.md section 8). SPP-SCL's come from its recipe module.
 SMOM_PAPER: dict[str, tuple[float, float]] = {"meld-emotion": (0.5931, 0.5474), "iemocap": (0.6770, 0.6747)}
 DATASETS: tuple[str, ...] = ("mvsa-single", "mvsa-multiple", "hfm", "meld-emotion", "meld-sentiment", "iemocap",
                              "emodb", "mosi-audio")
@@ -84,7 +84,7 @@ VARIANTS: tuple[Variant, ...] = (
 
 
 def f1_key(dataset: str) -> str:
-    """The F1 each paper reports: macro for HFM, weighted everywhere else (models.md section 6)."""
+    """The F1 each paper reports: macro for HFM, weighted everywhere else (docs/models.md section 6)."""
     return "f1_macro" if dataset == "hfm" else "f1_weighted"
 
 

@@ -3,19 +3,17 @@
 Why: eager PyTorch runs MiniLM's matrix products near the CPU's peak, but around them every
 bias add, GELU, residual add, LayerNorm and (under bf16 autocast) dtype cast is its own pass over
 memory. Inductor fuses those into the products' epilogues, and freezing lets it prepack the
-weights for oneDNN once. Measured with production 4.0, one thread, batches of 256 real airline
-tweets in length buckets, an AMD EPYC Zen 4, 2026-11-24: fp32 123-128 -> 148 posts/s, bf16
-219-233 -> 267. Embeddings: fp32 within 3e-7 of eager, bf16 within 1.5e-3 (cosine >= 0.99995).
-End to end (`voxpop bench`, 2 scorers x b256, same machine): fp32 219.4 -> 243.7, bf16 367.9 -> 418.9;
-on an AMD EPYC Zen 5 fp32 268.8 -> 490.7 (1.83x), bf16 621.7 -> 753.5 (1.21x).
+weights for oneDNN once. The embeddings match eager ones to rounding (tests/unit/
+test_compiled_encoder.py); the speed it buys per machine is in docs/performance.md ("Compiled
+encoder").
 
-What it costs: a C++ compiler at start-up and 10-20 s of compiling per process (the first call),
+What it costs: a C++ compiler at start-up and some seconds of compiling per process (the first call),
 so it is off by default and on in the k8s CPU overlay, where pods live long. int8 is not compiled
 (its packed dynamic-quantised Linear is an opaque op to Inductor); it runs eagerly as before.
 
 Shapes: the graph is compiled with dynamic batch and length. PyTorch still specialises a
 dimension of size 1, so a one-post batch is padded to two rows here rather than paying a second
-compile (~12 s) the first time the stream goes quiet.
+compile the first time the stream goes quiet.
 """
 
 from __future__ import annotations

@@ -154,14 +154,3 @@ def cached_image_features(
     return cached_features(
         encoder.version, blobs, compute, cache_dir, batch_size=batch_size, desc="image features"
     )
-
-
-def cached_audio_features(frontend, paths: Sequence[Path | str], cache_dir: Path) -> Tensor:
-    """Pooled utterance vectors [N, D] of WAV files (audio frontend), keyed by the file bytes."""
-    paths = [Path(p) for p in paths]
-    blobs = [p.read_bytes() for p in paths]
-
-    def compute(idx: list[int]) -> Tensor:
-        return torch.stack([torch.as_tensor(frontend.utterance_vector_from_bytes(blobs[i])) for i in idx])
-
-    return cached_features(frontend.version, blobs, compute, cache_dir, batch_size=64, desc="audio features")

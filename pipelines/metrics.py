@@ -1,4 +1,4 @@
-"""Evaluation metrics of models.md section 6, as flat JSON-able dicts (fractions, not percent).
+"""Evaluation metrics of docs/models.md section 6, as flat JSON-able dicts (fractions, not percent).
 
 - `mosi_regression_metrics(pred, y)`  MOSI/MOSEI (MMSA rules): MAE unclipped, Pearson Corr,
   Acc-7 / Acc-5 / Acc-3 (clip to [-3,3] / [-2,2] / [-1,1], `np.round` half-to-even, exact match),
@@ -126,12 +126,6 @@ def classification_metrics(pred: Any, y: Any, labels: Sequence[str] | None = Non
     for name, r in zip(names, rec, strict=True):
         out[f"recall_{name}"] = float(r)
     return out
-
-
-def binary_accuracy(pred: Any, y: Any) -> dict[str, float]:
-    """UR-FUNNY-style binary accuracy (plus weighted F1), from class indices or [N, 2] scores."""
-    m = classification_metrics(pred, y, labels=("0", "1"))
-    return {"accuracy": m["accuracy"], "f1_weighted": m["f1_weighted"], "n": m["n"]}
 
 
 def format_metric_line(metrics: dict[str, Any]) -> str:

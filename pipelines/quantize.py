@@ -7,27 +7,21 @@ Why its own module: three choices here decide whether int8 keeps fp32's accuracy
 - **8-bit activations where the CPU has VNNI.** PyTorch's dynamic Linear always asks FBGEMM for
   7-bit activations (`reduce_range=True`), a guard for CPUs without VNNI, whose int8 multiply
   (`vpmaddubsw`) saturates 16-bit sums. VNNI's `vpdpbusd` accumulates in 32 bits, so on such CPUs
-  the full 8 bits are safe and halve the rounding step. With production 4.0 on 250 real airline
-  tweets, the mean cosine between fp32 and all-int8 sentence embeddings went from 0.973 to 0.993.
+  the full 8 bits are safe and halve the rounding step, and the int8 embeddings move closer to
+  fp32's.
 - **Per-token activation scales.** PyTorch quantises a Linear's whole input with one scale, so a
   few large-valued tokens set the step for every token in the batch. Dividing each token by its
-  own max first (exact: y = s * W(x/s) + b) gives each token the full range. Labels changed vs fp32
-  on airline / TweetEval / MVSA-Multiple / MELD, production v5, 2026-11-24:
-  - AVX2-only AMD EPYC (7-bit): 4.8 / 9.0 / 4.5 / 6.0 % -> 1.2 / 1.3 / 1.3 / 2.3 %, worst accuracy /
-    macro-F1 loss 2.0 / 2.28 -> 0.69 / 0.52 points; encoder at b64 fp32 ~56, int8 ~96, per-token
-    ~70 posts/s (a quarter of int8's gain).
-  - AMD EPYC Zen 4 with VNNI (8-bit): 2.3 / 4.7 / 2.2 / 3.0 % -> 0.5 / 2.0 / 1.1 / 1.5 %, worst loss
-    1.66 / 1.85 -> 1.0 / 1.14 points; one thread, b256: 293 vs 287 posts/s (fp32 ~115).
-  So it is on everywhere.
+  own max first (exact: y = s * W(x/s) + b) gives each token the full range. It cut the labels int8
+  changes against fp32 on every data set and CPU we measured, with and without VNNI, for part of
+  int8's speed on CPUs without VNNI and almost none of it on CPUs with VNNI
+  (docs/performance.md, docs/machines/). So it is on everywhere.
 - **Every Linear layer int8.** Keeping the feed-forward output projections in fp32 (their GELU
-  inputs have the largest outlier channels) hands a third of the int8 FLOPs back to fp32. Worst
-  per-set loss vs fp32 with production v5 (accuracy / macro-F1 points, 8-bit): all int8 1.66 / 1.85,
-  those kept fp32 0.66 / 0.62, both on TweetEval's 300 posts (5 vs 2 posts). Neither is within the
-  0.5-point tolerance, so the simpler and faster one is what `int8` means. docs/performance.md has
-  the accuracy each precision keeps.
+  inputs have the largest outlier channels) hands a third of the int8 FLOPs back to fp32 and
+  still did not bring int8 within the accuracy tolerance, so the simpler and faster one is what
+  `int8` means. docs/performance.md has the accuracy each precision keeps.
 
-Per-channel weight scales: with production v3, per-tensor scales cost 2.2 macro-F1 points on the
-airline test split and per-channel 0.3, for ~10% of the speed-up.
+Per-channel weight scales: per-tensor scales lose several times more macro-F1 than per-channel
+ones, for a small part of the speed-up.
 """
 
 from __future__ import annotations
@@ -57,8 +51,8 @@ def cpu_has_vnni() -> bool:
 
 
 def cpu_has_native_bf16() -> bool:
-    """bf16 matmul instructions (AVX512-BF16, AMX, or arm64's BF16). Without them bf16 is emulated:
-    measured 10x slower than fp32 on an AVX2-only AMD EPYC (394 vs 39 ms for a 2560x384x1536 product)."""
+    """bf16 matmul instructions (AVX512-BF16, AMX, or arm64's BF16). Without them bf16 is emulated,
+    many times slower than fp32 (docs/machines/amd-epyc-avx2/performance.md)."""
     return bool({"avx512_bf16", "amx_bf16", "bf16"} & cpu_flags())
 
 
@@ -68,9 +62,7 @@ def bf16_linear_weights(model: nn.Module) -> nn.Module:
     bf16 autocast casts a Linear's fp32 weight on every call (its cast cache only keeps weights that
     require grad, and frozen encoders do not): 42 MB read and 21 MB written per forward of
     all-MiniLM-L6-v2. Casting once gives the same numbers (autocast would round the same way) for
-    less work per call. Production v5, one thread, 1,024 airline tweets, an AMD EPYC Zen 5,
-    2026-11-24, posts/s autocast -> cast once: one post at a time 155 -> 206, batch 8 299 -> 335,
-    64 402 -> 420, 256 441 -> 448; embeddings identical (max difference 0). Run it under autocast:
+    less work per call, most of all on small batches. Run it under autocast:
     LayerNorm and the rest stay fp32.
     """
     import copy

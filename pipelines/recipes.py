@@ -8,7 +8,7 @@ A recipe is an object with:
 - `train(ctx: RecipeContext) -> Path`  trains, selects on validation, writes the checkpoint
   directory (safetensors + model card JSON) and returns it;
 - `evaluate(ctx: RecipeContext, split: str) -> dict`  loads the checkpoint and returns the
-  metrics of models.md section 6 as a flat JSON-able dict.
+  metrics of docs/models.md section 6 as a flat JSON-able dict.
 """
 
 from __future__ import annotations

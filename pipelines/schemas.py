@@ -1,4 +1,4 @@
-"""Versioned wire contracts of the stream (architecture.md, "The stream").
+"""Versioned wire contracts of the stream (docs/architecture.md, "Kafka topics").
 
 `Post` is what ingest puts on `posts.raw`; `ScoredPost` what the scorer puts on `posts.scored`.
 Both carry `schema_version`; readers reject versions they do not know with a clear reason.

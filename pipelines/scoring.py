@@ -174,11 +174,11 @@ class InferenceEngine:
 def auto_precision(text: TextEncoder, device: torch.device) -> tuple[str, str]:
     """What `auto` runs here, and why: bf16 where it is both faster and native, else fp32.
 
-    bf16 keeps fp32's accuracy on every benchmark set (docs/performance.md: 0-0.14% of labels
-    change), but its speed is the CPU's to decide, not its flag list: 2.3-2.5x fp32 end to end on an
-    AMD EPYC Zen 5, 1.6-1.8x on a Zen 4, slower than fp32 on Intel Xeon VMs that list avx512_bf16.
-    So a CPU with bf16 instructions is probed: 32 tweet-length posts, fp32 and bf16 alternately,
-    three times each, best of each (~1 s). int8 is never automatic: it changes 0.5-2% of labels.
+    bf16 keeps fp32's accuracy on every benchmark set (docs/performance.md), but its speed is the
+    CPU's to decide, not its flag list: much faster than fp32 on some AMD EPYCs, slower on Intel
+    Xeon VMs that list avx512_bf16 (docs/machines/). So a CPU with bf16 instructions is probed: 32
+    tweet-length posts, fp32 and bf16 alternately, three times each, best of each (about a
+    second). int8 is never automatic: it changes more labels than bf16.
     """
     if device.type == "cuda":
         ok = torch.cuda.is_bf16_supported()
@@ -211,11 +211,9 @@ def plan_buckets(lengths: Sequence[int], call_tokens: int) -> list[tuple[int, in
 
     A bucket of n rows padded to width w costs n * w tokens of compute plus one encoder call,
     which costs about `call_tokens` tokens whatever its size (every call streams all the weights
-    through the cache: 42 MB in fp32). Exact by dynamic programming over the cut points, O(n^2)
-    vectorised. Measured with production 4.0, one thread, an AMD EPYC (Zen 4), 1,024 airline
-    tweets in stream order, posts/s against fixed buckets of 16 rows, 2026-11-24: fp32 at max
-    batch 12 / 32 / 64 / 256: 78.6 / 92.5 / 98.7 / 127.0 -> 94.9 / 108.8 / 119.9 / 124.6 with
-    `call_tokens` 32; bf16: 149.9 / 170.4 / 177.7 / 193.0 -> 149.1 / 186.4 / 203.4 / 203.3.
+    through the cache). Exact by dynamic programming over the cut points, O(n^2) vectorised.
+    Against fixed-size buckets it gains most at small and medium batches, where fixed buckets
+    waste work on padding (docs/performance.md, "Batching policy").
     """
     n = len(lengths)
     width = np.asarray(lengths, dtype=np.float64)

@@ -3,7 +3,7 @@
 `build(datasets, ...)` returns one `SentimentTable` (all records of all requested data sets,
 all splits) with, per view, the post's feature x, the author's running mean u of EARLIER
 posts (time order within the data set) and the count n, plus the mask. This is the same
-definition the scorer serves from Redis (architecture.md, "Per-user fusion"), so training and
+definition the scorer serves from Redis (docs/architecture.md, "Per-user fusion"), so training and
 serving agree. Features come from the content-addressed cache, so a second run encodes nothing.
 """
 

@@ -77,12 +77,11 @@ class Settings(BaseSettings):
                                    "cores ([]: the OS moves it); `voxpop up` and the bench pin one scorer per core")
     scorer_precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
         "auto", description="auto: bf16 where a start-up probe finds it at least 1.25x fp32 on this CPU (or the "
-        "GPU has bf16), else fp32 (pipelines.scoring.auto_precision); int8 only when asked: it changes 0.5-2% of "
-        "labels")
+        "GPU has bf16), else fp32 (pipelines.scoring.auto_precision); int8 only when asked: it changes more labels "
+        "(docs/performance.md)")
     scorer_compile: bool = Field(False, description="compile the text encoder with TorchInductor, weights frozen in "
-                                 "(fp32/bf16; needs a C++ compiler): end to end 1.11-1.14x posts/s on a Zen 4, "
-                                 "1.21x (bf16) and 1.83x (fp32) on a Zen 5, for 10-20 s more start-up "
-                                 "(pipelines.compiled)")
+                                 "(fp32/bf16; needs a C++ compiler): more posts/s for some seconds of compiling at "
+                                 "start-up (pipelines.compiled, docs/performance.md)")
     scorer_device: str = "cpu"
     thread_context_k: int = 8
     media_max_bytes: int = 8 * 1024 * 1024

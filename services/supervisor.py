@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from importlib.util import find_spec
 
 from services.config import Settings
 
@@ -38,19 +37,11 @@ class Child:
     colour: str = field(default="")
 
 
-def _module_present(name: str) -> bool:
-    try:
-        return find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
-
-
 def one_core_each(n: int) -> list[dict[str, str]]:
     """Per scorer, the env that pins its model thread to a core of its own, when there is one per core.
 
-    The OS otherwise moves the encoder thread between cores and its L2 goes cold: two bf16
-    scorers on a 2-core AMD EPYC Zen 5 stored 740 / 733 posts/s unpinned and 772 / 766 pinned
-    (encoder 2.43 -> 2.35 ms per post), 2026-11-24.
+    The OS otherwise moves the encoder thread between cores and its L2 goes cold (the scorer
+    layouts of docs/performance.md).
     """
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if n < 2 or len(cores) != n:
@@ -65,15 +56,9 @@ def plan_children(settings: Settings, source: str, speed: float) -> list[Child]:
     cores = one_core_each(n)
     kids = [Child("scorer" if n == 1 else f"scorer{i}", cli + ["score"],
                   env={} if n == 1 else {"VOXPOP_SCORER_THREADS": str(threads), **cores[i]}) for i in range(n)]
-    kids.append(Child("reconc", cli + ["reconcile"]))
-    if _module_present("pipelines.trends"):
-        kids.append(Child("trends", cli + ["trends"]))
-    if _module_present("services.alerts"):
-        kids.append(Child("alerts", cli + ["alerts", "run"]))
-    if _module_present("services.api"):
-        kids.append(Child("api", cli + ["api"]))
-    if _module_present("services.scheduler"):
-        kids.append(Child("sched", cli + ["scheduler"]))
+    kids += [Child("reconc", cli + ["reconcile"]), Child("trends", cli + ["trends"]),
+             Child("alerts", cli + ["alerts", "run"]), Child("api", cli + ["api"]),
+             Child("sched", cli + ["scheduler"])]
     airline = settings.data_dir / "airline-tweets" / "airline_tweets_clean.csv"
     if source == "auto":
         source = "airline" if airline.exists() else "jetstream"
@@ -149,8 +134,7 @@ def run_up(settings: Settings, speed: float = 600.0, source: str = "auto", keep_
         signal.signal(sig, lambda *_: stop.set())
     log.info("VoxPop is up: PostgreSQL %s, Redis %s, Kafka %s. Ctrl-C stops everything.",
              ep.database_url.rsplit("@", 1)[-1], ep.redis_url.rsplit("@", 1)[-1], ep.kafka_bootstrap)
-    if any(k.name == "api" for k in kids):
-        log.info("dashboard: http://%s:%d", settings.api_host, settings.api_port)
+    log.info("dashboard: http://%s:%d", settings.api_host, settings.api_port)
     for k in kids:
         _start(k, env)
     try:

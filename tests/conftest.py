@@ -1,4 +1,4 @@
-"""Shared fixtures. Data-dependent tests skip with a clear reason when ../shared/data is absent."""
+"""Shared fixtures. Data-dependent tests skip with a clear reason when the data directory is absent."""
 
 from __future__ import annotations
 

@@ -191,13 +191,3 @@ def collate_trimodal(split: TriModalSplit, idx: Sequence[int]) -> tuple[TriModal
     parts["present"] = torch.stack([parts[f"{n}_mask"].any(1) for n in VIEWS], 1)
     labels = torch.from_numpy(np.asarray(split.labels[ix]))
     return TriModalBatch(**parts), labels
-
-
-def iterate_batches(split: TriModalSplit, batch_size: int, shuffle: bool = False,
-                    generator: np.random.Generator | None = None):
-    """Yield (TriModalBatch, labels) over a split; shuffled with `generator` when asked."""
-    order = np.arange(len(split))
-    if shuffle:
-        (generator or np.random.default_rng(0)).shuffle(order)
-    for s in range(0, len(order), batch_size):
-        yield collate_trimodal(split, order[s : s + batch_size])

@@ -22,8 +22,8 @@ author prior (stage 2, as v1-v3). adapter_rank=0 is the frozen-encoder recipe of
 adapter_rank=16 adapter_alpha=32 adapter_layers=0,1,2,3,4,5 adapter_dropout=0.1 adapter_lr=1e-3
 adapter_head_lr=2e-3 adapter_samples=64000 adapter_batch=32 adapter_evals=4 adapter_bf16=false
 adapter_threads=2. v5 (the default) adapts all six layers with 64k samples; v4 was layers 4,5 and
-32k samples (mean validation macro-F1 0.6552 vs 0.6473; with all layers the prefix is just the
-embeddings, so each step runs the whole encoder: 47 min measured, with other work beside it, vs ~11).
+32k samples (the promotion record in the checkpoint's card.json compares them; with all layers the
+prefix is just the embeddings, so each step runs the whole encoder and training takes longer).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ from pipelines.datasets import erc
 from pipelines.metrics import classification_metrics
 from pipelines.recipes import RecipeContext, recipe
 
-# Schedules from MM-DFN (models.md): MELD lr 5e-4..1e-3, L2 1e-4..5e-4; IEMOCAP lr 3e-4, L2 1e-4;
+# Schedules from MM-DFN (docs/models.md section 1): MELD lr 5e-4..1e-3, L2 1e-4..5e-4; IEMOCAP lr 3e-4, L2 1e-4;
 # dropout 0.4; batch 32 dialogues. CPU budget deviations (recorded in every card): D = 128
 # instead of 200, K = 16 layers for MELD too (paper 32), 20 epochs on MELD (paper 30).
 _MELD = {"lr": 5e-4, "weight_decay": 1e-4, "layers": 16, "hidden": 128, "dropout": 0.4, "epochs": 20,
@@ -52,7 +52,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "iemocap": {"lr": 1e-3, "weight_decay": 1e-4, "layers": 16, "hidden": 128, "dropout": 0.4, "epochs": 40,
                 "eta": 0.5, "batch_size": 8},
 }
-BUDGET_NOTE = ("CPU-only budget (2 shared cores): D = 128 (models.md suggests 200), K = 16 gated GCNII "
+BUDGET_NOTE = ("CPU-only budget (2 shared cores): D = 128 (docs/models.md suggests 200), K = 16 gated GCNII "
                "layers (paper: 16 IEMOCAP / 32 MELD), 20 epochs on MELD (MM-DFN: 30); IEMOCAP batch 8 "
                "dialogues, lr 1e-3, 40 epochs (MM-DFN: 32, 3e-4, 30) as 4 steps an epoch did not converge.")
 VIEW_NOTE = (

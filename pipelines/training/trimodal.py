@@ -8,7 +8,7 @@ spec)` adds a model and its recipes for every data set below.
 
 Data sets (`DATASETS`; views that a set lacks are missing for every sample and masked):
 - "mmsa": an MMSA pickle at `--set path=...` (MOSI/MOSEI/CH-SIMS layout), regression; metrics
-  of models.md section 6 (`--set metrics=sims` for CH-SIMS); text + audio + vision.
+  of docs/models.md section 6 (`--set metrics=sims` for CH-SIMS); text + audio + vision.
 - "emodb": EmoDB, 7 emotions; audio frames from `models.audio_frontend`, text = the spoken German
   sentence through MiniLM (English-trained; the 10 sentences are each spoken in every emotion, so
   text carries no label information), or with `--set text_source=transcript --set transcripts=RUN`
@@ -158,11 +158,11 @@ TRIMODAL_MODELS: dict[str, TriModalSpec] = {
     "inpnrln-md": TriModalSpec(_build_inpnrln, notes="loss = task + Loss_in (InfoNCE t-a, t-v, weight 1)"),
     "ghrnn-cma": TriModalSpec(_build_ghrnn, notes="loss = task + Loss_in (InfoNCE t-a, t-v, weight 1)"),
     "late-fusion": TriModalSpec(_build_late, notes="per-view ELN/text encoder + linear head, mean of heads"),
-    # KuDA's schedule (models.md s.4): batch 32, lr about 1e-4, wd 1e-5, MSE; selection on validation.
+    # KuDA's schedule (docs/models.md section 4): batch 32, lr about 1e-4, wd 1e-5, MSE; selection on validation.
     "amsgfn": TriModalSpec(_build_amsgfn, regression_loss="mse", lr=1e-4, weight_decay=1e-5, epochs=50,
                            patience=10, notes="loss = MSE/CE + 0.1 L_align (NT-Xent t-a, t-v, a-v) "
                                               "+ 0.1 sum_m KuDA-NCE(X_p^[N], X_m); extras: modality_weights = s"),
-    # TeCaFN code schedule (models.md s.5): Adam lr 1e-3, wd 1e-4, batch 32, clip 1.0, 40 epochs.
+    # TeCaFN code schedule (docs/models.md section 5): Adam lr 1e-3, wd 1e-4, batch 32, clip 1.0, 40 epochs.
     "tecafn": TriModalSpec(_build_tecafn, regression_loss="l1", lr=1e-3, weight_decay=1e-4, epochs=40,
                            patience=10, notes="loss = L1/CE + 0.1 (L_tcon + L_bicon) + 0.1 L_ap; replacement "
                                               "gate p=0.5 in training only"),

@@ -33,9 +33,6 @@ class WindowSpec:
         e = int(t.timestamp() // self.step_s) * self.step_s
         return [_ts(e - i * self.step_s) for i in range(self.slots - 1, -1, -1)]
 
-    def window_of(self, start: datetime) -> tuple[datetime, datetime]:
-        return start, start + timedelta(seconds=self.size_s)
-
     def current_start(self, t: datetime) -> datetime:
         """Start of the newest window containing ``t`` (the one a live dashboard shows)."""
         return _ts(int(t.timestamp() // self.step_s) * self.step_s)

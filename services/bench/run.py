@@ -54,7 +54,7 @@ def worth_running(probe: dict[str, float]) -> tuple[list[str], dict[str, str]]:
     """The precisions worth the long runs: fp32 (the reference) and any whose encoder is not slower.
 
     A precision slower than fp32 at the encoder can never be the fast path, and where the CPU has
-    no bf16 instructions torch emulates bf16 ~10x slower than fp32: running it end to end and over
+    no bf16 instructions torch emulates bf16, many times slower than fp32: running it end to end and over
     the accuracy sets would take an hour there. Returns (precisions to run, {skipped: why}).
     """
     keep = [p for p in probe if p == "fp32" or probe[p] >= probe["fp32"]]

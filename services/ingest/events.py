@@ -1,6 +1,6 @@
 """What a connector hands to ingest: a validated `Post`, or a `BadRecord` bound for the DLQ.
 
-Connectors never drop input silently (architecture.md, "Guarantees"): anything they cannot
+Connectors never drop input silently (docs/architecture.md, "Guarantees"): anything they cannot
 turn into a `Post` comes out as a `BadRecord` carrying the original bytes and the reason,
 so the ingest service can write it to `posts.dlq` next to the good records.
 """

@@ -1,7 +1,7 @@
 """Turn a row of some file (CSV/JSONL) into a `Post` through a column mapping.
 
 A mapping names, for each Post field, the column that holds it. `PRESETS["airline"]` is the
-reference stream in ../shared/data/airline-tweets.
+reference stream in the data directory's `airline-tweets/` (`VOXPOP_DATA_DIR`).
 """
 
 from __future__ import annotations

@@ -48,9 +48,9 @@ MEDIA_STATUS_CHARS = 20  # media.status is VARCHAR(20): the full reason goes wit
 
 
 # Each table gets ONE statement per batch whose text never changes: the rows travel as column
-# arrays and `unnest` turns them back into rows on the server. Measured against SQLAlchemy's
-# executemany / insertmanyvalues (docs/performance.md), this halves the sink's time: no per-row
-# statements, no per-batch SQL text for the driver to parse, and the C array dumpers of psycopg.
+# arrays and `unnest` turns them back into rows on the server. Against SQLAlchemy's executemany /
+# insertmanyvalues this saves the per-row statements, the per-batch SQL text for the driver to
+# parse, and uses the C array dumpers of psycopg (the sink's time: docs/performance.md).
 # JSON columns travel as text and are cast server-side.
 _UPSERT_AUTHORS = text("""
 INSERT INTO authors (id, platform, handle, first_seen, last_seen, post_count)

@@ -129,8 +129,8 @@ class Intake:
     stops polling: back-pressure). The model's thread takes everything waiting once it is free and
     either `max_batch` records wait or the oldest has waited `max_wait_s`. A post that arrives while
     batch k runs therefore rides in batch k+1; when batch k+1 was closed ahead, while batch k ran,
-    a post arriving just after it closed waited two batches. (Measured alone at 100 posts/s this
-    did not move p50 / p99 beyond run-to-run noise; the length buckets of `plan_buckets` did.)
+    a post arriving just after it closed waited two batches. (On its own this barely moves latency;
+    the length buckets of `plan_buckets` do: docs/performance.md.)
     """
 
     def __init__(self, max_batch: int, max_wait_s: float) -> None:

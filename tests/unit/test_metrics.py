@@ -1,4 +1,4 @@
-"""Metrics of models.md section 6 on small hand-computed cases."""
+"""Metrics of docs/models.md section 6 on small hand-computed cases."""
 
 from __future__ import annotations
 

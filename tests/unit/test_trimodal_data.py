@@ -1,4 +1,4 @@
-"""Tri-modal data adapters on the real data (skip when ../shared/data is absent)."""
+"""Tri-modal data adapters on the real data (skip when the data directory is absent)."""
 
 from __future__ import annotations
 
