@@ -50,8 +50,12 @@ def hourly_mismatches(engine: Engine, through: datetime) -> tuple[int, list[str]
     for k in expected.keys() & got.keys():
         e, g = expected[k], got[k]
         diffs += [f"{k} {col}: {g[col]} != {e[col]}" for col in COUNTS if g[col] != e[col]]
-        if abs(g["mean_score"] - float(e["mean_score"])) >= 1e-9:
+        if not _close(g["mean_score"], float(e["mean_score"]), 1e-9):
             diffs.append(f"{k} mean_score: {g['mean_score']} != {e['mean_score']}")
-        if abs(g["share_negative"] - e["n_negative"] / e["n_posts"]) >= 1e-12:
+        if not _close(g["share_negative"], e["n_negative"] / e["n_posts"], 1e-12):
             diffs.append(f"{k} share_negative: {g['share_negative']}")
     return len(expected), diffs
+
+
+def _close(got: float | None, want: float, tol: float) -> bool:
+    return got is not None and abs(got - want) < tol

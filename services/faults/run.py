@@ -452,11 +452,27 @@ def run_faults(only: list[str] | None = None, out: Path | None = None, webhook_d
     return results
 
 
+def _merged(path: Path, results: list[Outcome], meta: dict) -> list[Outcome]:
+    """This run's outcomes over an earlier run's on the same CPU (`--only` re-runs one scenario)."""
+    fresh = {r.scenario for r in results}
+    try:
+        old = json.loads(path.read_text())
+        if old.get("cpu") != meta["cpu"]:
+            return results  # numbers from another machine are not mixed into one table
+        keep = [Outcome(**r) for r in old.get("runs", []) if r["scenario"] not in fresh]
+    except (OSError, ValueError, TypeError):  # none yet, or an older format
+        return results
+    order = [sc.name for sc in scenarios()]
+    rank = {n: i for i, n in enumerate(order)}
+    return sorted([*keep, *results], key=lambda r: rank.get(r.scenario, len(order)))
+
+
 def write(results: list[Outcome], out: Path) -> None:
     """docs/reliability.json, and the measured table between the markers of docs/reliability.md."""
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), "unknown CPU")
     meta = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "cpu": cpu, "cores": os.cpu_count()}
+    results = _merged(out / "reliability.json", results, meta)
     (out / "reliability.json").write_text(json.dumps({**meta, "runs": [asdict(r) for r in results]}, indent=2))
     rows = ["| scenario | posts in | stored | lost | duplicated | DLQ | recovery s | author state consistent "
             "| closed 1h windows = recount | webhooks delivered / created (bad signatures) | note |",
