@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from services.bench import PHASES as BENCH_PHASES
 from services.config import Settings, get_settings
 from services.logs import configure_logging
 
@@ -466,12 +467,17 @@ def bench(
     quick: Annotated[bool, typer.Option(help="smaller runs (about a third of the time)")] = False,
     out: Annotated[Path | None, typer.Option(help="folder for performance.md/.json, plots and profiles "
                                                    "(default: docs/)")] = None,
+    only: Annotated[list[str] | None, typer.Option(help="re-run this phase over the last report (repeatable): "
+                                                        + ", ".join(BENCH_PHASES))] = None,
 ) -> None:
     """Measure encoder ceilings, end-to-end throughput, latency, the naive pipeline; write docs/performance.*"""
     from services.bench.run import run_bench
 
     _logging()
-    res = run_bench(get_settings(), quick=quick, out_dir=out)
+    try:
+        res = run_bench(get_settings(), quick=quick, out_dir=out, only=only)
+    except (ValueError, FileNotFoundError) as e:
+        raise typer.BadParameter(str(e)) from e
     if as_json:
         typer.echo(json.dumps(res))
 

@@ -58,15 +58,15 @@ def _score(eng: InferenceEngine, rows: list[Record]) -> tuple[dict[str, float], 
             "macro_f1": round(float(f1_score(gold, pred, average="macro")), 4), "n": len(keep)}, pred
 
 
-def precision_accuracy(data_dir: Path, precisions: tuple[str, ...], model: str = "production", compile: bool = False
-                       ) -> dict[str, dict[str, dict[str, float]]]:
+def precision_accuracy(data_dir: Path, precisions: tuple[str, ...], model: str = "production", compile: bool = False,
+                       only: tuple[str, ...] | None = None) -> dict[str, dict[str, dict[str, float]]]:
     """{precision: {dataset: {accuracy, macro_f1, n}}} for every benchmark set present (`compile`: compiled
     encoders, pipelines/compiled.py; then "fp32" in `precisions` is the compiled fp32 labels are compared with)."""
     from pipelines.datasets.registry import available
 
     present = set(available(data_dir))
     sets = {name: _test_rows(load(data_dir), name in TEST_HISTORY_ONLY)
-            for name, load in BENCH_SETS.items() if name in present}
+            for name, load in BENCH_SETS.items() if name in present and (only is None or name in only)}
     out: dict[str, dict[str, dict[str, float]]] = {}
     preds: dict[str, dict[str, np.ndarray]] = {}
     for prec in precisions:

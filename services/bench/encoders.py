@@ -92,8 +92,10 @@ def text_ceiling_per_core(model: str, texts: list[str], precision: str, procs: i
     On small CPUs one single-threaded process per core beats one process with every core (no
     OpenMP hand-offs on tweet-sized matrices), so this is part of the ceiling the scorer is
     measured against. Each child takes its own contiguous share of `texts` (as each scorer gets
-    its own partitions), warms up on the share's first batches, waits for a shared start time,
-    then encodes the rest of its share in order for `seconds`, each post once; the rates add up.
+    its own partitions), warms up on the share's first batches and says it is ready; once every
+    child is, all are told to go and encode the rest of their share in order for `seconds`, each
+    post once; the rates add up. A handshake rather than a start time: a busy machine makes the
+    loading and compiling slow, never the measurement wrong.
     Give it enough posts that no child runs out (one that does starts its share again, and the
     result says so: repeated posts run faster, see `_split_warm`).
     """
@@ -104,16 +106,25 @@ def text_ceiling_per_core(model: str, texts: list[str], precision: str, procs: i
 
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(texts, f)
-    # after every child has loaded the model, compiled it (all at once on shared cores) and warmed up
-    start_at = time.time() + 25.0 + (40.0 * procs if compile else 0.0)
     cmd = [sys.executable, "-m", "services.bench.encoders", model, precision, f.name, str(bucket), str(batch),
-           str(start_at), str(seconds), "1" if compile else "0"]
-    kids = [subprocess.Popen([*cmd, str(i), str(procs)], stdout=subprocess.PIPE, text=True) for i in range(procs)]
-    rates = [json.loads(k.communicate(timeout=300)[0].strip().splitlines()[-1]) for k in kids]
-    Path(f.name).unlink(missing_ok=True)
-    late = [r for r in rates if r["late_s"] > 0]
-    if late:
-        raise RuntimeError(f"{len(late)} ceiling children were not ready at the start time; machine overloaded?")
+           str(seconds), "1" if compile else "0"]
+    kids = [subprocess.Popen([*cmd, str(i), str(procs)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            for i in range(procs)]
+    try:
+        for k in kids:  # each child loads, compiles and warms up, then says so
+            assert k.stdout is not None and k.stdin is not None
+            if k.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"a ceiling child exited ({k.wait()}) before it was ready; see its stderr above")
+        for k in kids:
+            k.stdin.write("go\n")
+            k.stdin.flush()
+        rates = [json.loads(k.communicate(timeout=max(300.0, 20 * seconds))[0].strip().splitlines()[-1])
+                 for k in kids]
+    finally:
+        for k in kids:
+            if k.poll() is None:
+                k.kill()
+        Path(f.name).unlink(missing_ok=True)
     if any(r["repeated"] for r in rates):
         log.warning("a ceiling child ran out of new posts and encoded %d again: give it more than %d posts",
                     max(r["repeated"] for r in rates), len(texts))
@@ -122,9 +133,10 @@ def text_ceiling_per_core(model: str, texts: list[str], precision: str, procs: i
                 max(r["seconds"] for r in rates))
 
 
-def _child(model: str, precision: str, texts_path: str, bucket: str, batch: str, start_at: str, seconds: str,
-           compile: str, part: str, parts: str) -> None:
+def _child(model: str, precision: str, texts_path: str, bucket: str, batch: str, seconds: str, compile: str,
+           part: str, parts: str) -> None:
     import json
+    import sys
 
     from models.registry import load_head
     from pipelines.allocator import keep_freed_memory
@@ -139,15 +151,15 @@ def _child(model: str, precision: str, texts_path: str, bucket: str, batch: str,
     warm = min(4, len(chunks) // 4)
     for c in chunks[:warm]:
         eng.encode(c, tokens=eng.tokenize(c))
-    late = time.time() - float(start_at)
-    time.sleep(max(0.0, -late))
+    print("ready", flush=True)
+    sys.stdin.readline()  # "go": every child is warm
     t0, n, i = time.perf_counter(), 0, warm
     while time.perf_counter() - t0 < float(seconds):
         c = chunks[i % len(chunks)]
         eng.encode(c, tokens=eng.tokenize(c))
         n, i = n + len(c), i + 1
     repeated = sum(len(chunks[j % len(chunks)]) for j in range(len(chunks), i))
-    print(json.dumps({"posts": n, "seconds": time.perf_counter() - t0, "late_s": max(0.0, late), "repeated": repeated}))
+    print(json.dumps({"posts": n, "seconds": time.perf_counter() - t0, "repeated": repeated}))
 
 
 if __name__ == "__main__":

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+log = logging.getLogger("voxpop.bench")
 
 
 def _table(headers: list[str], rows: list[list[object]]) -> str:
@@ -96,10 +99,9 @@ def _compiled_section(c: dict | None) -> list[str]:
                     "peak RSS MB"], rows), ""]
 
 
-def render(res: dict, out_dir: Path) -> None:
-    _plots(res, out_dir / "performance")
+def _header(res: dict) -> list[str]:
     m = res["machine"]
-    lines = [
+    return [
         "# Performance",
         "",
         f"Measured {res['date']} on {m['cpu']} ({m['cores']} cores; {m['isa']}), Python {m['python']}, "
@@ -107,6 +109,11 @@ def render(res: dict, out_dir: Path) -> None:
         "embedded PostgreSQL, Redis and Tansu broker, scorers as `voxpop score` children). "
         "Numbers are from this one run; ratios matter more than absolutes on a shared 2-core machine.",
         "",
+    ]
+
+
+def _headline(res: dict) -> list[str]:
+    return [
         "## Headline ratios",
         "",
         _table(["metric", "value", "goal"], [
@@ -128,6 +135,11 @@ def render(res: dict, out_dir: Path) -> None:
         "",
         "![throughput](performance/throughput.png)",
         "",
+    ]
+
+
+def _encoders(res: dict) -> list[str]:
+    return [
         "## Encoder ceilings (all-MiniLM-L6-v2, real airline tweets, each post encoded once)",
         "",
         "Encoder alone (tokenise + forward), posts/s, timed only over posts the encoder has not seen (as in a "
@@ -156,6 +168,11 @@ def render(res: dict, out_dir: Path) -> None:
         "Image encoder (EfficientNet-Lite0, batch 32, MVSA photos): "
         + ", ".join(f"{p} {v} images/s" for p, v in res["image_encoder_images_per_s"].items()) + ".",
         "",
+    ]
+
+
+def _accuracy(res: dict) -> list[str]:
+    return [
         "## Accuracy per precision (production head, text, test splits, causal user means)",
         "",
         _table(["precision", "data set", "accuracy", "macro F1", "n", "labels changed vs fp32"],
@@ -168,6 +185,11 @@ def render(res: dict, out_dir: Path) -> None:
         "A precision keeps accuracy if it loses at most 0.5 points on every set. On the 300-post TweetEval "
         "split one post is 0.33 points, so the share of labels a precision changes is the steadier view.",
         "",
+    ]
+
+
+def _sweep(res: dict) -> list[str]:
+    return [
         "## Batching policy and scorer processes (end to end, posts counted in PostgreSQL)",
         "",
         "Scorers are `voxpop score` processes in one consumer group, each with cores / scorers torch threads. "
@@ -187,7 +209,17 @@ def render(res: dict, out_dir: Path) -> None:
         "",
         "![batch sweep](performance/batch-sweep.png)",
         "",
+    ]
+
+
+def _compiled(res: dict) -> list[str]:
+    return [
         *_compiled_section(res.get("compiled")),
+    ]
+
+
+def _latency(res: dict) -> list[str]:
+    return [
         "## Latency from ingest to stored (published on posts.scored after the commit)",
         "",
         "Layout: {scorers} scorer(s), {scorer_precision}, max batch {scorer_max_batch}, {scorer_threads} torch "
@@ -199,12 +231,22 @@ def render(res: dict, out_dir: Path) -> None:
         "",
         "![latency](performance/latency.png)",
         "",
+    ]
+
+
+def _naive(res: dict) -> list[str]:
+    return [
         "## The naive pipeline",
         "",
         f"One message per poll, one inference per post, per-post Redis GET/SET of the user state, one INSERT "
         f"transaction per row, one offset commit per message: {res['naive']['posts_per_s']} posts/s over "
         f"{res['naive']['posts']} posts.",
         "",
+    ]
+
+
+def _profile(res: dict) -> list[str]:
+    return [
         f"## Where a scorer's time goes (pyinstrument, in-process `Scorer.process`, batches of 64, "
         f"{res.get('profile_precision', 'fp32')})",
         "",
@@ -213,4 +255,39 @@ def render(res: dict, out_dir: Path) -> None:
         "Full profile: `profiles/scorer-profile.txt` beside this file (and `.html` where kept).",
         "",
     ]
+
+
+#: (title, renderer) in page order; a section whose phase did not run says so instead.
+SECTIONS = (
+    ("Headline ratios", _headline),
+    ("Encoder ceilings", _encoders),
+    ("Accuracy per precision", _accuracy),
+    ("Batching policy and scorer processes", _sweep),
+    ("Compiled encoder", _compiled),
+    ("Latency from ingest to stored", _latency),
+    ("The naive pipeline", _naive),
+    ("Where a scorer's time goes", _profile),
+)
+
+
+def _phases(res: dict) -> list[str]:
+    ph = res.get("phases")
+    if not ph or all(v.get("status") == "ok" for v in ph.values()):
+        return []
+    return ["## Phases of this run", "", _table(["phase", "status", "why", "seconds"],
+            [[k, v["status"], v.get("why", ""), v.get("seconds", "-")] for k, v in ph.items()]), ""]
+
+
+def render(res: dict, out_dir: Path) -> None:
+    """docs/performance.md from whatever phases finished (a crash or a failed phase keeps the rest)."""
+    try:
+        _plots(res, out_dir / "performance")
+    except (KeyError, ValueError) as e:  # a phase the plots need did not finish
+        log.warning("plots not drawn: %s missing", e)
+    lines = [*_header(res), *_phases(res)]
+    for title, fn in SECTIONS:
+        try:
+            lines += fn(res)
+        except (KeyError, TypeError, StopIteration) as e:
+            lines += [f"## {title}", "", f"Not measured in this run (no `{e}`; see the phases above).", ""]
     (out_dir / "performance.md").write_text("\n".join(lines))

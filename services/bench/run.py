@@ -9,6 +9,8 @@ import platform
 import shutil
 import sys
 import tempfile
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from pipelines.allocator import keep_freed_memory
 from pipelines.compiled import compiler_missing
 from pipelines.quantize import cpu_flags
 from pipelines.scoring import PRECISIONS
-from services.bench import encoders
+from services.bench import NEEDS, PHASES, encoders
 from services.bench.accuracy import precision_accuracy
 from services.bench.naive import naive_pipeline
 from services.bench.profile import profile_scorer
@@ -63,136 +65,212 @@ def worth_running(probe: dict[str, float]) -> tuple[list[str], dict[str, str]]:
     return keep, why
 
 
-def run_bench(settings: Settings, quick: bool = False, out_dir: Path | None = None) -> dict:
+QUICK_ACCURACY_SETS = ("airline",)  # --quick: one benchmark set for the precision decision
+
+
+@dataclass
+class Bench:
+    """What every phase reads: the settings, the posts, the model, the stack and where output goes."""
+
+    settings: Settings
+    quick: bool
+    out_dir: Path
+    ep: object = None
+    logs: Path = Path()
+    cores: int = field(default_factory=lambda: os.cpu_count() or 1)
+    posts: list = field(default_factory=list)
+
+    @property
+    def n_sat(self) -> int:
+        return 1500 if self.quick else 4000
+
+    @property
+    def batches(self) -> tuple[int, ...]:
+        return (64,) if self.quick else (64, 256)
+
+    def enough(self, k: int = 1, b: int = 64) -> list:
+        """At least 16 full batches per scorer, so the steady-state window spans many commits."""
+        return self.posts[:max(self.n_sat, 16 * k * b)]
+
+
+def run_bench(settings: Settings, quick: bool = False, out_dir: Path | None = None,
+              only: list[str] | None = None) -> dict:
+    """Run the phases in order, writing the report after each: a crash or a failed phase keeps what finished.
+
+    `only`: re-run these phases over the last report in `out_dir` (the rest of it is kept).
+    """
     command = "voxpop bench" + (" --quick" if quick else "") + (f" --out {out_dir}" if out_dir else "")
     out_dir = out_dir or ROOT / "docs"
+    unknown = set(only or ()) - set(PHASES)
+    if unknown:
+        raise ValueError(f"unknown phase(s) {sorted(unknown)}; the phases are {', '.join(PHASES)}")
     keep_freed_memory()  # the in-process ceilings and the naive pipeline run on the scorer's allocator
-    cores = os.cpu_count() or 1
-    posts_all = airline_posts(settings.data_dir)
-    n_sat = 1500 if quick else 4000
     head = load_head(settings.scorer_model)
-    texts = [p.post.text for p in posts_all[:2048]]  # in-process ceilings: warm-up posts, then new ones
-    stream = [p.post.text for p in posts_all]  # the per-core ceilings: a share per process, no post twice
-    res: dict = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
-                 "command": command, "model": f"{head.name}@{head.version}"}
-
-    log.info("1/6 encoder ceilings")
-    probe = {p: encoders.text_ceiling(head, texts[:320], p).per_s for p in PRECISIONS}
-    precisions, skipped = worth_running(probe)
-    res["encoder_probe_posts_per_s"] = {p: round(v, 1) for p, v in probe.items()}
-    res["precisions_skipped"] = skipped
-    for p, why in skipped.items():
-        log.info("%s: %s", p, why)
-    ceil = {p: encoders.text_ceiling(head, texts, p).per_s for p in precisions}
-    call = settings.scorer_bucket_call_tokens or 32  # length buckets as the scorer plans them
-    res["bucket_call_tokens"] = call
-    ceil_bucket = {p: encoders.text_ceiling(head, texts, p, bucket=call).per_s for p in precisions}
-    # the encoder alone, one single-threaded process per core, at each batch size the scorer runs
-    batches_e2e = (64,) if quick else (64, 256)
-    per_core = {p: {b: encoders.text_ceiling_per_core(settings.scorer_model, stream, p, cores, bucket=call,
-                                                      batch=b).per_s for b in batches_e2e} for p in precisions}
-    single = encoders.text_single(head, texts[:250]).per_s
-    imgs = sorted((settings.data_dir / "mvsa-single" / "images").glob("*.jpg"))[:64]
-    img = {p: encoders.image_ceiling(imgs, p).per_s for p in ("fp32", "bf16") if p in precisions} if imgs else {}
-    res["encoder_ceiling_posts_per_s"] = {p: round(v, 1) for p, v in ceil.items()}
-    res["encoder_ceiling_bucketed_posts_per_s"] = {p: round(v, 1) for p, v in ceil_bucket.items()}
-    res["encoder_ceiling_per_core_posts_per_s"] = {p: {str(b): round(v, 1) for b, v in d.items()}
-                                                   for p, d in per_core.items()}
-    res["encoder_single_post_per_s"] = round(single, 1)
-    res["image_encoder_images_per_s"] = {p: round(v, 1) for p, v in img.items()}
-
-    def ceiling(p: str, batch: int) -> float:
-        """The best encoder-only rate of precision p at this max batch size, over every layout."""
-        single_process = max(ceil[p], ceil_bucket[p]) if batch == 64 else 0.0
-        return max(single_process, per_core[p].get(batch, 0.0))
-
-    log.info("2/6 accuracy per precision")
-    res["accuracy_by_precision"] = acc = precision_accuracy(settings.data_dir, precisions, settings.scorer_model)
-    # the largest loss against fp32 over the benchmark sets, in points of accuracy and of macro-F1
-    loss = res["accuracy_loss_pts_vs_fp32"] = {
-        p: {m: round(100 * max(acc["fp32"][d][m] - acc[p][d][m] for d in acc[p]), 2) for m in ("accuracy", "macro_f1")}
-        for p in precisions}
-
+    res: dict = {}
+    if only:
+        prev = out_dir / "performance.json"
+        if not prev.exists():
+            raise FileNotFoundError(f"--only re-runs phases over {prev}, which does not exist: run the whole bench")
+        res = json.loads(prev.read_text())
+    command += "".join(f" --only {p}" for p in only or ())
+    res.update({"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "command": command,
+                "model": f"{head.name}@{head.version}"})
+    res.setdefault("phases", {})
+    b = Bench(settings, quick, out_dir, posts=airline_posts(settings.data_dir))
     state = Path(tempfile.mkdtemp(prefix="voxpop-bench-"))
     stack = Settings(state_dir=state, database_url=settings.database_url, redis_url=settings.redis_url,
                      kafka_bootstrap=settings.kafka_bootstrap)
-    ep = local_stack.resolve_endpoints(stack)
-    logs = state / "logs"
-    logs.mkdir()
+    b.ep, b.logs = local_stack.resolve_endpoints(stack), state / "logs"
+    b.logs.mkdir()
     try:
-        log.info("3/6 end to end at saturation, and the sweep")
-        sweep = []
-        bucket = {p: call if ceil_bucket[p] > ceil[p] else 0 for p in precisions}
-
-        def enough(k: int = 1, b: int = 64) -> list:
-            """At least 16 full batches per scorer, so the steady-state window spans many commits."""
-            return posts_all[:max(n_sat, 16 * k * b)]
-
-        for prec in precisions:  # the deployment layouts: one scorer with every core, one per core
-            sweep.append(saturation(settings, ep, enough(), logs, precision=prec, bucket=bucket[prec]))
-            if cores > 1:
-                for b in batches_e2e:
-                    sweep.append(saturation(settings, ep, enough(cores, b), logs, k=cores, batch=b, precision=prec,
-                                            bucket=bucket[prec]))
-        for b in (32, 128) if quick else (16, 32, 128, 256):
-            sweep.append(saturation(settings, ep, enough(1, b), logs, batch=b, bucket=bucket["fp32"]))
-        if not quick:
-            sweep.append(saturation(settings, ep, enough(), logs, wait_ms=10, bucket=bucket["fp32"]))
-        for r in sweep:  # None where no encoder-only run used that batch size
-            r["ceiling_posts_per_s"] = round(ceiling(r["precision"], r["batch"]), 1) or None
-        res["sweep"] = sweep
-
-        # per precision: its best layout, against the encoder ceiling at that layout's batch size
-        best = {p: max((r for r in sweep if r["precision"] == p and r["wait_ms"] == 50
-                        and r["batch"] in (64, *batches_e2e)), key=lambda r: r["posts_per_s"])
-                for p in precisions}
-        e2e = {p: r["posts_per_s"] for p, r in best.items()}
-        res["e2e_posts_per_s"] = e2e
-        res["e2e_layout"] = {p: {"scorers": r["scorers"], "batch": r["batch"]} for p, r in best.items()}
-        res["e2e_over_ceiling_by_precision"] = {p: round(e2e[p] / best[p]["ceiling_posts_per_s"], 3) for p in e2e}
-        res["e2e_over_best_ceiling_by_precision"] = {
-            p: round(e2e[p] / max(ceiling(p, b) for b in (64, *batches_e2e)), 3) for p in e2e}
-        # "the fastest path" is the fastest precision that keeps accuracy; the fastest of all is reported too
-        keeps = [p for p in precisions if max(loss[p].values()) <= ACCURACY_TOLERANCE_PTS]
-        fastest = max(keeps, key=e2e.get)
-        res["fastest_precision"] = fastest
-        res["fastest_any_precision"] = fastest_any = max(e2e, key=e2e.get)
-        res["fastest_any_over_fp32"] = round(e2e[fastest_any] / e2e["fp32"], 3)
-        res["accuracy_tolerance_pts"] = ACCURACY_TOLERANCE_PTS
-        res["e2e_over_ceiling"] = res["e2e_over_ceiling_by_precision"][fastest]
-        res["fastest_over_fp32"] = round(e2e[fastest] / e2e["fp32"], 3)
-        res["compiled"] = compiled_runs(settings, ep, stream, enough(cores, batches_e2e[-1]), logs,
-                                        [p for p in precisions if p != "int8"], cores, batches_e2e[-1], bucket, e2e,
-                                        acc["fp32"])
-        res["scorer_peak_rss_mb"] = max(r["peak_rss_mb"] for r in
-                                        [*sweep, *(v for v in res["compiled"].values() if isinstance(v, dict))])
-
-        log.info("4/6 latency at 25/50/75% of the maximum")
-        lay = best[fastest]
-        env = {"scorer_precision": fastest, "scorer_bucket_call_tokens": bucket[fastest],
-               "scorer_max_batch": lay["batch"], "scorer_threads": max(1, cores // lay["scorers"])}
-        lat = {}
-        for share in (0.25, 0.5, 0.75):
-            rate = share * e2e[fastest]
-            lat[f"{int(share * 100)}%"] = latency_at(settings, ep, posts_all[n_sat:], rate, 15 if quick else 30,
-                                                     logs, k=lay["scorers"], **env)
-        res["latency"] = lat
-        res["latency_layout"] = {"scorers": lay["scorers"], **env}
-        res["p99_ms_at_half_load"] = lat["50%"]["p99_ms"]
-
-        log.info("5/6 the naive pipeline")
-        res["naive"] = naive_pipeline(Run(settings, ep), posts_all[:150 if quick else 300])
-        res["e2e_over_naive"] = round(e2e[fastest] / res["naive"]["posts_per_s"], 2)
-
-        log.info("6/6 profile")
-        res["profile_precision"] = fastest  # the path the latency runs and deployments use
-        res["profile_share_pct"] = profile_scorer(Run(settings.model_copy(update={"scorer_precision": fastest}), ep),
-                                                  posts_all[:640], out_dir / "profiles")
+        for i, name in enumerate(PHASES, 1):
+            if only and name not in only:
+                continue
+            missing = [n for n in NEEDS.get(name, ()) if res["phases"].get(n, {}).get("status") != "ok"]
+            if missing:
+                res["phases"][name] = {"status": "skipped", "why": f"needs {', '.join(missing)}"}
+                log.warning("%d/%d %s skipped: needs %s", i, len(PHASES), name, ", ".join(missing))
+                continue
+            log.info("%d/%d %s", i, len(PHASES), name)
+            t0 = time.monotonic()
+            try:
+                PHASE_RUNS[name](b, res, head)
+                res["phases"][name] = {"status": "ok", "seconds": round(time.monotonic() - t0, 1)}
+            except Exception as e:  # noqa: BLE001 (a failed phase is reported; the others still run)
+                log.exception("bench phase %s failed", name)
+                res["phases"][name] = {"status": "failed", "why": f"{type(e).__name__}: {e}",
+                                       "seconds": round(time.monotonic() - t0, 1)}
+            write_report(res, out_dir)
     finally:
         local_stack.down(stack)
         shutil.rmtree(state, ignore_errors=True)
     write_report(res, out_dir)
     return res
+
+
+def _ceiling(res: dict, p: str, batch: int) -> float:
+    """The best encoder-only rate of precision p at this max batch size, over every layout."""
+    single = max(res["encoder_ceiling_posts_per_s"][p], res["encoder_ceiling_bucketed_posts_per_s"][p])
+    return max(single if batch == 64 else 0.0, res["encoder_ceiling_per_core_posts_per_s"][p].get(str(batch), 0.0))
+
+
+def phase_encoders(b: Bench, res: dict, head) -> None:
+    s = b.settings
+    texts = [p.post.text for p in b.posts[:2048]]  # in-process ceilings: warm-up posts, then new ones
+    stream = [p.post.text for p in b.posts]  # the per-core ceilings: a share per process, no post twice
+    probe = {p: encoders.text_ceiling(head, texts[:320], p).per_s for p in PRECISIONS}
+    precisions, skipped = worth_running(probe)
+    res["precisions_run"] = precisions
+    res["encoder_probe_posts_per_s"] = {p: round(v, 1) for p, v in probe.items()}
+    res["precisions_skipped"] = skipped
+    for p, why in skipped.items():
+        log.info("%s: %s", p, why)
+    call = res["bucket_call_tokens"] = s.scorer_bucket_call_tokens or 32  # length buckets as the scorer plans them
+    ceil = {p: encoders.text_ceiling(head, texts, p).per_s for p in precisions}
+    ceil_bucket = {p: encoders.text_ceiling(head, texts, p, bucket=call).per_s for p in precisions}
+    # the encoder alone, one single-threaded process per core, at each batch size the scorer runs
+    per_core = {p: {bs: encoders.text_ceiling_per_core(s.scorer_model, stream, p, b.cores, bucket=call,
+                                                       batch=bs).per_s for bs in b.batches} for p in precisions}
+    imgs = sorted((s.data_dir / "mvsa-single" / "images").glob("*.jpg"))[:64]
+    img = {p: encoders.image_ceiling(imgs, p).per_s for p in ("fp32", "bf16") if p in precisions} if imgs else {}
+    res["encoder_ceiling_posts_per_s"] = {p: round(v, 1) for p, v in ceil.items()}
+    res["encoder_ceiling_bucketed_posts_per_s"] = {p: round(v, 1) for p, v in ceil_bucket.items()}
+    res["encoder_ceiling_per_core_posts_per_s"] = {p: {str(bs): round(v, 1) for bs, v in d.items()}
+                                                   for p, d in per_core.items()}
+    res["encoder_single_post_per_s"] = round(encoders.text_single(head, texts[:250]).per_s, 1)
+    res["image_encoder_images_per_s"] = {p: round(v, 1) for p, v in img.items()}
+    res["bucket_by_precision"] = {p: call if ceil_bucket[p] > ceil[p] else 0 for p in precisions}
+
+
+def phase_accuracy(b: Bench, res: dict, head) -> None:
+    precisions = res.get("precisions_run") or list(PRECISIONS)
+    sets = QUICK_ACCURACY_SETS if b.quick else None
+    res["accuracy_sets"] = list(sets) if sets else "all present"
+    acc = res["accuracy_by_precision"] = precision_accuracy(b.settings.data_dir, tuple(precisions),
+                                                            b.settings.scorer_model, only=sets)
+    # the largest loss against fp32 over the benchmark sets, in points of accuracy and of macro-F1
+    res["accuracy_loss_pts_vs_fp32"] = {
+        p: {m: round(100 * max(acc["fp32"][d][m] - acc[p][d][m] for d in acc[p]), 2) for m in ("accuracy", "macro_f1")}
+        for p in precisions}
+
+
+def phase_saturation(b: Bench, res: dict, head) -> None:
+    s, precisions, bucket = b.settings, res["precisions_run"], res["bucket_by_precision"]
+    sweep = []
+    for prec in precisions:  # the deployment layouts: one scorer with every core, one per core
+        sweep.append(saturation(s, b.ep, b.enough(), b.logs, precision=prec, bucket=bucket[prec]))
+        if b.cores > 1:
+            for bs in b.batches:
+                sweep.append(saturation(s, b.ep, b.enough(b.cores, bs), b.logs, k=b.cores, batch=bs, precision=prec,
+                                        bucket=bucket[prec]))
+    for bs in (32, 128) if b.quick else (16, 32, 128, 256):
+        sweep.append(saturation(s, b.ep, b.enough(1, bs), b.logs, batch=bs, bucket=bucket["fp32"]))
+    if not b.quick:
+        sweep.append(saturation(s, b.ep, b.enough(), b.logs, wait_ms=10, bucket=bucket["fp32"]))
+    for r in sweep:  # None where no encoder-only run used that batch size
+        r["ceiling_posts_per_s"] = round(_ceiling(res, r["precision"], r["batch"]), 1) or None
+    res["sweep"] = sweep
+    # per precision: its best layout, against the encoder ceiling at that layout's batch size
+    best = {p: max((r for r in sweep if r["precision"] == p and r["wait_ms"] == 50
+                    and r["batch"] in (64, *b.batches)), key=lambda r: r["posts_per_s"]) for p in precisions}
+    e2e = res["e2e_posts_per_s"] = {p: r["posts_per_s"] for p, r in best.items()}
+    res["e2e_layout"] = {p: {"scorers": r["scorers"], "batch": r["batch"]} for p, r in best.items()}
+    res["e2e_over_ceiling_by_precision"] = {p: round(e2e[p] / best[p]["ceiling_posts_per_s"], 3) for p in e2e}
+    res["e2e_over_best_ceiling_by_precision"] = {
+        p: round(e2e[p] / max(_ceiling(res, p, bs) for bs in (64, *b.batches)), 3) for p in e2e}
+    # "the fastest path" is the fastest precision that keeps accuracy; the fastest of all is reported too
+    loss = res["accuracy_loss_pts_vs_fp32"]
+    keeps = [p for p in precisions if max(loss[p].values()) <= ACCURACY_TOLERANCE_PTS]
+    fastest = res["fastest_precision"] = max(keeps, key=e2e.get)
+    res["fastest_any_precision"] = fastest_any = max(e2e, key=e2e.get)
+    res["fastest_any_over_fp32"] = round(e2e[fastest_any] / e2e["fp32"], 3)
+    res["accuracy_tolerance_pts"] = ACCURACY_TOLERANCE_PTS
+    res["e2e_over_ceiling"] = res["e2e_over_ceiling_by_precision"][fastest]
+    res["fastest_over_fp32"] = round(e2e[fastest] / e2e["fp32"], 3)
+    res["scorer_peak_rss_mb"] = max(r["peak_rss_mb"] for r in sweep)
+
+
+def phase_compiled(b: Bench, res: dict, head) -> None:
+    if b.quick:
+        res["compiled"] = {"skipped": "--quick does not compile (each compile takes about a minute per process)"}
+        return
+    bs = b.batches[-1]
+    res["compiled"] = compiled_runs(b.settings, b.ep, [p.post.text for p in b.posts], b.enough(b.cores, bs), b.logs,
+                                    [p for p in res["precisions_run"] if p != "int8"], b.cores, bs,
+                                    res["bucket_by_precision"], res["e2e_posts_per_s"],
+                                    res["accuracy_by_precision"]["fp32"])
+    rss = [v["peak_rss_mb"] for v in res["compiled"].values() if isinstance(v, dict)]
+    res["scorer_peak_rss_mb"] = max([res["scorer_peak_rss_mb"], *rss])
+
+
+def phase_latency(b: Bench, res: dict, head) -> None:
+    fastest = res["fastest_precision"]
+    lay = res["e2e_layout"][fastest]
+    env = {"scorer_precision": fastest, "scorer_bucket_call_tokens": res["bucket_by_precision"][fastest],
+           "scorer_max_batch": lay["batch"], "scorer_threads": max(1, b.cores // lay["scorers"])}
+    lat = {}
+    for share in (0.25, 0.5, 0.75):
+        rate = share * res["e2e_posts_per_s"][fastest]
+        lat[f"{int(share * 100)}%"] = latency_at(b.settings, b.ep, b.posts[b.n_sat:], rate, 15 if b.quick else 30,
+                                                 b.logs, k=lay["scorers"], **env)
+    res["latency"] = lat
+    res["latency_layout"] = {"scorers": lay["scorers"], **env}
+    res["p99_ms_at_half_load"] = lat["50%"]["p99_ms"]
+
+
+def phase_naive(b: Bench, res: dict, head) -> None:
+    res["naive"] = naive_pipeline(Run(b.settings, b.ep), b.posts[:150 if b.quick else 300])
+    res["e2e_over_naive"] = round(res["e2e_posts_per_s"][res["fastest_precision"]] / res["naive"]["posts_per_s"], 2)
+
+
+def phase_profile(b: Bench, res: dict, head) -> None:
+    fastest = res["profile_precision"] = res["fastest_precision"]  # the path the latency runs and deployments use
+    res["profile_share_pct"] = profile_scorer(Run(b.settings.model_copy(update={"scorer_precision": fastest}), b.ep),
+                                              b.posts[:640], b.out_dir / "profiles")
+
+
+PHASE_RUNS = {"encoders": phase_encoders, "accuracy": phase_accuracy, "saturation": phase_saturation,
+              "compiled": phase_compiled, "latency": phase_latency, "naive": phase_naive, "profile": phase_profile}
 
 
 def compiled_runs(settings: Settings, ep, texts: list[str], posts: list, logs: Path, precisions: list[str],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from services.bench.stream import rate_between
 
@@ -37,3 +38,34 @@ def test_only_precisions_not_slower_than_fp32_get_the_long_runs() -> None:
     assert list(skipped) == ["bf16"] and "6.1" in skipped["bf16"] and "60.0" in skipped["bf16"]
     # fp32 is the reference and always runs, even where everything else is faster
     assert worth_running({"fp32": 50.0, "bf16": 120.0, "int8": 110.0}) == (["fp32", "bf16", "int8"], {})
+
+
+def test_a_report_of_a_run_whose_phase_failed_keeps_what_finished_and_says_why(tmp_path) -> None:
+    from services.bench.report import render
+
+    res = {"date": "2026-12-03T12:00:00+00:00", "command": "voxpop bench --quick", "model": "production@x",
+           "machine": {"cpu": "test CPU", "cores": "2", "isa": "avx2", "python": "3.11", "torch": "2.13"},
+           "encoder_ceiling_posts_per_s": {"fp32": 100.0},
+           "phases": {"encoders": {"status": "ok", "seconds": 1.0},
+                      "accuracy": {"status": "failed", "why": "RuntimeError: out of memory", "seconds": 2.0},
+                      "saturation": {"status": "skipped", "why": "needs accuracy"}}}
+    render(res, tmp_path)
+    doc = (tmp_path / "performance.md").read_text()
+    assert "test CPU" in doc and "| accuracy | failed | RuntimeError: out of memory | 2.0 |" in doc
+    assert "| saturation | skipped | needs accuracy | - |" in doc
+    assert doc.count("Not measured in this run") == 7  # every section but the (absent) compiled one
+
+
+def test_per_core_ceiling_children_start_together_after_a_readiness_handshake() -> None:
+    from pipelines.datasets.registry import available
+    from services.bench.encoders import text_ceiling_per_core
+    from services.config import Settings
+
+    s = Settings()
+    if "airline" not in available(s.data_dir):
+        pytest.skip(f"the airline tweets are not under {s.data_dir}")
+    from services.bench.stream import airline_posts
+
+    texts = [p.post.text for p in airline_posts(s.data_dir)[:600]]
+    rate = text_ceiling_per_core(s.scorer_model, texts, "fp32", procs=2, batch=32, seconds=1.0)
+    assert rate.posts > 0 and rate.seconds >= 1.0 and "x2 processes" in rate.name
