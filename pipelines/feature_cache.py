@@ -138,8 +138,7 @@ def cached_image_features(
     """Pooled image features [N, D] for image files, keyed by the file bytes."""
     from PIL import Image
 
-    paths = [Path(p) for p in paths]
-    blobs = [p.read_bytes() for p in paths]
+    blobs = [Path(p).read_bytes() for p in paths]
 
     def compute(idx: list[int]) -> Tensor:
         import io
