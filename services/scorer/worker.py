@@ -66,7 +66,7 @@ from services.storage.redis_keys import KEYS, SCORER_BATCHES_CHANNEL
 from services.storage.redis_stats import observe
 from services.stream.kafka import REBALANCE_ERRORS, RECORD_TOO_LARGE_ERRORS, DeadLetter, make_producer
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("voxpop.scorer")
 
 INFRA_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, redis.ConnectionError,
                 redis.TimeoutError, KafkaError)

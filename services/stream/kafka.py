@@ -26,7 +26,7 @@ from kafka.errors import (
 
 from services.config import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("voxpop.kafka")
 
 # The most a producer sends in one request; a record (with headers) must fit well inside it.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
