@@ -80,5 +80,5 @@ def load_checkpoint(ckpt_dir: Path, device: str = "cpu") -> ScoringHead:
     head.load_state_dict(load_file(str(Path(ckpt_dir) / WEIGHTS)), strict=True)
     head.name = card.get("name", head.name)
     head.version = card.get("version", head.version)
-    head.card = card  # type: ignore[attr-defined]  # metrics, encoders etc. for callers
+    head.card = card  # metrics, encoders etc. for callers
     return head.to(device).eval()

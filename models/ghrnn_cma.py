@@ -25,7 +25,7 @@ so the cross-attention can still read audio / video; ``C_t`` is then that token'
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -75,8 +75,9 @@ class GHRNN(nn.Module):
         b, length, _ = x.shape
         m = mask.to(x.dtype).unsqueeze(-1)  # [B, L, 1]
         seq = x
-        h = x.new_zeros(b, self.cells[0].hidden)
-        for i, cell in enumerate(self.cells):
+        cells = cast("list[GHRNNCell]", list(self.cells))
+        h = x.new_zeros(b, cells[0].hidden)
+        for i, cell in enumerate(cells):
             if i:
                 seq = self.drop(seq)
             xz, xh = cell.x_z(seq), cell.x_h(seq)  # all time steps at once

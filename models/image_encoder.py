@@ -139,6 +139,8 @@ class ImageEncoder(nn.Module):
 
     dim = IMAGE_DIM
     version = IMAGE_ENCODER_VERSION
+    mean: Tensor  # buffers, registered in __init__
+    std: Tensor
 
     def __init__(
         self,
@@ -177,7 +179,7 @@ class ImageEncoder(nn.Module):
         w, h = img.size
         s = RESIZE / min(w, h)
         nw, nh = max(RESIZE, round(w * s)), max(RESIZE, round(h * s))
-        img = img.resize((nw, nh), Image.BICUBIC)
+        img = img.resize((nw, nh), Image.Resampling.BICUBIC)
         left, top = (nw - IMAGE_SIZE) // 2, (nh - IMAGE_SIZE) // 2
         img = img.crop((left, top, left + IMAGE_SIZE, top + IMAGE_SIZE))
         t = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(IMAGE_SIZE, IMAGE_SIZE, 3)

@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("voxpop.models")
 
 DEFAULT_CHECKPOINTS_DIR = Path(__file__).resolve().parent / "checkpoints"
 SENTIMENT_LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
@@ -49,6 +49,7 @@ class ScoringHead(nn.Module):
     labels: tuple[str, ...] = SENTIMENT_LABELS
     views: tuple[str, ...] = ()
     feature_dims: dict[str, int] = {}
+    card: dict[str, Any]  # set by models.checkpoint.load_checkpoint
 
     def config(self) -> dict[str, Any]:
         """Constructor kwargs (JSON-able) that rebuild this head with `cls(**config)`."""

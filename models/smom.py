@@ -33,8 +33,9 @@ Batches are padded dialogues, left-aligned, with `utt_mask` [B, T].
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -267,7 +268,7 @@ class GatedGraphFusion(nn.Module):
         x0 = h0[real]
         x, g, c = x0, torch.zeros_like(x0), torch.zeros_like(x0)
         padded = torch.zeros_like(h0)
-        for layer in self.layers:
+        for layer in cast("Iterable[GCNIILayer]", self.layers):
             g, c = self.gate(x, (g, c))
             padded = padded.index_put((real,), self.dropout(x))
             agg = (adj @ padded)[real]
@@ -293,6 +294,8 @@ class SMOMOutput:
 class SMOM(nn.Module):
     """Multi-view conversation model: extractors + user fusion + gated graph fusion + classifier."""
 
+    class_weights: Tensor | None  # a buffer, registered in __init__
+
     def __init__(self, cfg: SMOMConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -311,7 +314,7 @@ class SMOM(nn.Module):
     # -- eqs. 1-3 ------------------------------------------------------------------------------
     def user_term(self, view: str, u: Tensor, n: Tensor) -> Tensor:
         """eta * f(u), zero where the author has no earlier utterance (n == 0)."""
-        f = self.extractors[view].single(u)
+        f = cast("SequenceExtractor | MLPExtractor", self.extractors[view]).single(u)
         return self.cfg.eta * f * (n > 0).unsqueeze(-1).to(f.dtype)
 
     def _view_mask(self, feats: dict[str, Tensor], utt_mask: Tensor, view_mask: Tensor | None) -> Tensor:

@@ -120,7 +120,8 @@ class SPPSCLBatch:
         def mv(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device)
 
-        return SPPSCLBatch(mv(self.text_cls), mv(self.text_tokens), self.text_lengths, mv(self.image), mv(self.labels))
+        return SPPSCLBatch(self.text_cls.to(device), self.text_tokens.to(device), self.text_lengths, mv(self.image),
+                           mv(self.labels))
 
 
 @dataclass
@@ -296,6 +297,8 @@ class SPPSCL(nn.Module):
         self.eval()
         tp, ip, _ = self.embed(batch)
         self.train(was)
+        if ip is None:  # the batch has no images: no context to store
+            return
         self.bank_text = tp.detach().clone()
         self.bank_image = ip.detach().clone()
 
@@ -338,6 +341,7 @@ def two_step_update(model: SPPSCL, optimizer: torch.optim.Optimizer, batch: SPPS
         return stats
     # Step 2 (SPP-SCL2): re-extract I_p', T_p'; align across modalities only when needed.
     tp, ip, _ = model.embed(batch)
+    assert ip is not None  # both the image branch and the batch's images exist (checked above)
     check = alignment_check(ip.detach(), tp.detach(), y, model.cfg.alpha, model.cfg.condition_similarity)
     stats.check = check
     if check.fire:

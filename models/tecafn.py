@@ -192,7 +192,7 @@ class UnimodalEncoder(nn.Module):
         return self.out(self.enc(h, mask)) * mask[..., None].to(x.dtype)
 
 
-def _conv1(x: Tensor, conv: nn.Conv1d) -> Tensor:
+def _conv1(x: Tensor, conv: nn.Module) -> Tensor:
     return conv(x.transpose(1, 2)).transpose(1, 2)
 
 

@@ -105,6 +105,7 @@ def assemble(size: str, cache_dir: Path) -> Path:
         total = sum(p.stat().st_size for p in parts if p.is_file())
         raise ASRUnavailable(f"Whisper {size} cannot be assembled: the installed wheels lack {'; '.join(missing)} "
                              f"(the model.bin parts present hold {total:,} bytes)")
+    found = {name: p for name, p in extras.items() if p is not None}  # all of them, after the check above
     with _lock(Path(cache_dir) / f".whisper-{size}.lock"):
         if stamp.exists():
             return target
@@ -123,8 +124,8 @@ def assemble(size: str, cache_dir: Path) -> Path:
                 raise ASRUnavailable(f"Whisper {size}: assembled model.bin is {n:,} bytes, expected {w.model_bytes:,}")
             if w.model_sha256 is not None and digest != w.model_sha256:
                 raise ASRUnavailable(f"Whisper {size}: assembled model.bin sha256 {digest} != {w.model_sha256}")
-            for name, p in extras.items():
-                shutil.copyfile(p, tmp / name)  # type: ignore[arg-type]
+            for name, src in found.items():
+                shutil.copyfile(src, tmp / name)
             (tmp / "assembled.json").write_text(json.dumps({
                 "size": size, "packages": list(w.packages), "model_bytes": n, "model_sha256": digest,
                 "verified": w.model_sha256 is not None}, indent=2))

@@ -20,9 +20,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from models.text_encoder import TextEncoder
 
 log = logging.getLogger("voxpop.compiled")
 
@@ -89,7 +95,9 @@ class _Out:
         self.last_hidden_state = last_hidden_state
 
 
-def compile_text_encoder(text, autocast) -> tuple[object, float]:
+def compile_text_encoder(
+    text: TextEncoder, autocast: Callable[[], AbstractContextManager[object]]
+) -> tuple[TextEncoder, float]:
     """`text` (a TextEncoder) with a compiled model, warmed up under `autocast`; (encoder, seconds).
 
     The warm-up call is the compile: done here, at start-up, never on the first real batch.

@@ -18,6 +18,7 @@ import re
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -115,7 +116,8 @@ def cached_features(
         bar.close()
     if not keys:
         return torch.empty(0, 0)
-    return torch.from_numpy(np.stack([store.get(k) for k in keys]))
+    rows = cast("list[np.ndarray]", [store.get(k) for k in keys])  # every key was stored above
+    return torch.from_numpy(np.stack(rows))
 
 
 def cached_text_features(encoder, texts: Sequence[str], cache_dir: Path, batch_size: int = 256) -> Tensor:
@@ -138,8 +140,7 @@ def cached_image_features(
     """Pooled image features [N, D] for image files, keyed by the file bytes."""
     from PIL import Image
 
-    paths = [Path(p) for p in paths]
-    blobs = [p.read_bytes() for p in paths]
+    blobs = [Path(p).read_bytes() for p in paths]
 
     def compute(idx: list[int]) -> Tensor:
         import io

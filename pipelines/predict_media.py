@@ -54,7 +54,7 @@ def predict_media(path: Path, transcriber: Transcriber, model: str = "production
     out = engine.predict(enc, {v: torch.zeros(1, d) for v, d in dims.items()}, {v: torch.zeros(1) for v in dims})
     p = out.probs[0]
     weights = {v: round(float(w[0]), 4) for v, w in out.modality_weights.items()}
-    av_rows = []
+    av_rows: list[dict[str, Any]] = []
     if av_models:
         heads = load_av_heads(list(av_models), checkpoints_dir, device)
         x = AVInput(text=text, audio=audio, frames=frames)

@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-POST_SCHEMA_VERSION = 1
-SCORED_SCHEMA_VERSION = 1
+POST_SCHEMA_VERSION: Literal[1] = 1
+SCORED_SCHEMA_VERSION: Literal[1] = 1
 
 _ID = re.compile(r"^[a-z0-9_.-]+:[^\s]{1,256}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

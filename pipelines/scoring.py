@@ -151,9 +151,9 @@ class InferenceEngine:
             present = [i for i, im in enumerate(imgs) if im is not None]
             feats = torch.zeros(b, self.head.feature_dims["image"])
             if present:
-                batch = torch.stack([self.image.preprocess(imgs[i]) for i in present]).to(self.device)
+                pixels = torch.stack([self.image.preprocess(imgs[i]) for i in present]).to(self.device)
                 with self._autocast():
-                    feats[present] = self.image.encode(batch).float().cpu()
+                    feats[present] = self.image.encode(pixels).float().cpu()
             x["image"] = feats
             mask["image"] = torch.tensor([im is not None for im in imgs], dtype=torch.bool)
         return Encoded(x=x, mask=mask)

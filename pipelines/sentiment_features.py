@@ -144,7 +144,7 @@ def build(
             from models.image_encoder import ImageEncoder
 
             image_encoder = ImageEncoder()
-        fi = cached_image_features(image_encoder, [records[i].image for i in img_rows], cache_dir).numpy()
+        fi = cached_image_features(image_encoder, [Path(str(records[i].image)) for i in img_rows], cache_dir).numpy()
         xi = np.zeros((len(records), fi.shape[1]), dtype=np.float32)
         xi[img_rows] = fi
         mi = np.zeros(len(records), dtype=bool)

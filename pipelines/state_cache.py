@@ -125,8 +125,8 @@ def cached_image_maps(encoder, paths: Sequence[Path | str], cache_dir: Path, bat
     """Feature maps [N, 1280, 7, 7] (float16) of image files from a frozen `ImageEncoder`."""
     from PIL import Image
 
-    paths = [Path(p) for p in paths]
-    keys = [content_key(encoder.version, p.read_bytes()) for p in paths]
+    files = [Path(p) for p in paths]
+    keys = [content_key(encoder.version, p.read_bytes()) for p in files]
     path = (
         Path(cache_dir)
         / "states"
@@ -136,9 +136,9 @@ def cached_image_maps(encoder, paths: Sequence[Path | str], cache_dir: Path, bat
     if path.exists():
         return torch.load(path, mmap=True, weights_only=True)["fmap"]
     chunks: list[Tensor] = []
-    for s in tqdm(range(0, len(paths), batch_size), desc="image feature maps", unit="batch"):
+    for s in tqdm(range(0, len(files), batch_size), desc="image feature maps", unit="batch"):
         batch = []
-        for p in paths[s : s + batch_size]:
+        for p in files[s : s + batch_size]:
             with Image.open(io.BytesIO(p.read_bytes())) as im:
                 batch.append(encoder.preprocess(im))
         chunks.append(encoder.feature_map(torch.stack(batch)).to(torch.float16).cpu())

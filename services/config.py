@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     api_port: int = 8000
 
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: one readable line per record; json: one JSON object per line (for k8s log "
+        "collectors)")
 
 
 @lru_cache

@@ -18,10 +18,12 @@ import time
 from dataclasses import dataclass, field
 
 from services.config import Settings
+from services.retry import delay_after, exponential
 
 log = logging.getLogger("voxpop.up")
 COLOURS = ["\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m", "\033[31m", "\033[37m"]
 RESET = "\033[0m"
+RESTART_BACKOFF = exponential(1.0, 30.0)  # a crashed child waits 1, 2, 4 ... 30 s before each restart
 
 
 @dataclass
@@ -150,7 +152,7 @@ def run_up(settings: Settings, speed: float = 600.0, source: str = "auto", keep_
                     log.error("%s exited %d five times; leaving it stopped", k.name, rc)
                     k.done = True
                 elif k.next_start == 0.0:
-                    k.next_start = time.monotonic() + min(30, 2 ** k.restarts)
+                    k.next_start = time.monotonic() + delay_after(RESTART_BACKOFF, k.restarts + 1)
                     log.warning("%s exited with %d; restarting", k.name, rc)
                 elif time.monotonic() >= k.next_start:
                     k.restarts += 1

@@ -180,7 +180,7 @@ def _view_tensor(x: np.ndarray, lengths: np.ndarray) -> tuple[torch.Tensor, torc
     return xt, mask
 
 
-def collate_trimodal(split: TriModalSplit, idx: Sequence[int]) -> tuple[TriModalBatch, torch.Tensor]:
+def collate_trimodal(split: TriModalSplit, idx: Sequence[int] | np.ndarray) -> tuple[TriModalBatch, torch.Tensor]:
     """Padded tensors + masks for samples `idx`, plus the label tensor."""
     ix = np.asarray(idx, dtype=np.int64)
     parts: dict[str, torch.Tensor] = {}

@@ -30,7 +30,7 @@ from services.ingest import ledger
 from services.storage.redis_keys import KEYS
 from services.stream.kafka import DeadLetter
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("voxpop.ingest")
 
 
 @dataclass

@@ -41,7 +41,7 @@ from services.ingest.live_common import (
     sleep_or_stop,
 )
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("voxpop.ingest.jetstream")
 
 DEFAULT_URL = "wss://jetstream2.us-east.bsky.network/subscribe"
 POST_COLLECTION = "app.bsky.feed.post"

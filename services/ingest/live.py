@@ -12,7 +12,7 @@ from services.config import Settings
 from services.ingest.events import BadRecord, ConnectorEvent
 from services.ingest.gate import Incoming, IngestGate
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("voxpop.ingest.live")
 
 
 def to_incoming(ev: ConnectorEvent, source: str) -> Incoming:

@@ -11,6 +11,8 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from services.retry import delay_after, exponential
+
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -41,6 +43,7 @@ class Backoff:
         self.cfg = cfg
         self.failures = 0
         self._rng = rng or random.Random()
+        self._wait = exponential(cfg.initial_s, cfg.max_s, cfg.factor)
 
     def reset(self) -> None:
         self.failures = 0
@@ -51,8 +54,8 @@ class Backoff:
         return limit is not None and self.failures >= limit
 
     def next_delay(self) -> float:
-        ceiling = min(self.cfg.max_s, self.cfg.initial_s * self.cfg.factor**self.failures)
         self.failures += 1
+        ceiling = delay_after(self._wait, self.failures)
         return ceiling * self._rng.uniform(0.5, 1.0)
 
 

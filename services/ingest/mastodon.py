@@ -46,7 +46,7 @@ from services.ingest.live_common import (
     sleep_or_stop,
 )
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("voxpop.ingest.mastodon")
 
 SOURCE = "mastodon"
 MAX_TEXT_CHARS = 10_000

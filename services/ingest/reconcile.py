@@ -33,7 +33,7 @@ from services.config import Settings
 from services.ingest import ledger
 from services.ingest.gate import IngestGate
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("voxpop.reconcile")
 
 _UNPUBLISHED = text("""
 SELECT post_id, payload FROM ingest_ledger

@@ -37,7 +37,7 @@ from sqlalchemy import Engine, text
 from pipelines.advisory_locks import Lock
 from services.stream.kafka import make_consumer
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("voxpop.scorer.membership")
 
 _READ = text("SELECT epoch FROM consumer_group_epochs WHERE base_group = :b")
 _WRITE = text("""

@@ -38,7 +38,7 @@ import numpy as np
 
 from pipelines.asr import ASRUnavailable, Transcriber, Transcript
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("voxpop.scorer.transcripts")
 
 
 @dataclass

@@ -55,6 +55,7 @@ from pipelines.scoring import InferenceEngine, TokenIds, sentiment_score
 from pipelines.views import dominant_view
 from services.config import Settings
 from services.ingest.gate import validation_reason
+from services.retry import delay_after, exponential
 from services.scorer.media import MediaError, MediaPolicy, load_audio, load_image, load_video
 from services.scorer.membership import GroupMembership
 from services.scorer.offsets import OffsetLedger
@@ -66,10 +67,11 @@ from services.storage.redis_keys import KEYS, SCORER_BATCHES_CHANNEL
 from services.storage.redis_stats import observe
 from services.stream.kafka import REBALANCE_ERRORS, RECORD_TOO_LARGE_ERRORS, DeadLetter, make_producer
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("voxpop.scorer")
 
 INFRA_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, redis.ConnectionError,
                 redis.TimeoutError, KafkaError)
+INFRA_BACKOFF = exponential(0.5, 30.0)  # a batch that met an outage waits, then is tried again (never dropped)
 
 
 @dataclass
@@ -508,7 +510,7 @@ class Scorer:
         Every attempt reuses `prep` (parsed once), so a bad record goes to the DLQ once, not once
         per attempt. A record the broker will never take (too large) is a data error, not an outage.
         """
-        attempt, backoff = 0, 0.5
+        attempt, outages = 0, 0
         while True:
             try:
                 self.process(prep)
@@ -519,10 +521,11 @@ class Scorer:
                 self._one_by_one(prep)
                 return
             except INFRA_ERRORS as e:
-                log.warning("infrastructure error, retrying batch in %.1fs: %s", backoff, e)
-                if self.stopping.wait(backoff):
+                outages += 1
+                wait = delay_after(INFRA_BACKOFF, outages)
+                log.warning("infrastructure error, retrying batch in %.1fs: %s", wait, e)
+                if self.stopping.wait(wait):
                     raise
-                backoff = min(backoff * 2, 30)
             except Exception as e:  # a data problem: find the record(s) behind it
                 attempt += 1
                 if attempt < self.s.scorer_max_attempts:

@@ -1,6 +1,6 @@
 """Every Redis key and channel VoxPop uses, in one place.
 
-Scheme: ``vp:<area>:<what>[:<id>...]``. Areas: ``ingest`` (dedup), ``scorer`` (per-user state,
+Scheme: ``vp:<area>:<what>[:<id>...]``. Areas: ``scorer`` (per-user state,
 thread context), ``stats`` (counters), ``trends`` (live window snapshots, late/invalid counters),
 ``alerts`` (live firing events). Add keys here rather than building key strings elsewhere, so the
 layout stays greppable and collision-free.
@@ -15,13 +15,9 @@ PREFIX = os.environ.get("VOXPOP_REDIS_PREFIX", "vp:")
 
 
 class _Keys:
-    """Key builders for ingest and scorer (used as ``KEYS.seen(post_id)`` etc.)."""
+    """Key builders for the scorer and the counters (used as ``KEYS.stats("scored")`` etc.)."""
 
     prefix = PREFIX
-
-    def seen(self, post_id: str) -> str:
-        """Ingest dedup marker of one post id (with a TTL)."""
-        return f"{PREFIX}ingest:seen:{post_id}"
 
     def stats(self, name: str) -> str:
         """Monotonic counter, e.g. ``stats("scored")``."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -25,8 +24,9 @@ from kafka.errors import (
 )
 
 from services.config import Settings
+from services.retry import retrying, wait_fixed
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("voxpop.kafka")
 
 # The most a producer sends in one request; a record (with headers) must fit well inside it.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
@@ -48,16 +48,11 @@ def stream_topics(s: Settings) -> list[str]:
 
 def ensure_topics(bootstrap: str, s: Settings, timeout_s: float = 60.0) -> list[str]:
     """Create the stream's topics if missing (idempotent). Returns the ones created now."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="voxpop-admin",
-                                     request_timeout_ms=15000)
-            break
-        except KafkaError as e:  # broker still starting
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"Kafka at {bootstrap} not reachable: {e}") from e
-            time.sleep(0.5)
+    try:  # the broker may still be starting
+        admin = retrying(KafkaError, timeout_s=timeout_s, wait=wait_fixed(0.5))(
+            KafkaAdminClient, bootstrap_servers=bootstrap, client_id="voxpop-admin", request_timeout_ms=15000)
+    except KafkaError as e:
+        raise RuntimeError(f"Kafka at {bootstrap} not reachable: {e}") from e
     try:
         existing = set(admin.list_topics())
         wanted = [t for t in stream_topics(s) if t not in existing]
