@@ -65,7 +65,13 @@ from services.scorer.user_state import UserStateStore
 from services.storage.db import engine_for
 from services.storage.redis_keys import KEYS, SCORER_BATCHES_CHANNEL
 from services.storage.redis_stats import observe
-from services.stream.kafka import REBALANCE_ERRORS, RECORD_TOO_LARGE_ERRORS, DeadLetter, make_producer
+from services.stream.kafka import (
+    BROKER_AWAY_ERRORS,
+    REBALANCE_ERRORS,
+    RECORD_TOO_LARGE_ERRORS,
+    DeadLetter,
+    make_producer,
+)
 
 log = logging.getLogger("voxpop.scorer")
 
@@ -586,10 +592,13 @@ class Scorer:
                 consumer.commit(offsets)
             except REBALANCE_ERRORS as e:  # partitions moved: the new owner redoes them, idempotently
                 log.warning("offset commit refused during a rebalance (%s): %s", type(e).__name__, e)
+            except BROKER_AWAY_ERRORS as e:  # the records are stored; a restart redoes them, idempotently
+                log.warning("offset commit failed, the broker is away (%s): %s", type(e).__name__, e)
 
         def poll() -> None:
             nonlocal consumer
             last_data = time.monotonic()
+            away = 0  # polls in a row that found the broker away
             try:
                 while not done.is_set():
                     apply_commits()
@@ -606,7 +615,17 @@ class Scorer:
                     if self.asr is not None and self.asr.full():  # back-pressure: nothing is dropped
                         self.asr.wait_any(0.05)
                         continue
-                    polled = consumer.poll(timeout_ms=50 if holding else 200, max_records=room)
+                    try:
+                        polled = consumer.poll(timeout_ms=50 if holding else 200, max_records=room)
+                    except BROKER_AWAY_ERRORS as e:  # a broker restart is an outage to wait out, not an exit
+                        away += 1
+                        wait = delay_after(INFRA_BACKOFF, away)
+                        log.warning("broker away (%s: %s); polling again in %.1f s", type(e).__name__, e, wait)
+                        done.wait(wait)
+                        continue
+                    if away:
+                        log.info("broker back after %d failed polls", away)
+                        away = 0
                     records = [r for recs in polled.values() for r in recs]
                     if records:
                         last_data = time.monotonic()

@@ -15,7 +15,9 @@ from kafka.admin import NewTopic
 from kafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
+    KafkaConnectionError,
     KafkaError,
+    KafkaTimeoutError,
     MessageSizeTooLargeError,
     RebalanceInProgressError,
     RecordListTooLargeError,
@@ -38,6 +40,8 @@ DLQ_MAX_VALUE_BYTES = 64 * 1024
 # moving), so the new owner redoes the uncommitted records, idempotently. Never fatal.
 REBALANCE_ERRORS: tuple[type[KafkaError], ...] = (
     CommitFailedError, RebalanceInProgressError, IllegalGenerationError, UnknownMemberIdError)
+# What kafka-python raises while the broker is away (restarting, unreachable): wait and poll again.
+BROKER_AWAY_ERRORS: tuple[type[KafkaError], ...] = (KafkaConnectionError, KafkaTimeoutError)
 # A record the broker will never take: a property of the record, not of the infrastructure.
 RECORD_TOO_LARGE_ERRORS: tuple[type[KafkaError], ...] = (MessageSizeTooLargeError, RecordListTooLargeError)
 

@@ -172,6 +172,48 @@ def test_accepted_posts_the_broker_lost_are_republished_and_dedup_never_claims_t
     assert second.republished == 0 and second.checked == 30, "what the broker holds now is not sent again"
 
 
+def test_a_scorer_waits_out_a_broker_restart_and_scores_what_comes_after(stack_endpoints, tmp_path):
+    """kill -9 of the broker under a running scorer: polls meet refused connections for a while;
+    the scorer must wait and go on, not exit (found by `voxpop faults`: one of two scorers died)."""
+    import os
+
+    from infra import local_stack
+    from services.config import Settings
+
+    own = Settings(state_dir=tmp_path / "broker", database_url=stack_endpoints.database_url,
+                   redis_url=stack_endpoints.redis_url, kafka_bootstrap=None)
+    kafka = local_stack.up(own, which=("kafka",)).kafka_bootstrap
+    ep = local_stack.Endpoints(stack_endpoints.database_url, stack_endpoints.redis_url, kafka)
+    s = fresh_stream(ep)
+    db = engine_for(ep.database_url)
+
+    def feed(lo: int, hi: int) -> None:
+        gate = IngestGate(s, make_producer(kafka), redis.Redis.from_url(ep.redis_url), db)
+        ps = [Post.model_validate(post(i, author=f"b{i % 4}")) for i in range(lo, hi)]
+        assert len(gate.submit([Incoming(raw=p.model_dump_json().encode(), post=p) for p in ps]).accepted) == hi - lo
+        gate.producer.close()
+
+    log = tmp_path / "scorer.log"
+    scorer = start_scorer(s, log)
+    try:
+        # the broker goes while the scorer joins its group: polls inside the join meet refused connections
+        wait_for(lambda: "joining consumer group" in log.read_text(), 180, "the scorer to join", scorer, log)
+        rec = local_stack.read_state(own.state_dir)["kafka"]
+        os.kill(rec["pid"], signal.SIGKILL)
+        while local_stack.pid_alive(rec["pid"], rec["exe"]):
+            time.sleep(0.1)
+        time.sleep(8)
+        assert scorer.poll() is None, log.read_text()[-3000:]
+        assert local_stack.up(own, which=("kafka",)).kafka_bootstrap == kafka, "same port again"
+        ensure_topics(kafka, s)  # the memory broker came back empty
+        feed(0, 20)
+        wait_for(lambda: count(ep, "SELECT count(*) FROM posts") == 20, 180, "posts after the restart", scorer, log)
+    finally:
+        scorer.send_signal(signal.SIGTERM)
+        scorer.wait(60)
+        local_stack.down(own)
+
+
 def test_redis_that_lost_per_author_state_is_repaired_from_postgresql(stack_endpoints):
     ep = stack_endpoints
     fresh_stream(ep)
