@@ -10,7 +10,11 @@ replicas never double up:
    record at their recorded (partition, offset) must still be there and carry their id; where it
    is not (the offset is past the partition's end or before its start, or another post sits
    there) they are published again, at most `reconcile_max_republish` times each;
-3. stored posts older than the dedup window are pruned from the ledger.
+3. stored posts whose watch memberships the trends worker never folded, although it has folded
+   batches since (its `trend_watermarks` moved more than the grace after they were stored), lost
+   their `posts.scored` message in the broker: they are published to `posts.raw` again and the
+   scorer, finding them stored, repeats their stored prediction on `posts.scored`;
+4. stored posts older than the dedup window are pruned from the ledger.
 
 A post re-published while a copy still waits in the broker is scored once: the sinks are
 idempotent by post id and the eta term folds each stored post once.
@@ -45,6 +49,16 @@ LEFT JOIN posts p ON p.id = l.post_id
 WHERE p.id IS NULL AND l.published_at IS NOT NULL AND l.published_at < :before AND l.republished < :max
 ORDER BY l.published_at LIMIT :n
 """)
+_UNFOLDED = text("""
+SELECT DISTINCT l.post_id, l.payload FROM ingest_ledger l
+JOIN posts p ON p.id = l.post_id
+JOIN post_watches pw ON pw.post_id = p.id
+LEFT JOIN trend_members tm ON tm.watch_id = pw.watch_id AND tm.post_id = pw.post_id
+WHERE tm.post_id IS NULL AND l.republished < :max
+  AND p.stored_at < (SELECT max(updated_at) FROM trend_watermarks WHERE source = :source)
+                    - make_interval(secs => :grace)
+LIMIT :n
+""")
 _REPUBLISHED = text("""
 UPDATE ingest_ledger SET republished = republished + 1, last_reason = u.reason
 FROM unnest(CAST(:post_id AS text[]), CAST(:reason AS text[])) AS u(post_id, reason)
@@ -57,6 +71,7 @@ class PassStats:
     published: int = 0  # never published before
     checked: int = 0  # published, not yet stored, looked up in the broker
     republished: int = 0  # the broker had lost them
+    unfolded: int = 0  # stored, but their posts.scored message never reached the trends worker
     pruned: int = 0
     skipped: bool = False  # another reconciler held the lock
 
@@ -84,13 +99,15 @@ class Reconciler:
                 before = datetime.now(UTC) - timedelta(seconds=self.s.reconcile_grace_s)
                 stats.published = self._publish_unpublished(before)
                 stats.checked, stats.republished = self._republish_lost(before)
+                stats.unfolded = self._republish_unfolded()
                 stats.pruned = ledger.prune(self.db, datetime.now(UTC) - timedelta(seconds=self.s.dedup_ttl_s))
             finally:
                 lock_conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": int(Lock.RECONCILER)})
                 lock_conn.commit()
-        if stats.published or stats.republished:
-            log.warning("reconciler: published %d accepted posts the broker never took, re-published %d it lost",
-                        stats.published, stats.republished)
+        if stats.published or stats.republished or stats.unfolded:
+            log.warning("reconciler: published %d accepted posts the broker never took, re-published %d it lost "
+                        "and %d stored ones whose posts.scored message it lost", stats.published, stats.republished,
+                        stats.unfolded)
         return stats
 
     def _publish_unpublished(self, before: datetime) -> int:
@@ -115,6 +132,20 @@ class Reconciler:
             with self.db.begin() as conn:
                 conn.execute(_REPUBLISHED, {"post_id": [c.post_id for c, _ in lost], "reason": [r for _, r in lost]})
         return len(cands), len(lost)
+
+    def _republish_unfolded(self) -> int:
+        with self.db.connect() as conn:
+            rows = conn.execute(_UNFOLDED, {"max": self.s.reconcile_max_republish, "source": self.s.topic_scored,
+                                            "grace": self.s.reconcile_grace_s, "n": self.s.reconcile_batch}).all()
+        if not rows:
+            return 0
+        payloads = {r.post_id: r.payload for r in rows}
+        self.gate.publish(payloads, {pid: _author(p) for pid, p in payloads.items()})
+        with self.db.begin() as conn:
+            conn.execute(_REPUBLISHED, {"post_id": list(payloads),
+                                        "reason": [f"stored, but never folded into trends from {self.s.topic_scored}"]
+                                        * len(payloads)})
+        return len(payloads)
 
     def _lost_in_broker(self, cands: list[_Candidate]) -> list[tuple[_Candidate, str]]:
         """The candidates whose record is no longer where the ledger says it landed, with why."""

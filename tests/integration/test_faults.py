@@ -214,6 +214,45 @@ def test_a_scorer_waits_out_a_broker_restart_and_scores_what_comes_after(stack_e
         local_stack.down(own)
 
 
+def test_stored_posts_whose_scored_message_the_broker_lost_are_sent_round_again(stack_endpoints):
+    """A broker reset after the scorer stored a post but before the trends worker read its
+    posts.scored message: the post is stored, the ledger content, but its windows would miss it.
+    Once trends has folded later batches, the reconciler re-publishes it to posts.raw (found by
+    `voxpop faults`: 41 of 3,061 memberships missing after a broker kill -9)."""
+    from pipelines.schemas import ScoredPost
+    from tests.integration.trendkit import clean, store_canonical
+
+    ep = stack_endpoints
+    s = fresh_stream(ep, reconcile_grace_s=0.0)
+    db = engine_for(ep.database_url)
+    clean(db)
+    scored = [ScoredPost(post_id=f"twitter:f{i}", author_id=f"twitter:u{i % 3}", watches=[1],
+                         created_at=datetime(2015, 2, 22, 12, i, tzinfo=UTC), model_name="m", model_version="1",
+                         label="negative", probabilities={"negative": 0.9, "neutral": 0.05, "positive": 0.05},
+                         score=-0.85) for i in range(10)]
+    store_canonical(db, scored)  # what the scorer stored
+    with db.begin() as conn:
+        conn.execute(text("INSERT INTO ingest_ledger (post_id, payload, published_at) VALUES (:p, :j, now())"),
+                     [{"p": sp.post_id, "j": json.dumps(post(i, author=f"u{i % 3}"))} for i, sp in enumerate(scored)])
+        conn.execute(text("INSERT INTO trend_members (watch_id, post_id, created_at, author_id, label, score, "
+                          "source_partition) SELECT 1, id, created_at, author_id, 'negative', -0.85, 0 FROM posts "
+                          "WHERE id IN ('twitter:f0', 'twitter:f1', 'twitter:f2')"))
+    gate = IngestGate(s, make_producer(ep.kafka_bootstrap), redis.Redis.from_url(ep.redis_url), db)
+    assert Reconciler(s, gate, ep.kafka_bootstrap).run_once().unfolded == 0, "trends never ran: nothing to judge"
+    time.sleep(0.05)
+    with db.begin() as conn:  # the trends worker folds a later batch
+        conn.execute(text("INSERT INTO trend_watermarks (source, partition, max_event_time, updated_at) "
+                          "VALUES (:s, 0, now(), now())"), {"s": s.topic_scored})
+    stats = Reconciler(s, gate, ep.kafka_bootstrap).run_once()
+    assert stats.unfolded == 7, stats
+    consumer = KafkaConsumer(bootstrap_servers=ep.kafka_bootstrap, group_id=None, auto_offset_reset="earliest",
+                             consumer_timeout_ms=5000)
+    consumer.assign([TopicPartition(s.topic_raw, p) for p in range(s.topic_partitions)])
+    assert {json.loads(r.value)["id"] for r in consumer} == {f"twitter:f{i}" for i in range(3, 10)}
+    consumer.close()
+    clean(db)
+
+
 def test_redis_that_lost_per_author_state_is_repaired_from_postgresql(stack_endpoints):
     ep = stack_endpoints
     fresh_stream(ep)
