@@ -11,3 +11,4 @@ class Lock(IntEnum):
     REPORT_RETENTION = 727302  # `services.scheduler.jobs.retention`
     GROUP_EPOCH = 727303  # `services.scorer.membership`: one scorer moves the group to a new epoch
     RECONCILER = 727304  # `services.ingest.reconcile`: one reconciler pass at a time
+    ALERT_DISPATCH = 727305  # `services.alerts.dispatcher`: outbox events applied in event-time order

@@ -522,6 +522,39 @@ def up(
 # --------------------------------------------------------------------------- api, reports, scheduler
 apikey_app = typer.Typer(help="API keys (stored hashed; the token is shown once).", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
+reasons_app = typer.Typer(help="Complaint reasons (why posts are negative).", no_args_is_help=True)
+app.add_typer(reasons_app, name="reasons")
+
+
+@reasons_app.command("train")
+def reasons_train(
+    out: Annotated[str, typer.Option(help="Markdown report; the JSON goes beside it")] = "docs/reasons.md",
+) -> None:
+    """Train the reason head on the airline tweets' human negativereason labels; held-out F1 beside
+    a keyword baseline -> docs/reasons.md/.json and models/checkpoints/reasons-minilm-lr/."""
+    import json as _json
+    import time as _time
+
+    from models.text_encoder import TextEncoder
+    from pipelines.feature_cache import cached_text_features
+    from pipelines.reasons import load_reasons, reasons_markdown, save_head, train_and_evaluate
+    from pipelines.trends.airline import airline_csv
+
+    s = get_settings()
+    path = airline_csv(s.data_dir)
+    if not path.exists():
+        raise typer.BadParameter(f"airline data not found at {path}: set VOXPOP_DATA_DIR to the shared data folder")
+    t0 = _time.perf_counter()
+    data = load_reasons(path)
+    enc = TextEncoder()
+    feats = cached_text_features(enc, data.texts, s.feature_cache_dir)
+    head, threshold, report = train_and_evaluate(data, feats)
+    seconds = _time.perf_counter() - t0
+    save_head(head, threshold, report, s.checkpoints_dir / "reasons-minilm-lr", enc.version)
+    Path(out).write_text(reasons_markdown(report, seconds))
+    Path(out).with_suffix(".json").write_text(_json.dumps(report, indent=1) + "\n")
+    typer.echo(f"wrote {out}: macro-F1 head {report['head']['macro_f1']:.3f}, "
+               f"keywords {report['keywords']['macro_f1']:.3f}")
 
 
 def _migrated_db() -> str:

@@ -341,26 +341,60 @@ class TrendProcessor:
                 spec = self._spec_by_name[rule.window_size]
                 hist = history.values(rule, spec, win) if rule.uses_baseline else []
                 verdict = evaluate(rule, win, hist)
-                if not verdict.evaluated:
-                    continue
                 key = (rule.id, win["watch_id"])
                 if key not in states:
                     states[key] = _load_state(conn, *key)
-                ev = self._transition(conn, rule, win, verdict, states[key])
+                if not verdict.evaluated and not states[key]["firing"]:
+                    continue
+                ev = self._transition(conn, rule, spec, win, verdict, states[key], history)
                 if ev is not None:
                     firings.append(ev)
         return firings
 
     def _transition(
-        self, conn: Connection, rule: Rule, win: dict[str, Any], verdict: Verdict, state: dict[str, Any]
+        self,
+        conn: Connection,
+        rule: Rule,
+        spec: WindowSpec,
+        win: dict[str, Any],
+        verdict: Verdict,
+        state: dict[str, Any],
+        history: _HistoryCache,
     ) -> dict[str, Any] | None:
-        if verdict.firing:
+        """The episode state machine, on the window's event time (never the wall clock).
+
+        Closed -> firing on a hot window (unless within ``cooldown_s`` of the last hot one); firing
+        stays firing through warm windows and resolves after ``resolve_after`` calm windows (empty
+        windows count as calm); a hot window after a non-hot one re-escalates the open episode.
+        """
+        end = win["window_end"]
+        hot = verdict.firing
+        if hot or state["firing"]:
+            history.exclude(rule.id, win, conn)
+        escalated = False
+        if state["firing"]:
+            if hot:
+                gap = (end - state["last_fired_end"]).total_seconds() if state["last_fired_end"] else 0
+                escalated = gap > spec.step_s
+                if escalated:
+                    state["severity"] = rule.escalated(state["severity"] or rule.severity)
+                state["last_fired_end"] = state["last_warm_end"] = end
+                status = "firing"
+            elif verdict.calm(rule.resolve_ratio):
+                warm = state["last_warm_end"] or state["last_fired_end"] or _EPOCH_FLOOR
+                if (end - warm).total_seconds() < rule.resolve_after * spec.step_s:
+                    return None  # calm, but not for long enough yet
+                status = "resolved"
+            else:
+                state["last_warm_end"] = end
+                _save_state(conn, rule.id, win["watch_id"], state, None)
+                return None
+        elif hot:
             last = state["last_fired_end"]
-            if last is not None and (win["window_end"] - last).total_seconds() < rule.cooldown_s:
-                return None  # still within cooldown: no new event (the group stays as it is)
+            if last is not None and (end - last).total_seconds() < rule.cooldown_s:
+                return None  # within cooldown of the last episode: no new episode
+            state.update(severity=rule.severity, episode_start=end, last_fired_end=end, last_warm_end=end)
             status = "firing"
-        elif state["firing"]:
-            status = "resolved"
         else:
             return None
         base = verdict.baseline
@@ -371,44 +405,41 @@ class TrendProcessor:
             "watch_id": win["watch_id"],
             "window_size": win["size"],
             "window_start": win["window_start"],
-            "window_end": win["window_end"],
+            "window_end": end,
             "metric": rule.metric,
             "observed": verdict.observed,
             "baseline": base.mean if base else None,
             "baseline_std": base.std if base else None,
             "zscore": verdict.z,
             "n_posts": win["n_posts"],
-            "severity": rule.severity,
+            "severity": state["severity"] or rule.severity,
             "sample_post_ids": list(win.get(rule.sample_field) or [])[:5],
+            "episode_start": state["episode_start"],
+            "reason": verdict.reason,
+            "escalated": escalated,
         }
         fid = conn.execute(text(_FIRING_INSERT_SQL), row).scalar()
         if fid is None:  # this exact event exists already (a replay): nothing new to announce
             return None
         conn.execute(text("INSERT INTO alert_outbox (firing_id, created_at) VALUES (:f, now())"), {"f": fid})
-        state["firing"] = status == "firing"
-        if status == "firing":
-            state["last_fired_end"] = win["window_end"]
-        conn.execute(
-            text(_STATE_UPSERT_SQL),
-            {
-                "r": rule.id,
-                "w": win["watch_id"],
-                "firing": state["firing"],
-                "last": state["last_fired_end"],
-                "ev": fid,
-            },
-        )
-        row.update(id=fid, reason=verdict.reason)
+        if status == "resolved":
+            state.update(firing=False, episode_start=None, severity=None)
+        else:
+            state["firing"] = True
+        _save_state(conn, rule.id, win["watch_id"], state, fid)
+        row.update(id=fid)
         return row
 
 
 class _HistoryCache:
-    """Closed windows of one watch and size, fetched once per batch for rule baselines."""
+    """Closed windows of one watch and size, fetched once per batch for rule baselines, and the
+    windows each rule keeps out of its baseline (those of its episodes)."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.rows: dict[tuple[int, str], dict[datetime, dict[str, Any]]] = {}
         self.first: dict[tuple[int, str], datetime | None] = {}
+        self.excluded: dict[tuple[int, int], set[datetime]] = {}
 
     def _load(self, watch: int, size: str) -> None:
         rows = (
@@ -427,34 +458,90 @@ class _HistoryCache:
         self.rows[(watch, size)] = {r["window_start"]: dict(r) for r in rows}
         self.first[(watch, size)] = min(self.rows[(watch, size)], default=None)
 
+    def _excluded(self, rule_id: int, watch: int) -> set[datetime]:
+        key = (rule_id, watch)
+        if key not in self.excluded:
+            self.excluded[key] = set(
+                self.conn.execute(
+                    text("SELECT window_start FROM alert_episode_windows WHERE rule_id = :r AND watch_id = :w"),
+                    {"r": rule_id, "w": watch},
+                ).scalars()
+            )
+        return self.excluded[key]
+
+    def exclude(self, rule_id: int, win: dict[str, Any], conn: Connection) -> None:
+        self._excluded(rule_id, win["watch_id"]).add(win["window_start"])
+        conn.execute(
+            text(
+                "INSERT INTO alert_episode_windows (rule_id, watch_id, window_start) VALUES (:r, :w, :s) "
+                "ON CONFLICT DO NOTHING"
+            ),
+            {"r": rule_id, "w": win["watch_id"], "s": win["window_start"]},
+        )
+
+    def _value(self, rule: Rule, row: dict[str, Any] | None) -> float | None:
+        if rule.metric in COUNT_METRICS:
+            return float(row[rule.metric]) if row else 0.0
+        if row and row["n_posts"] >= max(1, rule.min_volume) and row[rule.metric] is not None:
+            return float(row[rule.metric])
+        return None
+
     def values(self, rule: Rule, spec: WindowSpec, win: dict[str, Any]) -> list[float]:
+        """Baseline values, oldest first: the ``lookback`` previous windows not in an episode
+        (reaching up to 4x further back for clean ones), or with ``seasonality=hour_of_day`` the
+        same hour +-1 step of the previous 7 days once ``min_baseline`` of those exist."""
         key = (win["watch_id"], spec.name)
         if key not in self.rows:
             self._load(*key)
         rows, first = self.rows[key], self.first[key]
-        out: list[float] = []
-        for i in range(rule.lookback, 0, -1):  # oldest first
-            start = win["window_start"] - timedelta(seconds=i * spec.step_s)
-            if first is None or start < first:
-                continue
-            row = rows.get(start)
-            if rule.metric in COUNT_METRICS:
-                out.append(float(row[rule.metric]) if row else 0.0)
-            elif row and row["n_posts"] >= max(1, rule.min_volume) and row[rule.metric] is not None:
-                out.append(float(row[rule.metric]))
-        return out
+        skip = self._excluded(rule.id, win["watch_id"]) if rule.exclude_fired else set()
+        if first is None:
+            return []
+
+        def take(starts: Iterable[datetime], limit: int) -> list[float]:
+            out: list[float] = []
+            for start in starts:
+                if start < first or start in skip:
+                    continue
+                v = self._value(rule, rows.get(start))
+                if v is not None:
+                    out.append(v)
+                    if len(out) >= limit:
+                        break
+            return out
+
+        ws = win["window_start"]
+        if rule.seasonality == "hour_of_day" and 86400 % spec.step_s == 0:
+            same = [
+                ws - timedelta(days=d) + timedelta(seconds=k * spec.step_s)
+                for d in range(1, 8)
+                for k in (-1, 0, 1)
+            ]
+            seasonal = take(same, len(same))
+            if len(seasonal) >= rule.min_baseline:
+                return seasonal[::-1]
+        recent = (ws - timedelta(seconds=i * spec.step_s) for i in range(1, 4 * rule.lookback + 1))
+        return take(recent, rule.lookback)[::-1]
 
 
 def _load_state(conn: Connection, rule_id: int, watch_id: int) -> dict[str, Any]:
     row = (
         conn.execute(
-            text("SELECT firing, last_fired_end FROM alert_rule_state WHERE rule_id = :r AND watch_id = :w"),
+            text(
+                "SELECT firing, last_fired_end, last_warm_end, episode_start, severity "
+                "FROM alert_rule_state WHERE rule_id = :r AND watch_id = :w"
+            ),
             {"r": rule_id, "w": watch_id},
         )
         .mappings()
         .first()
     )
-    return dict(row) if row else {"firing": False, "last_fired_end": None}
+    empty = {"firing": False, "last_fired_end": None, "last_warm_end": None, "episode_start": None}
+    return dict(row) if row else {**empty, "severity": None}
+
+
+def _save_state(conn: Connection, rule_id: int, watch_id: int, state: dict[str, Any], ev: int | None) -> None:
+    conn.execute(text(_STATE_UPSERT_SQL), {"r": rule_id, "w": watch_id, "ev": ev, **state})
 
 
 def _latest_per_watch(items: Sequence[tuple[int, ScoredPost]]) -> dict[int, datetime]:
@@ -553,18 +640,22 @@ GROUP BY t.watch_id, t.ws
 _FIRING_INSERT_SQL = """
 INSERT INTO alert_firings (rule_id, rule_name, status, watch_id, window_size, window_start, window_end,
     metric,
-    observed, baseline, baseline_std, zscore, n_posts, severity, sample_post_ids, fired_at)
+    observed, baseline, baseline_std, zscore, n_posts, severity, sample_post_ids, fired_at, episode_start,
+    reason, escalated)
 VALUES (:rule_id, :rule_name, :status, :watch_id, :window_size, :window_start, :window_end, :metric,
     :observed,
-    :baseline, :baseline_std, :zscore, :n_posts, :severity, CAST(:sample_post_ids AS varchar[]), now())
+    :baseline, :baseline_std, :zscore, :n_posts, :severity, CAST(:sample_post_ids AS varchar[]), now(),
+    :episode_start, :reason, :escalated)
 ON CONFLICT ON CONSTRAINT uq_alert_firings_event DO NOTHING
 RETURNING id
 """
 
 _STATE_UPSERT_SQL = """
-INSERT INTO alert_rule_state (rule_id, watch_id, firing, last_fired_end, last_event_id, updated_at)
-VALUES (:r, :w, :firing, :last, :ev, now())
+INSERT INTO alert_rule_state (rule_id, watch_id, firing, last_fired_end, last_warm_end, episode_start,
+    severity, last_event_id, updated_at)
+VALUES (:r, :w, :firing, :last_fired_end, :last_warm_end, :episode_start, :severity, :ev, now())
 ON CONFLICT (rule_id, watch_id) DO UPDATE SET firing = EXCLUDED.firing,
-    last_fired_end = EXCLUDED.last_fired_end,
-    last_event_id = EXCLUDED.last_event_id, updated_at = now()
+    last_fired_end = EXCLUDED.last_fired_end, last_warm_end = EXCLUDED.last_warm_end,
+    episode_start = EXCLUDED.episode_start, severity = EXCLUDED.severity,
+    last_event_id = COALESCE(EXCLUDED.last_event_id, alert_rule_state.last_event_id), updated_at = now()
 """

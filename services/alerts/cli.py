@@ -77,7 +77,11 @@ def rules_add(
     factor: float | None = None,
     drop: float | None = None,
     min_delta: float = 0.0,
-    baseline: Annotated[str, typer.Option(help="mean | ewma")] = "mean",
+    baseline: Annotated[str, typer.Option(help="mean | ewma | median")] = "mean",
+    model: Annotated[str, typer.Option(help="gaussian | poisson | negbin (count metrics)")] = "gaussian",
+    seasonality: Annotated[str, typer.Option(help="none | hour_of_day")] = "none",
+    resolve_after: Annotated[int, typer.Option(help="calm windows before an episode resolves")] = 1,
+    resolve_ratio: Annotated[float, typer.Option(help="calm = below this fraction of the threshold")] = 1.0,
     lookback: int = 24,
     min_baseline: int = 6,
     min_volume: int = 0,
@@ -98,6 +102,10 @@ def rules_add(
         drop=drop,
         min_delta=min_delta,
         baseline_method=baseline,
+        model=model,
+        seasonality=seasonality,
+        resolve_after=resolve_after,
+        resolve_ratio=resolve_ratio,
         lookback=lookback,
         min_baseline=min_baseline,
         min_volume=min_volume,
@@ -198,3 +206,27 @@ def silences_list(active: bool = False) -> None:
 @silences_app.command("expire")
 def silences_expire(silence_id: int) -> None:
     _echo(manage.expire_silence(_db(), silence_id))
+
+
+@alerts_app.command("bench")
+def bench(
+    database_url: Annotated[
+        str, typer.Option(help="a SCRATCH database: the replay clears its trend and alert tables")
+    ],
+    out: Annotated[str, typer.Option(help="Markdown report; the JSON goes beside it")] = "docs/alerts-quality.md",
+) -> None:
+    """Alert quality on the real airline stream: incidents from the human labels, every rule set
+    replayed through the trends app and the dispatcher, deliveries verified -> docs/alerts-quality.md."""
+    from pathlib import Path
+
+    from pipelines.trends.airline import airline_csv
+    from services.alerts.quality import run_benchmark, write_docs
+    from services.storage.db import engine_for, migrate
+
+    path = airline_csv(get_settings().data_dir)
+    if not path.exists():
+        raise typer.BadParameter(f"airline data not found at {path}: set VOXPOP_DATA_DIR to the shared data folder")
+    migrate(database_url)
+    res = run_benchmark(engine_for(database_url), path)
+    write_docs(res, Path(out))
+    typer.echo(f"wrote {out} and {Path(out).with_suffix('.json')}")

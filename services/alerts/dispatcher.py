@@ -6,9 +6,18 @@ dispatchers can run side by side and a crash at any point loses nothing:
 * ``alert_outbox`` rows (written with their firing, in the window-close transaction) are turned
   into group updates and notifications in ONE transaction that also marks them processed.
 * A group is (rule, watch). Its first firing waits ``group_wait`` and is then notified once;
-  later firings of the same group are deduplicated until ``repeat_interval`` passes; a resolution
-  after a notification sends a resolution notice. Matching active silences suppress (and record)
-  a notification; the group is looked at again when the silence ends. Expiry is recorded.
+  later firings of the same group are deduplicated until ``repeat_interval`` passes; a firing of
+  higher severity (re-escalation) is notified at once (``update``); a resolution after a
+  notification sends a resolution notice. A resolution before any notification is recorded with
+  its reason (``resolved_within_group_wait`` / ``resolved_while_silenced``) on the outbox row,
+  visible in the API as the firing's ``notify_outcome``. Matching active silences suppress (and
+  record) a notification; the group is looked at again when the silence ends. Expiry is recorded.
+* Event time (why): waits and repeat intervals run on the windows' event time, the clock of the
+  trends app (``trend_progress.closed_through``, or the newest processed window end), never the
+  wall clock, so a replay at 600x or a backfill delivers the same notifications, in the same
+  order, as live. Events are applied in window-end order, each after the flushes due before it,
+  under one advisory lock (several dispatchers cannot interleave). Silences and delivery retries
+  stay on the wall clock: they are operator and network time.
 * A notification to one endpoint is the webhook outbox: body and ``webhook-id`` frozen at
   creation; delivery is claimed with a lease, signed per attempt (fresh ``webhook-timestamp``),
   retried with exponential backoff and jitter, ``dead`` after the endpoint's last attempt, and
@@ -27,9 +36,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Engine, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from pipelines.advisory_locks import Lock
 from pipelines.trends.rules import SEVERITIES
 from services.alerts.payloads import alert_data, render
 from services.alerts.policy import PolicyError, UrlPolicy
@@ -42,6 +52,7 @@ from services.storage.alert_models import (
     AlertRule,
     Notification,
     Silence,
+    TrendProgress,
     WebhookDelivery,
     WebhookEndpoint,
 )
@@ -169,65 +180,119 @@ class Dispatcher:
             .with_for_update()
         ).first()
 
-    # --- grouping -----------------------------------------------------------------------------
+    # --- grouping (event time) ----------------------------------------------------------------
 
     def process_outbox(self, now: datetime | None = None) -> int:
+        """Apply every pending outbox event in window-end order, flushing groups due before each."""
         now = now or utcnow()
-        with Session(self.engine) as s, s.begin():
-            rows = s.execute(
-                select(AlertOutbox, AlertFiring)
-                .join(AlertFiring, AlertOutbox.firing_id == AlertFiring.id)
-                .where(AlertOutbox.processed_at.is_(None))
-                .order_by(AlertOutbox.id)
-                .limit(self.cfg.batch)
-                .with_for_update(skip_locked=True, of=AlertOutbox)
-            ).all()
-            for ob, f in rows:
-                ob.outcome = self._apply_event(s, f, now)
-                ob.processed_at = now
-        return len(rows)
+        total = 0
+        while True:
+            with Session(self.engine) as s, s.begin():
+                s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(Lock.ALERT_DISPATCH)})
+                rows = s.execute(
+                    select(AlertOutbox, AlertFiring)
+                    .join(AlertFiring, AlertOutbox.firing_id == AlertFiring.id)
+                    .where(AlertOutbox.processed_at.is_(None))
+                    .order_by(AlertFiring.window_end, AlertOutbox.id)
+                    .limit(self.cfg.batch)
+                    .with_for_update(of=AlertOutbox)
+                ).all()
+                for ob, f in rows:
+                    self._flush_due(s, f.window_end, True, now)
+                    ob.outcome = self._apply_event(s, f, now)
+                    ob.processed_at = now
+            total += len(rows)
+            if len(rows) < self.cfg.batch:
+                return total
+
+    def event_clock(self, s: Session) -> tuple[datetime | None, bool]:
+        """(event time through which groups may flush, strictly before it?)."""
+        wm = s.scalar(select(func.max(TrendProgress.closed_through)))
+        done = s.scalar(
+            select(func.max(AlertFiring.window_end))
+            .join(AlertOutbox, AlertOutbox.firing_id == AlertFiring.id)
+            .where(AlertOutbox.processed_at.is_not(None))
+        )
+        pending = s.scalar(
+            select(func.min(AlertFiring.window_end))
+            .join(AlertOutbox, AlertOutbox.firing_id == AlertFiring.id)
+            .where(AlertOutbox.processed_at.is_(None))
+        )
+        clock = max((t for t in (wm, done) if t is not None), default=None)
+        if pending is not None and (clock is None or pending <= clock):
+            return pending, True  # an event not applied yet: flush only what is due before it
+        return clock, False
 
     def _apply_event(self, s: Session, f: AlertFiring, now: datetime) -> str:
         if f.rule_id is None:
             return "orphan"
+        t = f.window_end
         g = s.get(AlertGroup, (f.rule_id, f.watch_id), with_for_update=True)
         if f.status == "firing":
             if g is None:
                 g = AlertGroup(rule_id=f.rule_id, watch_id=f.watch_id, notify_count=0, firing_count=0)
                 s.add(g)
             if g.status != "firing" or g.firing_count == 0:
-                g.status, g.episode_started_at, g.firing_count = "firing", now, 1
-                g.next_flush_at = now + timedelta(seconds=self.cfg.group_wait_s)
-                g.last_notified_status = None  # a new episode starts with an "initial" notification
+                g.status, g.episode_started_at, g.firing_count = "firing", f.episode_start or t, 1
+                g.next_flush_at = t + timedelta(seconds=self.cfg.group_wait_s)
+                g.last_notified_status, g.severity, g.silenced_until = None, None, None
                 g.last_firing_id, g.updated_at = f.id, now
                 return "grouped"
             g.last_firing_id, g.firing_count, g.updated_at = f.id, g.firing_count + 1, now
-            return "deduplicated" if g.last_notified_status == "firing" else "grouped"
+            if g.last_notified_status != "firing":
+                return "grouped"
+            if severity_rank(f.severity) > severity_rank(g.severity or "info"):
+                self._notify(s, g, f, "update", t, now)
+                return "escalated"
+            return "deduplicated"
         if g is None or g.status != "firing":
             return "ignored"
+        silenced = g.silenced_until is not None and g.silenced_until > now
         g.status, g.last_firing_id, g.next_flush_at, g.updated_at = "resolved", f.id, None, now
         if g.last_notified_status == "firing":
-            self._notify(s, g, f, "resolved", now)
+            self._notify(s, g, f, "resolved", t, now)
             return "resolved"
-        return "resolved_unnotified"
+        return "resolved_while_silenced" if silenced else "resolved_within_group_wait"
 
     def flush_groups(self, now: datetime | None = None) -> int:
+        """Notify groups whose wait or repeat interval ended by the event clock."""
         now = now or utcnow()
         with Session(self.engine) as s, s.begin():
-            groups = s.scalars(
-                select(AlertGroup)
-                .where(AlertGroup.status == "firing", AlertGroup.next_flush_at <= now)
-                .with_for_update(skip_locked=True)
-            ).all()
-            for g in groups:
-                f = s.get(AlertFiring, g.last_firing_id)
-                if f is None:
-                    g.next_flush_at = None
-                    continue
-                self._notify(s, g, f, "repeat" if g.last_notified_status == "firing" else "initial", now)
-            return len(groups)
+            s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(Lock.ALERT_DISPATCH)})
+            clock, strict = self.event_clock(s)
+            return self._flush_due(s, clock, strict, now) if clock is not None else 0
 
-    def _notify(self, s: Session, g: AlertGroup, f: AlertFiring, reason: str, now: datetime) -> None:
+    def _flush_due(self, s: Session, clock: datetime, strict: bool, now: datetime) -> int:
+        """Flush groups due by ``clock`` in due order; a repeat due again before it flushes again."""
+        n = 0
+        due = AlertGroup.next_flush_at < clock if strict else AlertGroup.next_flush_at <= clock
+        while True:
+            g = s.scalars(
+                select(AlertGroup)
+                .where(
+                    AlertGroup.status == "firing",
+                    due,
+                    or_(AlertGroup.silenced_until.is_(None), AlertGroup.silenced_until <= now),
+                )
+                .order_by(AlertGroup.next_flush_at, AlertGroup.rule_id, AlertGroup.watch_id)
+                .limit(1)
+                .with_for_update()
+            ).first()
+            if g is None:
+                return n
+            n += 1
+            f = s.get(AlertFiring, g.last_firing_id)
+            at, g.silenced_until = g.next_flush_at, None
+            if f is None or at is None:
+                g.next_flush_at = None
+                continue
+            self._notify(s, g, f, "repeat" if g.last_notified_status == "firing" else "initial", at, now)
+            s.flush()
+
+    def _notify(
+        self, s: Session, g: AlertGroup, f: AlertFiring, reason: str, at: datetime, now: datetime
+    ) -> None:
+        """Notifications to every endpoint; ``at`` is the event time of the decision."""
         rule = s.get(AlertRule, f.rule_id) if f.rule_id is not None else None
         watch = s.get(Watch, f.watch_id)
         endpoints = s.scalars(
@@ -240,7 +305,7 @@ class Dispatcher:
             watch_name=watch.name if watch else None,
             reason=reason,
             group={"firing_count": g.firing_count, "episode_started_at": g.episode_started_at},
-            dashboard_url=self.cfg.dashboard_url,
+            dashboard_url=self.cfg.public_url(),
         )
         silence = self._silence_for(s, f, now)
         for ep in endpoints:
@@ -264,7 +329,7 @@ class Dispatcher:
         if silence is not None:
             silence.suppressed_count += 1
             if f.status == "firing":
-                g.next_flush_at = silence.ends_at  # look again when the silence ends
+                g.next_flush_at, g.silenced_until = at, silence.ends_at  # look again when it ends
             log.info(
                 "alert %s for rule %s watch %s silenced by silence %d",
                 f.status,
@@ -273,9 +338,10 @@ class Dispatcher:
                 silence.id,
             )
             return
-        g.last_notified_at, g.last_notified_status, g.notify_count = now, f.status, g.notify_count + 1
+        g.last_notified_at, g.last_notified_status, g.notify_count = at, f.status, g.notify_count + 1
+        g.severity = f.severity
         if f.status == "firing":
-            g.next_flush_at = now + timedelta(seconds=self.cfg.repeat_interval_s)
+            g.next_flush_at = at + timedelta(seconds=self.cfg.repeat_interval_s)
 
     # --- delivery -----------------------------------------------------------------------------
 

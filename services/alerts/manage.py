@@ -40,6 +40,11 @@ RULE_FIELDS = (
     "min_volume",
     "severity",
     "cooldown_s",
+    "model",
+    "exclude_fired",
+    "seasonality",
+    "resolve_after",
+    "resolve_ratio",
     "enabled",
     "labels",
 )
@@ -91,6 +96,11 @@ def _rule_defaults() -> dict[str, Any]:
         "min_volume": 0,
         "severity": "warning",
         "cooldown_s": 3600,
+        "model": "gaussian",
+        "exclude_fired": True,
+        "seasonality": "none",
+        "resolve_after": 1,
+        "resolve_ratio": 1.0,
         "enabled": True,
         "labels": {},
     }

@@ -48,10 +48,14 @@ def alert_data(
             "n_posts": firing["n_posts"],
             "sample_post_ids": list(firing.get("sample_post_ids") or []),
             "fired_at": _iso(firing.get("fired_at")),
+            "verdict": firing.get("reason"),
+            "escalated": bool(firing.get("escalated")),
         },
+        "why": firing.get("why") or {},
         "firing_count": group.get("firing_count", 1),
         "episode_started_at": _iso(group.get("episode_started_at")),
-        "dashboard_url": f"{dashboard_url.rstrip('/')}/watches/{firing['watch_id']}",
+        "dashboard_url": f"{dashboard_url.rstrip('/')}/#/alerts/{firing['id']}",
+        "watch_url": f"{dashboard_url.rstrip('/')}/#/watch/{firing['watch_id']}",
     }
 
 

@@ -9,8 +9,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class AlertsSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VOXPOP_ALERTS_", env_file=".env", extra="ignore")
 
-    group_wait_s: float = Field(30.0, description="wait before a new group's first notification")
-    repeat_interval_s: float = Field(4 * 3600.0, description="re-notify a group still firing after this")
+    group_wait_s: float = Field(
+        30.0, ge=0, description="wait before a new group's first notification (event-time seconds)"
+    )
+    repeat_interval_s: float = Field(
+        4 * 3600.0, gt=0, description="re-notify a group still firing after this (event-time seconds)"
+    )
     poll_interval_s: float = Field(1.0, description="outbox / due-delivery polling period")
     backoff_base_s: float = Field(5.0, description="first retry delay; doubles per attempt")
     backoff_max_s: float = Field(900.0, description="cap of the retry delay")
@@ -23,4 +27,18 @@ class AlertsSettings(BaseSettings):
     deny_cidrs: list[str] = Field(default_factory=list, description="always refused, even if public")
     deny_hosts: list[str] = Field(default_factory=list, description="host names always refused")
     require_https: bool = Field(False, description="refuse http:// targets")
-    dashboard_url: str = Field("http://127.0.0.1:8000", description="links in messages")
+    dashboard_url: str | None = Field(
+        None,
+        description="public base URL of the dashboard for links in messages (e.g. https://voxpop.example.com); "
+        "default http://<VOXPOP_API_HOST>:<VOXPOP_API_PORT>",
+    )
+
+    def public_url(self) -> str:
+        """Base of dashboard links: the configured public URL, else where `voxpop api` listens."""
+        if self.dashboard_url:
+            return self.dashboard_url.rstrip("/")
+        from services.config import get_settings
+
+        s = get_settings()
+        host = "127.0.0.1" if s.api_host in ("0.0.0.0", "::", "") else s.api_host
+        return f"http://{host}:{s.api_port}"

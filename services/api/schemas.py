@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
@@ -97,7 +97,12 @@ class RuleIn(_In):
     factor: float | None = Field(None, gt=0, allow_inf_nan=False)
     drop: float | None = Field(None, gt=0, allow_inf_nan=False)
     min_delta: float = Field(0.0, ge=0, allow_inf_nan=False)
-    baseline_method: Literal["mean", "ewma"] = "mean"
+    baseline_method: Literal["mean", "ewma", "median"] = "mean"
+    model: Literal["gaussian", "poisson", "negbin"] = "gaussian"
+    exclude_fired: bool = Field(True, description="keep windows of episodes out of the baseline")
+    seasonality: Literal["none", "hour_of_day"] = "none"
+    resolve_after: int = Field(1, ge=1, le=1000, description="calm windows before an episode resolves")
+    resolve_ratio: float = Field(1.0, gt=0, le=1, description="calm = level below this x threshold")
     ewma_alpha: float = Field(0.3, gt=0, le=1)
     lookback: int = Field(24, ge=1, le=10_000)
     min_baseline: int = Field(6, ge=0, le=10_000)
@@ -123,7 +128,12 @@ class RulePatch(_In):
     factor: float | None = Field(None, gt=0, allow_inf_nan=False)
     drop: float | None = Field(None, gt=0, allow_inf_nan=False)
     min_delta: float | None = Field(None, ge=0, allow_inf_nan=False)
-    baseline_method: Literal["mean", "ewma"] | None = None
+    baseline_method: Literal["mean", "ewma", "median"] | None = None
+    model: Literal["gaussian", "poisson", "negbin"] | None = None
+    exclude_fired: bool | None = None
+    seasonality: Literal["none", "hour_of_day"] | None = None
+    resolve_after: int | None = Field(None, ge=1, le=1000)
+    resolve_ratio: float | None = Field(None, gt=0, le=1)
     ewma_alpha: float | None = Field(None, gt=0, le=1)
     lookback: int | None = Field(None, ge=1, le=10_000)
     min_baseline: int | None = Field(None, ge=0, le=10_000)
@@ -150,6 +160,11 @@ class RuleOut(BaseModel):
     drop: float | None
     min_delta: float
     baseline_method: str
+    model: str
+    exclude_fired: bool
+    seasonality: str
+    resolve_after: int
+    resolve_ratio: float
     ewma_alpha: float
     lookback: int
     min_baseline: int
@@ -425,6 +440,13 @@ class FiringOut(BaseModel):
     severity: str
     sample_post_ids: list[str]
     fired_at: datetime
+    episode_start: datetime | None = Field(None, description="event time the episode opened")
+    reason: str | None = Field(None, description="the rule's verdict on the window")
+    escalated: bool = False
+    notify_outcome: str | None = Field(
+        None, description="what the dispatcher did: grouped | deduplicated | resolved | resolved_unnotified ..."
+    )
+    why: dict[str, Any] | None = Field(None, description="reasons, phrases and sample posts of the window")
 
 
 class FiringPage(BaseModel):

@@ -132,7 +132,14 @@ class AlertRule(Base):
     std_floor: Mapped[float] = mapped_column(Float, default=0.0, doc="lower bound of the baseline std")
     min_volume: Mapped[int] = mapped_column(Integer, default=0, doc="posts in the window needed")
     severity: Mapped[str] = mapped_column(String(16), default="warning", doc="info | warning | critical")
-    cooldown_s: Mapped[int] = mapped_column(Integer, default=3600, doc="event-time seconds between firings")
+    cooldown_s: Mapped[int] = mapped_column(
+        Integer, default=3600, doc="event-time seconds after the last hot window before a new episode"
+    )
+    model: Mapped[str] = mapped_column(String(12), default="gaussian", doc="gaussian | poisson | negbin")
+    exclude_fired: Mapped[bool] = mapped_column(Boolean, default=True, doc="keep episode windows out of the baseline")
+    seasonality: Mapped[str] = mapped_column(String(12), default="none", doc="none | hour_of_day")
+    resolve_after: Mapped[int] = mapped_column(Integer, default=1, doc="calm windows before resolution")
+    resolve_ratio: Mapped[float] = mapped_column(Float, default=1.0, doc="calm = level below this x threshold")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     labels: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -146,9 +153,22 @@ class AlertRuleState(Base):
     rule_id: Mapped[int] = mapped_column(ForeignKey("alert_rules.id", ondelete="CASCADE"), primary_key=True)
     watch_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     firing: Mapped[bool] = mapped_column(Boolean, default=False)
-    last_fired_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_fired_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), doc="last hot window")
+    last_warm_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), doc="last window not calm")
+    episode_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    severity: Mapped[str | None] = mapped_column(String(16), doc="the open episode's severity")
     last_event_id: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class AlertEpisodeWindow(Base):
+    """A window evaluated while an episode of the rule was open (or hot): kept out of baselines."""
+
+    __tablename__ = "alert_episode_windows"
+
+    rule_id: Mapped[int] = mapped_column(ForeignKey("alert_rules.id", ondelete="CASCADE"), primary_key=True)
+    watch_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
 
 
 class AlertFiring(Base):
@@ -174,6 +194,10 @@ class AlertFiring(Base):
     sample_post_ids: Mapped[list[str]] = mapped_column(ARRAY(String(300)), default=list)
     fired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), doc="sent to alerts.fired")
+    episode_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), doc="end of its first window")
+    reason: Mapped[str | None] = mapped_column(Text, doc="the rule's verdict, e.g. z=5.1 vs 3")
+    escalated: Mapped[bool] = mapped_column(Boolean, default=False, doc="severity raised within the episode")
+    why: Mapped[dict[str, Any] | None] = mapped_column(JSONB, doc="reasons, phrases, sample posts")
 
     __table_args__ = (
         UniqueConstraint(
@@ -217,6 +241,8 @@ class AlertGroup(Base):
     last_notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_notified_status: Mapped[str | None] = mapped_column(String(10))
     notify_count: Mapped[int] = mapped_column(Integer, default=0)
+    severity: Mapped[str | None] = mapped_column(String(16), doc="severity last notified")
+    silenced_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), doc="wall clock")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

@@ -20,6 +20,7 @@ TREND_TABLES = (
     "alert_firings",
     "alert_outbox",
     "alert_rule_state",
+    "alert_episode_windows",
     "alert_rules",
     "alert_groups",
     "silences",
@@ -27,6 +28,18 @@ TREND_TABLES = (
     "webhook_deliveries",
     "webhook_endpoints",
 )
+
+
+def clean_alert_db() -> Engine:
+    """The test database, migrated, with every trend/alert table empty."""
+    from services.storage.db import engine_for, migrate
+    from tests.stack import get_test_endpoints
+
+    ep = get_test_endpoints()
+    migrate(ep.database_url)
+    eng = engine_for(ep.database_url)
+    clean(eng)
+    return eng
 
 
 def clean(engine: Engine) -> None:

@@ -116,3 +116,29 @@ def test_backoff_grows_with_jitter() -> None:
     for a, d in enumerate(delays, start=1):
         cap = min(30.0, 2 ** (a - 1))
         assert cap / 2 <= d <= cap
+
+
+def test_count_model_and_robust_baseline_and_hysteresis_levels() -> None:
+    from pipelines.trends.rules import Rule, compute_baseline, count_z, evaluate
+
+    hist = [1.0, 0.0, 2.0, 1.0, 1.0, 0.0, 3.0, 1.0, 80.0, 1.0, 2.0, 1.0]  # one polluting spike
+    med = compute_baseline(hist, "median")
+    assert med is not None and med.mean == 1.0 and med.std < 2  # the 80 barely moves it
+    mean = compute_baseline(hist, "mean")
+    assert mean is not None and mean.mean > 7 and mean.std > 20  # ... but poisons mean/std
+    # a count as unlikely as the Gaussian 3-sigma tail reports z ~ 3; an ordinary count does not fire
+    poisson = count_z(9, med, "poisson")
+    assert 3 < poisson < 5 and count_z(2, med, "poisson") < 1.5
+    # overdispersed history: the negative binomial is less surprised than Poisson by the same count
+    wide = compute_baseline([2.0, 10.0, 0.0, 8.0, 1.0, 12.0], "mean")
+    assert wide is not None and count_z(15, wide, "negbin") < count_z(15, wide, "poisson")
+    rule = Rule(id=1, name="r", kind="spike", metric="n_negative", z_score=3.0, model="negbin",
+                baseline_method="median", min_baseline=6, resolve_ratio=0.5)
+    rule.validate()
+    hot = evaluate(rule, {"n_posts": 40, "n_negative": 30}, hist)
+    warm = evaluate(rule, {"n_posts": 12, "n_negative": 4}, [1.0] * 12)  # z ~ 2: not hot, not calm
+    assert hot.firing and hot.level >= 1 and not warm.firing and not warm.calm(0.5) and warm.calm(0.9)
+    assert evaluate(rule, {"n_posts": 5, "n_negative": 1}, [1.0] * 12).calm(0.5)
+    assert rule.escalated("warning") == "critical" and rule.escalated("critical") == "critical"
+    with pytest.raises(ValueError, match="count metric"):
+        Rule(id=2, name="s", kind="spike", metric="share_negative", z_score=3, model="poisson").validate()

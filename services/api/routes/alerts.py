@@ -19,7 +19,8 @@ from services.api.deps import IdQuery, Reader, State, Writer
 from services.api.errors import invalid
 
 router = APIRouter(prefix="/api", tags=["alerts"])
-FIRING_SQL = """SELECT f.*, w.name AS watch_name FROM alert_firings f LEFT JOIN watches w ON w.id = f.watch_id"""
+FIRING_SQL = """SELECT f.*, w.name AS watch_name, o.outcome AS notify_outcome FROM alert_firings f
+LEFT JOIN watches w ON w.id = f.watch_id LEFT JOIN alert_outbox o ON o.firing_id = f.id"""
 
 
 @router.get("/alerts", response_model=S.FiringPage, responses={400: {"model": S.ErrorOut}})
