@@ -44,9 +44,9 @@ from infra import local_stack
 from pipelines.trends.recount import closed_through, hourly_mismatches
 from services.alerts import manage
 from services.alerts.policy import UrlPolicy
+from services.alerts.receiver import Receiver, free_port
 from services.alerts.signing import new_secret
 from services.config import PROJECT_ROOT, Settings
-from services.faults.receiver import Receiver, free_port
 from services.ingest.records import PRESETS
 from services.ingest.replay import load_records
 from services.storage.db import ALERT_TABLES, TREND_TABLES, engine_for, migrate, truncate_stream_tables
@@ -282,7 +282,7 @@ class Run:
             _dlq_count(self.ep.kafka_bootstrap, self.s.topic_dlq),
             None if recovery is None else round(recovery, 1),
             _redis_matches(redis.Redis.from_url(self.ep.redis_url), truth), checked, len(diffs), len(notes),
-            len(set(notes) & rx.delivered_ids()), rx.bad, round(time.monotonic() - t0, 1), note)
+            len(set(notes) & {r['id'] for r in rx.ok}), rx.bad, round(time.monotonic() - t0, 1), note)
 
 
 @dataclass
