@@ -588,7 +588,6 @@ def api(host: str | None = None, port: int | None = None) -> None:
     import uvicorn
 
     from services.api.app import create_app
-    from services.api.settings import ApiSettings
 
     _logging()
     s = get_settings()
@@ -596,7 +595,7 @@ def api(host: str | None = None, port: int | None = None) -> None:
     s = s.model_copy(update={"database_url": ep.database_url, "redis_url": ep.redis_url,
                              "kafka_bootstrap": ep.kafka_bootstrap})
     _migrated_db()
-    api_s = ApiSettings()
+    api_s = s.api
     if api_s.bootstrap_key:
         path = bootstrap_key(s, ep.database_url)
         if path:
@@ -652,13 +651,13 @@ def report(
 
     from services.reports.data import PERIODS, last_full_period_end
     from services.reports.run import generate_report
-    from services.reports.settings import ReportSettings
     from services.storage.db import engine_for
 
     _logging()
     if period not in PERIODS:
         raise typer.BadParameter(f"period must be one of {list(PERIODS)}")
-    s, rs = get_settings(), ReportSettings()
+    s = get_settings()
+    rs = s.reports
     stop = date.fromisoformat(end) if end else last_full_period_end(period, datetime.now(UTC))
     secret = rs.webhook_secret.get_secret_value() if rs.webhook_secret else None
     try:
@@ -679,13 +678,12 @@ def scheduler(
     import signal
     from datetime import UTC, datetime
 
-    from services.reports.settings import ReportSettings
     from services.scheduler.jobs import build_scheduler, install_jobs, set_context
 
     _logging()
     s = get_settings()
     url = _migrated_db()
-    rs = ReportSettings()
+    rs = s.reports
     set_context(url, rs, s.state_dir)
     sched = build_scheduler(url, blocking=True)
     install_jobs(sched, rs)

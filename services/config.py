@@ -15,6 +15,96 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+# --- sections: each reads its own `VOXPOP_<SECTION>_*` variables; `Settings` holds one of each ----
+
+
+class AlertsSettings(BaseSettings):
+    """The alerts dispatcher (`VOXPOP_ALERTS_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="VOXPOP_ALERTS_", env_file=".env", extra="ignore")
+
+    group_wait_s: float = Field(
+        30.0, ge=0, description="wait before a new group's first notification (event-time seconds)"
+    )
+    repeat_interval_s: float = Field(
+        4 * 3600.0, gt=0, description="re-notify a group still firing after this (event-time seconds)"
+    )
+    poll_interval_s: float = Field(1.0, description="outbox / due-delivery polling period")
+    backoff_base_s: float = Field(5.0, description="first retry delay; doubles per attempt")
+    backoff_max_s: float = Field(900.0, description="cap of the retry delay")
+    lease_s: float = Field(60.0, description="a claimed delivery not finished by then is retried")
+    concurrency: int = Field(4, description="parallel HTTP deliveries")
+    batch: int = Field(100, description="outbox rows / deliveries per poll")
+    allow_cidrs: list[str] = Field(
+        default_factory=list, description="private ranges allowed (e.g. 10.0.0.0/8)"
+    )
+    deny_cidrs: list[str] = Field(default_factory=list, description="always refused, even if public")
+    deny_hosts: list[str] = Field(default_factory=list, description="host names always refused")
+    require_https: bool = Field(False, description="refuse http:// targets")
+    dashboard_url: str | None = Field(
+        None,
+        description="public base URL of the dashboard for links in messages (e.g. https://voxpop.example.com); "
+        "default http://<VOXPOP_API_HOST>:<VOXPOP_API_PORT>",
+    )
+
+    def public_url(self) -> str:
+        """Base of dashboard links: the configured public URL, else where `voxpop api` listens."""
+        if self.dashboard_url:
+            return self.dashboard_url.rstrip("/")
+        s = get_settings()
+        host = "127.0.0.1" if s.api_host in ("0.0.0.0", "::", "") else s.api_host
+        return f"http://{host}:{s.api_port}"
+
+
+class ApiSettings(BaseSettings):
+    """The API process (`VOXPOP_API_*`); its bind address is `Settings.api_host`/`api_port`."""
+
+    model_config = SettingsConfigDict(env_prefix="VOXPOP_API_", env_file=".env", extra="ignore")
+
+    bootstrap_key: bool = Field(True, description="with no active admin key, create one at start and write it "
+                                                  "to <state_dir>/api_key (mode 0600); never logged")
+    key_cache_s: float = Field(5.0, description="how long a verified key is trusted without asking PostgreSQL")
+    metrics_public: bool = Field(True, description="serve /metrics without an API key (Prometheus scrapes)")
+    max_page: int = Field(500, description="largest page of a list endpoint")
+    max_buckets: int = Field(5000, description="most time buckets one trends query may return")
+    lag_cache_s: float = Field(10.0, description="how long /metrics reuses the Kafka consumer-lag reading")
+    kafka_timeout_s: float = Field(5.0, description="Kafka admin calls of /metrics give up after this")
+    media_allow_private_hosts: bool = False
+
+
+class ReportSettings(BaseSettings):
+    """Reports and the scheduler (`VOXPOP_REPORTS_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="VOXPOP_REPORTS_", env_file=".env", extra="ignore")
+
+    dir: Path | None = Field(None, description="where reports are written; default <state_dir>/reports")
+    webhook_url: str | None = Field(None, description="POST a JSON notice of each finished report here")
+    webhook_secret: SecretStr | None = Field(None, description="whsec_... to sign report webhooks")
+    weekly_cron: str = Field("0 6 * * mon", description="crontab of the weekly reports (UTC)")
+    daily_cron: str | None = Field(None, description="crontab of daily reports; None = no daily reports")
+    periods_end: str = Field("now", description="now: last full period by the clock; data: by the newest post")
+    retention_days: int | None = Field(None, description="delete report files older than this; None = keep")
+    stale_run_s: int = Field(900, description="a 'running' report older than this may be taken over")
+
+
+class TrendsSettings(BaseSettings):
+    """The trends worker (`VOXPOP_TRENDS_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="VOXPOP_TRENDS_", env_file=".env", extra="ignore")
+
+    app_id: str = Field("voxpop-trends", description="Faust app id = Kafka consumer group")
+    windows: list[str] = Field(["1m", "5m", "1h", "1h@5m"], description="tumbling `1h`, hopping `1h@5m`")
+    lateness_s: float = Field(300.0, description="allowed event-time lateness before a window closes")
+    idle_s: float = Field(120.0, description="a partition silent this long stops holding the watermark")
+    partitions: int | None = Field(None, description="partitions of posts.scored; None = ask the broker")
+    batch_max: int = Field(500, description="records per transaction")
+    batch_within_s: float = Field(0.5, description="max wait to fill a batch")
+    top_n: int = Field(5, description="most negative / positive post ids kept per window")
+    publish_interval_s: float = Field(2.0, description="alerts.fired outbox relay period")
+    live_ttl_s: int = Field(7 * 24 * 3600, description="TTL of live snapshot keys in Redis")
+    session_timeout_s: float = Field(60.0, description="Kafka group session timeout (slow brokers)")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VOXPOP_", env_file=".env", extra="ignore")
 
@@ -127,6 +217,12 @@ class Settings(BaseSettings):
     # --- api / dashboard ----------------------------------------------------------------------
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+
+    # --- sections ---------------------------------------------------------------------------------
+    alerts: AlertsSettings = Field(default_factory=AlertsSettings, description="the alerts dispatcher")
+    api: ApiSettings = Field(default_factory=ApiSettings, description="the API process")
+    reports: ReportSettings = Field(default_factory=ReportSettings, description="reports and the scheduler")
+    trends: TrendsSettings = Field(default_factory=TrendsSettings, description="the trends worker")
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = Field(

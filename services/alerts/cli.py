@@ -9,7 +9,6 @@ import typer
 
 from services.alerts import manage
 from services.alerts.policy import UrlPolicy
-from services.alerts.settings import AlertsSettings
 from services.config import get_settings
 
 alerts_app = typer.Typer(
@@ -141,8 +140,7 @@ def endpoints_add(
     secret: str | None = None,
 ) -> None:
     """Register a webhook; prints its whsec_ secret once."""
-    a = AlertsSettings()
-    policy = UrlPolicy(a.allow_cidrs, a.deny_cidrs, a.deny_hosts, a.require_https)
+    policy = UrlPolicy.configured()
     try:
         _echo(
             manage.create_endpoint(

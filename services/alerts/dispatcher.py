@@ -43,8 +43,8 @@ from pipelines.advisory_locks import Lock
 from pipelines.trends.rules import SEVERITIES
 from services.alerts.payloads import alert_data, render
 from services.alerts.policy import PolicyError, UrlPolicy
-from services.alerts.settings import AlertsSettings
 from services.alerts.signing import new_msg_id, signed_headers
+from services.config import AlertsSettings, get_settings
 from services.storage.alert_models import (
     AlertFiring,
     AlertGroup,
@@ -108,10 +108,8 @@ class Dispatcher:
         http: httpx.Client | None = None,
     ) -> None:
         self.engine = engine
-        self.cfg = cfg or AlertsSettings()
-        self.policy = policy or UrlPolicy(
-            self.cfg.allow_cidrs, self.cfg.deny_cidrs, self.cfg.deny_hosts, self.cfg.require_https
-        )
+        self.cfg = cfg or get_settings().alerts
+        self.policy = policy or UrlPolicy.configured(self.cfg)
         self.http = http or httpx.Client(follow_redirects=False, headers={"user-agent": "voxpop-alerts/1"})
         self.pool = ThreadPoolExecutor(max_workers=max(1, self.cfg.concurrency), thread_name_prefix="webhook")
 

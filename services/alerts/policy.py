@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from services.config import AlertsSettings, get_settings
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _EXTRA_BLOCKED = [ipaddress.ip_network(n) for n in ("100.64.0.0/10", "192.0.0.0/24", "198.18.0.0/15")]
@@ -32,6 +34,12 @@ class UrlPolicy:
         self._allow = [ipaddress.ip_network(c, strict=False) for c in self.allow_cidrs]
         self._deny = [ipaddress.ip_network(c, strict=False) for c in self.deny_cidrs]
         self._deny_hosts = {h.lower().rstrip(".") for h in self.deny_hosts}
+
+    @classmethod
+    def configured(cls, a: AlertsSettings | None = None) -> UrlPolicy:
+        """The policy the settings (`VOXPOP_ALERTS_ALLOW_CIDRS`, ...) ask for: one reading for every caller."""
+        a = a or get_settings().alerts
+        return cls(a.allow_cidrs, a.deny_cidrs, a.deny_hosts, a.require_https)
 
     def check(self, url: str, resolve: bool = True) -> list[IPAddress]:
         """Raise PolicyError unless ``url`` may be called; returns the addresses it resolves to."""

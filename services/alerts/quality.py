@@ -35,7 +35,7 @@ from services.alerts import manage
 from services.alerts.dispatcher import Dispatcher
 from services.alerts.policy import UrlPolicy
 from services.alerts.receiver import Receiver
-from services.alerts.settings import AlertsSettings
+from services.config import AlertsSettings, get_settings
 from services.trends.replay import NEGATIVE_VOLUME, replay_airline
 
 HOUR = timedelta(hours=1)
@@ -222,7 +222,7 @@ def run_rule_set(
 ) -> tuple[int, Receiver, list[tuple[Any, ...]]]:
     """Replay ``posts`` under one rule with a dispatcher pass every ``dispatch_every`` batches, then
     deliver everything to a verifying receiver. Returns (rule id, receiver, notifications in order)."""
-    cfg = alerts or AlertsSettings()
+    cfg = alerts or get_settings().alerts
     policy = UrlPolicy(allow_cidrs=["127.0.0.1/32"])  # the local receiver, allowed explicitly
     rx: Receiver | None = None
     d = Dispatcher(engine, cfg, policy=policy)
@@ -307,7 +307,7 @@ def run_benchmark(engine: Engine, csv_path: Path) -> dict[str, Any]:
         "incident_rule": f"negatives >= max({MIN_INCIDENT_NEGATIVES}, {INCIDENT_FACTOR:g} x airline median "
         "hourly negatives); hours <= 1 h apart merged",
         "incidents": [asdict(i) | {"start": i.start.isoformat(), "last": i.last.isoformat()} for i in incidents],
-        "dispatcher": AlertsSettings().model_dump(include={"group_wait_s", "repeat_interval_s"}),
+        "dispatcher": get_settings().alerts.model_dump(include={"group_wait_s", "repeat_interval_s"}),
         "rule_sets": [asdict(r) for r in results],
     }
 

@@ -7,7 +7,6 @@ import signal
 import threading
 
 from services.alerts.dispatcher import Dispatcher
-from services.alerts.settings import AlertsSettings
 from services.config import get_settings
 from services.logs import configure_logging
 from services.storage.db import engine_for, migrate
@@ -24,7 +23,7 @@ def main() -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    d = Dispatcher(engine_for(s.database_url), AlertsSettings())
+    d = Dispatcher(engine_for(s.database_url), s.alerts)
     try:
         d.run_forever(stop)
     finally:

@@ -22,8 +22,7 @@ from services.api.live import LiveHub
 from services.api.live import router as live_router
 from services.api.metrics import KafkaProbe, build_registry
 from services.api.routes import alerts, data, manage, reports
-from services.api.settings import ApiSettings
-from services.config import Settings, get_settings
+from services.config import ApiSettings, Settings, get_settings
 from services.storage.db import engine_for
 
 log = logging.getLogger("voxpop.api")
@@ -60,7 +59,7 @@ def _version() -> str:
 def create_app(settings: Settings | None = None, api: ApiSettings | None = None) -> FastAPI:
     """Build the app for the configured servers (``database_url``/``redis_url`` must be set)."""
     s = settings or get_settings()
-    api = api or ApiSettings()
+    api = api or settings.api
     if not (s.database_url and s.redis_url):
         raise ValueError("the API needs database_url and redis_url (run it through `voxpop api` or `voxpop up`)")
     st = AppState(settings=s, api=api, engine=engine_for(s.database_url), redis=redis.Redis.from_url(s.redis_url),

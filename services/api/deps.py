@@ -13,8 +13,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy import Engine
 
 from services.api import keys
-from services.api.settings import ApiSettings
-from services.config import Settings
+from services.config import ApiSettings, Settings
 
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key (vpk_...)")
 _bearer = HTTPBearer(auto_error=False, description="the same key as a bearer token")

@@ -26,9 +26,9 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import text
 
 from pipelines.advisory_locks import Lock
+from services.config import ReportSettings, get_settings
 from services.reports.data import last_full_period_end
 from services.reports.run import generate_report
-from services.reports.settings import ReportSettings
 from services.storage.db import engine_for
 
 log = logging.getLogger("voxpop.scheduler")
@@ -47,7 +47,7 @@ _ctx: JobContext | None = None
 def set_context(database_url: str, reports: ReportSettings | None = None, state_dir: Path | None = None) -> JobContext:
     """Server URL and settings the jobs of this process use (set by `voxpop scheduler` and tests)."""
     global _ctx
-    rs = reports or ReportSettings()
+    rs = reports or get_settings().reports
     _ctx = JobContext(database_url, rs, rs.dir or Path(state_dir or ".voxpop") / "reports")
     return _ctx
 

@@ -8,10 +8,11 @@ layout stays greppable and collision-free.
 
 from __future__ import annotations
 
-import os
+from services.config import get_settings
 
-# One Redis shared by several deployments (or test sessions) stays separate with VOXPOP_REDIS_PREFIX.
-PREFIX = os.environ.get("VOXPOP_REDIS_PREFIX", "vp:")
+# One Redis shared by several deployments (or test sessions) stays separate with VOXPOP_REDIS_PREFIX;
+# keys are module constants, so the prefix is read once, when this module is first imported.
+PREFIX = get_settings().redis_prefix
 
 
 class _Keys:

@@ -18,10 +18,9 @@ import redis
 from pipelines.trends.app import TrendHooks, create_app, firing_event
 from pipelines.trends.processor import BatchResult, TrendConfig, TrendProcessor
 from pipelines.trends.windows import parse_specs
-from services.config import Settings, get_settings
+from services.config import Settings, TrendsSettings, get_settings
 from services.storage import redis_keys as rk
 from services.storage.db import engine_for, migrate
-from services.trends.settings import TrendsSettings
 
 log = logging.getLogger("voxpop.trends")
 
@@ -126,7 +125,7 @@ def build_processor(s: Settings, ts: TrendsSettings, partitions: int) -> TrendPr
 def build_app(s: Settings | None = None, ts: TrendsSettings | None = None):
     """The configured Faust app (servers must be reachable); migrates the database first."""
     s = s or get_settings()
-    ts = ts or TrendsSettings()
+    ts = ts or s.trends
     if not (s.database_url and s.redis_url and s.kafka_bootstrap):
         raise SystemExit(
             "voxpop trends needs VOXPOP_DATABASE_URL, VOXPOP_REDIS_URL and VOXPOP_KAFKA_BOOTSTRAP "

@@ -19,7 +19,7 @@ from services.alerts import manage
 from services.alerts.dispatcher import Dispatcher
 from services.alerts.policy import PolicyError, UrlPolicy
 from services.alerts.receiver import Receiver, free_port
-from services.alerts.settings import AlertsSettings
+from services.config import AlertsSettings
 from tests.integration.trendkit import clean_alert_db
 
 pytestmark = pytest.mark.integration

@@ -13,9 +13,8 @@ from sqlalchemy import text
 
 from pipelines.trends.airline import airline_stream
 from services.alerts.quality import RULE_SETS, episodes_from_db, run_rule_set
-from services.alerts.settings import AlertsSettings
 from services.api.app import create_app
-from services.api.settings import ApiSettings
+from services.config import AlertsSettings, ApiSettings
 from tests.conftest import dataset_path
 from tests.integration.apikit import new_key
 from tests.integration.trendkit import clean_alert_db

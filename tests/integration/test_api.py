@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 from sqlalchemy import text
 
 from services.api.app import create_app
-from services.api.settings import ApiSettings
+from services.config import ApiSettings
 from services.storage.db import engine_for
 from services.storage.redis_stats import observe
 from services.stream.kafka import make_producer

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import text
 
-from services.reports.settings import ReportSettings
+from services.config import ReportSettings
 from services.scheduler.jobs import build_scheduler, install_jobs, run_reports, set_context, wait_for_run
 from services.storage.db import engine_for
 from tests.conftest import dataset_path

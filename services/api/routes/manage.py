@@ -97,9 +97,9 @@ def delete_watch(watch_id: IdPath, st: State, _: Writer) -> Response:
 
 # --- alert rules ----------------------------------------------------------------------------------
 def _window_sizes() -> list[str]:
-    from services.trends.settings import TrendsSettings
+    from services.config import get_settings
 
-    return list(TrendsSettings().windows)
+    return list(get_settings().trends.windows)
 
 
 def _check_rule(values: dict[str, Any]) -> None:
@@ -228,12 +228,8 @@ def expire_silence(silence_id: IdPath, st: State, _: Writer) -> dict[str, Any]:
 def _check_url(url: str) -> None:
     """The alerts dispatcher's allow/deny policy, applied at registration too (clear 422, not a dead letter)."""
     from services.alerts.policy import PolicyError, UrlPolicy
-    from services.alerts.settings import AlertsSettings
-
-    a = AlertsSettings()
     try:
-        UrlPolicy(allow_cidrs=a.allow_cidrs, deny_cidrs=a.deny_cidrs, deny_hosts=a.deny_hosts,
-                  require_https=a.require_https).check(url)
+        UrlPolicy.configured().check(url)
     except (PolicyError, ValueError) as e:
         raise invalid(f"webhook URL refused: {e}") from None
 

@@ -16,7 +16,6 @@ from services.api.deps import IdQuery, Reader, State, Writer
 from services.api.errors import invalid
 from services.reports.data import last_full_period_end
 from services.reports.run import generate_report, report_run
-from services.reports.settings import ReportSettings
 
 router = APIRouter(prefix="/api", tags=["reports"])
 MIME = {"html": "text/html; charset=utf-8", "pdf": "application/pdf", "csv": "text/csv; charset=utf-8"}
@@ -24,7 +23,7 @@ RunId = Annotated[int, PathParam(ge=1, le=2_147_483_647)]
 
 
 def report_dir(st) -> Path:
-    return ReportSettings().dir or Path(st.settings.state_dir) / "reports"
+    return st.settings.reports.dir or Path(st.settings.state_dir) / "reports"
 
 
 def _out(r: dict[str, Any]) -> dict[str, Any]:
@@ -54,7 +53,7 @@ def create_report(body: S.ReportIn, st: State, _: Writer,
         raise invalid("end must carry a timezone (ISO 8601 with offset or Z)")
     if not (datetime(1990, 1, 1, tzinfo=UTC) < end < datetime(2200, 1, 1, tzinfo=UTC)):
         raise invalid("end is out of range")
-    rs = ReportSettings()
+    rs = st.settings.reports
     if body.webhook_url:  # a caller-chosen target: same allow/deny policy as alert webhooks
         from services.api.routes.manage import _check_url
 
