@@ -19,6 +19,7 @@ once a quarter of them is stored; then the run waits until everything settled an
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import secrets
@@ -436,7 +437,8 @@ def run_faults(only: list[str] | None = None, out: Path | None = None, webhook_d
                load_s: float = 600) -> list[Outcome]:
     out = out or PROJECT_ROOT / "docs"
     log_dir = Path(tempfile.mkdtemp(prefix="voxpop-faults-logs-"))
-    print(f"logs: {log_dir}", flush=True)
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints where a stuck run waits
+    print(f"logs: {log_dir} (pid {os.getpid()})", flush=True)
     run = Run(log_dir)
     results: list[Outcome] = []
     try:
