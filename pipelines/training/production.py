@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -541,53 +540,3 @@ for _d in [*ALL_SETS, UNION]:
     recipe("production", _d)(lambda _n=_d: ProductionRecipe(_n))
     recipe("vader", _d)(lambda _n=_d: VaderRecipe(_n))
     recipe("minilm-lr", _d)(lambda _n=_d: LogRegRecipe(_n))
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m pipelines.training.production [--split test] [--out results.json] [--set k=v ...]`:
-    production vs VADER vs MiniLM+LR on every data set, as one JSON document."""
-    import argparse
-
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("--split", default="test")
-    ap.add_argument("--out", type=Path)
-    ap.add_argument("--set", dest="sets", action="append", default=[])
-    root = Path(__file__).resolve().parents[2]  # no services import here: pipelines sit below services
-    ap.add_argument(
-        "--data-dir", type=Path, default=Path(os.environ.get("VOXPOP_DATA_DIR", root.parent / "shared/data"))
-    )
-    ap.add_argument(
-        "--checkpoints-dir",
-        type=Path,
-        default=Path(os.environ.get("VOXPOP_CHECKPOINTS_DIR", root / "models/checkpoints")),
-    )
-    ap.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=Path(os.environ.get("VOXPOP_FEATURE_CACHE_DIR", root / ".voxpop/features")),
-    )
-    a = ap.parse_args(argv)
-    opts: dict[str, Any] = {}
-    for kv in a.sets:
-        k, _, v = kv.partition("=")
-        try:
-            opts[k] = json.loads(v)
-        except ValueError:
-            opts[k] = v
-    ctx = RecipeContext(
-        data_dir=a.data_dir,
-        checkpoints_dir=a.checkpoints_dir,
-        cache_dir=a.cache_dir,
-        options=opts,
-        command="python -m pipelines.training.production " + " ".join(argv or []),
-    )
-    torch.set_num_threads(_opt(ctx, "threads"))
-    res = benchmark(ctx, a.split)
-    text = json.dumps(res, indent=2)
-    if a.out:
-        a.out.write_text(text + "\n")
-    print(text)
-
-
-if __name__ == "__main__":
-    main()
