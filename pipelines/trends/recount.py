@@ -42,7 +42,11 @@ def closed_through(engine: Engine, source: str) -> datetime | None:
 
 
 def hourly_mismatches(engine: Engine, through: datetime) -> tuple[int, list[str]]:
-    """(windows checked, differences) for every hourly window that ends by `through`."""
+    """(windows checked, differences) for every hourly window that ends by `through`.
+
+    A window that closed before some of its posts arrived counts them in `late_posts` and leaves
+    its other columns as they were at the close: `late_explained` tells those apart.
+    """
     expected = {k: v for k, v in recount_hourly(engine).items() if k[1] + timedelta(hours=1) <= through}
     got = closed_windows(engine, "1h")
     diffs = [f"{k}: missing" for k in expected.keys() - got.keys()]
@@ -59,3 +63,11 @@ def hourly_mismatches(engine: Engine, through: datetime) -> tuple[int, list[str]
 
 def _close(got: float | None, want: float, tol: float) -> bool:
     return got is not None and abs(got - want) < tol
+
+
+def late_explained(engine: Engine, through: datetime) -> int:
+    """Closed hourly windows that differ from the recount only by the posts they counted as late."""
+    expected = {k: v for k, v in recount_hourly(engine).items() if k[1] + timedelta(hours=1) <= through}
+    got = closed_windows(engine, "1h")
+    return sum(1 for k, e in expected.items() if k in got and got[k]["n_posts"] != e["n_posts"]
+               and got[k]["n_posts"] + got[k]["late_posts"] == e["n_posts"])

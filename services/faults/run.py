@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -42,7 +42,7 @@ from pydantic import SecretStr
 from sqlalchemy import text
 
 from infra import local_stack
-from pipelines.trends.recount import closed_through, hourly_mismatches
+from pipelines.trends.recount import closed_through, hourly_mismatches, late_explained
 from services.alerts import manage
 from services.alerts.policy import UrlPolicy
 from services.alerts.receiver import Receiver, free_port
@@ -78,7 +78,8 @@ class Outcome:
     recovery_s: float | None
     state_consistent: bool
     windows_checked: int
-    window_diffs: int
+    window_diffs: int  # closed windows that differ from the recount
+    windows_late: int  # ... of which only by posts that arrived after the close (counted in late_posts)
     notifications: int
     delivered: int
     bad_signatures: int
@@ -276,13 +277,15 @@ class Run:
             notes = [r[0] for r in c.execute(text("SELECT msg_id FROM notifications"))]
         through = closed_through(self.db, self.s.topic_scored)
         checked, diffs = hourly_mismatches(self.db, through) if through else (0, [])
+        late = late_explained(self.db, through) if through and diffs else 0
         if diffs:
             (self.log_dir / f"{self.tag}-window-diffs.txt").write_text("\n".join(diffs))
         return Outcome(
             sc.name, len(feeder.acked), len(stored_ids), len(feeder.acked - stored_ids), bumps - len(stored_ids),
             _dlq_count(self.ep.kafka_bootstrap, self.s.topic_dlq),
             None if recovery is None else round(recovery, 1),
-            _redis_matches(redis.Redis.from_url(self.ep.redis_url), truth), checked, len(diffs), len(notes),
+            _redis_matches(redis.Redis.from_url(self.ep.redis_url), truth), checked,
+            len({d.split(")")[0] for d in diffs}), late, len(notes),
             len(set(notes) & {r['id'] for r in rx.ok}), rx.bad, round(time.monotonic() - t0, 1), note)
 
 
@@ -461,7 +464,9 @@ def _merged(path: Path, results: list[Outcome], meta: dict) -> list[Outcome]:
         old = json.loads(path.read_text())
         if old.get("cpu") != meta["cpu"]:
             return results  # numbers from another machine are not mixed into one table
-        keep = [Outcome(**r) for r in old.get("runs", []) if r["scenario"] not in fresh]
+        known = {f.name for f in fields(Outcome)}
+        keep = [Outcome(**{"windows_late": 0, **{k: v for k, v in r.items() if k in known}})
+                for r in old.get("runs", []) if r["scenario"] not in fresh]
     except (OSError, ValueError, TypeError):  # none yet, or an older format
         return results
     order = [sc.name for sc in scenarios()]
@@ -481,7 +486,9 @@ def write(results: list[Outcome], out: Path) -> None:
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     rows += [f"| {r.scenario} | {r.posts_in} | {r.stored} | {r.lost} | {r.duplicated} | {r.dlq} | "
              f"{'-' if r.recovery_s is None else r.recovery_s} | {'yes' if r.state_consistent else 'NO'} | "
-             f"{r.windows_checked - r.window_diffs} / {r.windows_checked} | {r.delivered} / {r.notifications} "
+             f"{r.windows_checked - r.window_diffs} / {r.windows_checked}"
+             f"{f' ({r.windows_late} more with their late posts)' if r.windows_late else ''} | "
+             f"{r.delivered} / {r.notifications} "
              f"({r.bad_signatures}) | {r.note} |" for r in results]
     table = "\n".join(rows)
     doc = out / "reliability.md"

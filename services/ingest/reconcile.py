@@ -54,7 +54,7 @@ SELECT DISTINCT l.post_id, l.payload FROM ingest_ledger l
 JOIN posts p ON p.id = l.post_id
 JOIN post_watches pw ON pw.post_id = p.id
 LEFT JOIN trend_members tm ON tm.watch_id = pw.watch_id AND tm.post_id = pw.post_id
-WHERE tm.post_id IS NULL AND l.republished < :max
+WHERE tm.post_id IS NULL AND l.republished < :max AND l.published_at < :before
   AND p.stored_at < (SELECT max(updated_at) FROM trend_watermarks WHERE source = :source)
                     - make_interval(secs => :grace)
 LIMIT :n
@@ -99,7 +99,7 @@ class Reconciler:
                 before = datetime.now(UTC) - timedelta(seconds=self.s.reconcile_grace_s)
                 stats.published = self._publish_unpublished(before)
                 stats.checked, stats.republished = self._republish_lost(before)
-                stats.unfolded = self._republish_unfolded()
+                stats.unfolded = self._republish_unfolded(before)
                 stats.pruned = ledger.prune(self.db, datetime.now(UTC) - timedelta(seconds=self.s.dedup_ttl_s))
             finally:
                 lock_conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": int(Lock.RECONCILER)})
@@ -133,9 +133,11 @@ class Reconciler:
                 conn.execute(_REPUBLISHED, {"post_id": [c.post_id for c, _ in lost], "reason": [r for _, r in lost]})
         return len(cands), len(lost)
 
-    def _republish_unfolded(self) -> int:
+    def _republish_unfolded(self, before: datetime) -> int:
+        """Once per grace: a post just sent round again is not sent again while its re-score is on the way."""
         with self.db.connect() as conn:
             rows = conn.execute(_UNFOLDED, {"max": self.s.reconcile_max_republish, "source": self.s.topic_scored,
+                                            "before": before,
                                             "grace": self.s.reconcile_grace_s, "n": self.s.reconcile_batch}).all()
         if not rows:
             return 0

@@ -53,7 +53,7 @@ def test_the_fault_table_replaces_only_its_block(tmp_path) -> None:
 
     old = "# Reliability\n\nprose\n\n<!-- faults:begin -->\nold\n<!-- faults:end -->\n\nmore\n"
     (tmp_path / "reliability.md").write_text(old)
-    write([Outcome("scorer kill -9", 10, 10, 0, 0, 1, 2.5, True, 5, 0, 2, 2, 0, 30.0, "x")], tmp_path)
+    write([Outcome("scorer kill -9", 10, 10, 0, 0, 1, 2.5, True, 5, 0, 0, 2, 2, 0, 30.0, "x")], tmp_path)
     doc = (tmp_path / "reliability.md").read_text()
     assert "prose" in doc and "more" in doc and "old" not in doc
     assert "| scorer kill -9 | 10 | 10 | 0 | 0 | 1 | 2.5 | yes | 5 / 5 | 2 / 2 (0) | x |" in doc
