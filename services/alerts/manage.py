@@ -118,14 +118,6 @@ def delete_rule(db: str | Engine, rule: int | str) -> bool:
         return bool(s.execute(delete(AlertRule).where(col == rule)).rowcount)
 
 
-def set_rule_enabled(db: str | Engine, rule_id: int, enabled: bool) -> None:
-    with Session(_engine(db)) as s, s.begin():
-        r = s.get(AlertRule, rule_id)
-        if r is None:
-            raise ValueError(f"no rule {rule_id}")
-        r.enabled = enabled
-
-
 # --- webhook endpoints ----------------------------------------------------------------------------
 
 
