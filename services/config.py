@@ -169,8 +169,8 @@ class Settings(BaseSettings):
                                              "when a member leaves during a join (services.scorer.membership)")
     kafka_send_timeout_s: float = Field(30.0, description="how long a producer waits for the broker's ack")
     scorer_threads: int | None = Field(None, description="torch threads; None = all cores (or cores / processes)")
-    scorer_processes: int = Field(1, ge=1, description="scorer processes `voxpop up` runs (one consumer group); on a "
-                                  "dedicated scorer node one per core beats one with all cores: docs/performance.md")
+    scorer_processes: int | None = Field(None, ge=1, description="scorer processes `voxpop up` runs (one consumer "
+                                         "group); None = one single-threaded scorer per core, up to the partitions")
     scorer_cpus: list[int] = Field(default_factory=list, description="pin this scorer's model thread to these CPU "
                                    "cores ([]: the OS moves it); `voxpop up` and the bench pin one scorer per core")
     scorer_precision: Literal["auto", "fp32", "bf16", "int8"] = Field(

@@ -53,7 +53,7 @@ def one_core_each(n: int) -> list[dict[str, str]]:
 
 def plan_children(settings: Settings, source: str, speed: float) -> list[Child]:
     cli = [sys.executable, "-m", "services.cli"]
-    n = settings.scorer_processes
+    n = settings.scorer_processes or max(1, min(os.cpu_count() or 1, settings.topic_partitions))
     threads = settings.scorer_threads or max(1, (os.cpu_count() or 1) // n)
     cores = one_core_each(n)
     kids = [Child("scorer" if n == 1 else f"scorer{i}", cli + ["score"],

@@ -36,3 +36,14 @@ def test_a_scorer_told_to_pin_to_a_missing_core_says_which_cores_it_has() -> Non
 
     with pytest.raises(ValueError, match="usable here"):
         Scorer(Settings(scorer_cpus=[max(CORES, default=0) + 64]), "postgresql://unused", None, None)
+
+
+def test_by_default_voxpop_up_runs_one_single_threaded_scorer_per_core() -> None:
+    import os
+
+    cores = min(os.cpu_count() or 1, Settings().topic_partitions)
+    kids = [k for k in plan_children(Settings(scorer_processes=None, scorer_threads=None), "jetstream", 1.0)
+            if k.name.startswith("scorer")]
+    assert len(kids) == cores
+    if cores > 1:
+        assert {k.env["VOXPOP_SCORER_THREADS"] for k in kids} == {"1"}
