@@ -17,8 +17,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from pipelines.retry import delay_after, exponential
 from services.config import Settings
-from services.retry import delay_after, exponential
 
 log = logging.getLogger("voxpop.up")
 COLOURS = ["\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m", "\033[31m", "\033[37m"]

@@ -23,11 +23,28 @@ from typing import Any
 
 import faust
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 
+from pipelines.retry import delay_after, exponential
 from pipelines.schemas import ScoredPost
 from pipelines.trends.processor import BatchResult, TrendProcessor
 
 log = logging.getLogger("voxpop.trends")
+DB_BACKOFF = exponential(0.5, 30.0)
+
+
+async def _in_db(call: Callable[..., Any], *args: Any) -> Any:
+    """Run a PostgreSQL step off the event loop; an outage is waited out and the step done again
+    (each step is one transaction, so a retry neither skips nor doubles anything)."""
+    failures = 0
+    while True:
+        try:
+            return await asyncio.to_thread(call, *args)
+        except OperationalError as e:
+            failures += 1
+            wait = delay_after(DB_BACKOFF, failures)
+            log.warning("PostgreSQL unavailable (%s); trying again in %.1f s", str(e).splitlines()[0][:200], wait)
+            await asyncio.sleep(wait)
 
 
 @dataclass
@@ -108,14 +125,14 @@ def create_app(
         sent = 0
         async with publish_lock:
             while True:
-                rows = await asyncio.to_thread(processor.unpublished_firings, 500)
+                rows = await _in_db(processor.unpublished_firings, 500)
                 if not rows:
                     return sent
                 for row in rows:
                     key = str(row.get("rule_id") or 0).encode()
                     fut = await alerts.send(key=key, value=json.dumps(firing_event(row)).encode(), force=True)
                     await fut  # wait for the broker's ack before marking it published
-                await asyncio.to_thread(processor.mark_published, [r["id"] for r in rows])
+                await _in_db(processor.mark_published, [r["id"] for r in rows])
                 sent += len(rows)
 
     @app.agent(source, name="trend-windows")
@@ -132,7 +149,7 @@ def create_app(
                     hooks.on_invalid(msg.partition, msg.offset, msg.value, str(e)[:500])
             if not items:
                 continue
-            res = await asyncio.to_thread(processor.process, items)
+            res = await _in_db(processor.process, items)
             await asyncio.to_thread(hooks.on_batch, res)
             if res.firings:
                 await publish_pending()

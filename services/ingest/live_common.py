@@ -11,7 +11,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.retry import delay_after, exponential
+from pipelines.retry import delay_after, exponential
 
 K = TypeVar("K")
 V = TypeVar("V")

@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer
 from kafka.structs import MemberState
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
 
 from pipelines.advisory_locks import Lock
 from services.stream.kafka import make_consumer
@@ -130,14 +131,23 @@ class GroupMembership:
             self._unstable_since = now
         elif now - self._unstable_since > self.join_timeout_s:
             waited = now - self._unstable_since
-            self.epoch = advance_epoch(self.db, self.bootstrap, self.base, self.epoch,
-                                       f"a member of {self.group_id} was not in a stable group for {waited:.0f} s")
+            try:
+                self.epoch = advance_epoch(self.db, self.bootstrap, self.base, self.epoch,
+                                           f"a member of {self.group_id} was not in a stable group for {waited:.0f} s")
+            except OperationalError as e:  # PostgreSQL away: the wedge is still there at the next check
+                log.warning("cannot move to a new group epoch yet (%s)", str(e).splitlines()[0][:200])
+                return False
             self.recoveries += 1
             self._reopen()
             return True
         if now - self._checked_at >= self.epoch_check_s:
             self._checked_at = now
-            epoch = current_epoch(self.db, self.base)
+            try:
+                epoch = current_epoch(self.db, self.base)
+            except OperationalError as e:  # PostgreSQL away: look again at the next check, keep consuming
+                log.warning("group epoch not readable (%s); checking again in %.0f s", str(e).splitlines()[0][:200],
+                            self.epoch_check_s)
+                return False
             if epoch != self.epoch:
                 log.warning("consumer group moved from %s to epoch %d: following it", self.group_id, epoch)
                 self.epoch = epoch

@@ -50,12 +50,12 @@ from models.registry import ScoringHead, load_head
 from pipelines.allocator import keep_freed_memory
 from pipelines.asr import Transcriber, Transcript, asr_available
 from pipelines.av_heads import AVHead, AVInput, heads_for, load_av_heads
+from pipelines.retry import delay_after, exponential
 from pipelines.schemas import Media, Post, ScoredPost
 from pipelines.scoring import InferenceEngine, TokenIds, sentiment_score
 from pipelines.views import dominant_view
 from services.config import Settings
 from services.ingest.gate import validation_reason
-from services.retry import delay_after, exponential
 from services.scorer.media import MediaError, MediaPolicy, load_audio, load_image, load_video
 from services.scorer.membership import GroupMembership
 from services.scorer.offsets import OffsetLedger

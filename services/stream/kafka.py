@@ -25,8 +25,8 @@ from kafka.errors import (
     UnknownMemberIdError,
 )
 
+from pipelines.retry import retrying, wait_fixed
 from services.config import Settings
-from services.retry import retrying, wait_fixed
 
 log = logging.getLogger("voxpop.kafka")
 

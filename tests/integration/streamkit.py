@@ -40,7 +40,7 @@ def child_env(s: Settings) -> dict[str, str]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     for name in ("database_url", "redis_url", "kafka_bootstrap", "topic_raw", "topic_scored", "topic_dlq",
                  "topic_alerts", "scorer_group", "scorer_max_batch", "scorer_max_wait_ms", "data_dir",
-                 "scorer_threads", "scorer_model", "scorer_precision", "scorer_cpus"):
+                 "scorer_threads", "scorer_model", "scorer_precision", "scorer_cpus", "scorer_epoch_check_s"):
         v = getattr(s, name)
         if v is not None:
             env[f"VOXPOP_{name.upper()}"] = str(v)

@@ -214,6 +214,49 @@ def test_a_scorer_waits_out_a_broker_restart_and_scores_what_comes_after(stack_e
         local_stack.down(own)
 
 
+def test_a_scorer_waits_out_a_postgresql_restart(stack_endpoints, tmp_path):
+    """kill -9 of PostgreSQL under a running scorer: its group-epoch check and its batches meet
+    refused connections; it must wait and go on (found by `voxpop faults`: both scorers died)."""
+    import os
+
+    from infra import local_stack
+    from services.config import Settings
+
+    own = Settings(state_dir=tmp_path / "pg", database_url=None, redis_url=stack_endpoints.redis_url,
+                   kafka_bootstrap=stack_endpoints.kafka_bootstrap)
+    db_url = local_stack.up(own, which=("postgres",)).database_url
+    ep = local_stack.Endpoints(db_url, stack_endpoints.redis_url, stack_endpoints.kafka_bootstrap)
+    s = fresh_stream(ep, scorer_epoch_check_s=1.0)
+    db = engine_for(db_url)
+
+    def feed(lo: int, hi: int) -> None:
+        gate = IngestGate(s, make_producer(ep.kafka_bootstrap), redis.Redis.from_url(ep.redis_url), db)
+        ps = [Post.model_validate(post(i, author=f"p{i % 4}")) for i in range(lo, hi)]
+        assert len(gate.submit([Incoming(raw=p.model_dump_json().encode(), post=p) for p in ps]).accepted) == hi - lo
+        gate.producer.close()
+
+    log = tmp_path / "scorer.log"
+    scorer = start_scorer(s, log)
+    try:
+        feed(0, 10)
+        wait_for(lambda: count(ep, "SELECT count(*) FROM posts") == 10, 180, "the first posts", scorer, log)
+        db.dispose()
+        rec = local_stack.read_state(own.state_dir)["postgres"]
+        os.kill(rec["pid"], signal.SIGKILL)
+        while local_stack.pid_alive(rec["pid"], rec["exe"]):
+            time.sleep(0.1)
+        time.sleep(6)  # several epoch checks meet a refused connection
+        assert scorer.poll() is None, log.read_text()[-3000:]
+        assert local_stack.up(own, which=("postgres",)).database_url == db_url, "same port again"
+        feed(10, 20)
+        wait_for(lambda: count(ep, "SELECT count(*) FROM posts") == 20, 180, "posts after the restart", scorer, log)
+    finally:
+        scorer.send_signal(signal.SIGTERM)
+        scorer.wait(60)
+        db.dispose()
+        local_stack.down(own)
+
+
 def test_stored_posts_whose_scored_message_the_broker_lost_are_sent_round_again(stack_endpoints):
     """A broker reset after the scorer stored a post but before the trends worker read its
     posts.scored message: the post is stored, the ledger content, but its windows would miss it.

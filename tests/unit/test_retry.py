@@ -1,4 +1,4 @@
-"""The one retry policy (services/retry.py): its delays, and `retrying`'s give-up."""
+"""The one retry policy (pipelines/retry.py): its delays, and `retrying`'s give-up."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from services.retry import delay_after, exponential, retrying, wait_fixed
+from pipelines.retry import delay_after, exponential, retrying, wait_fixed
 from services.scorer.worker import INFRA_BACKOFF
 from services.supervisor import RESTART_BACKOFF
 
