@@ -8,10 +8,12 @@ with `delay_after`, so every backoff in VoxPop is tenacity's formula with its ow
 
 from __future__ import annotations
 
+import random
+
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay
 from tenacity.wait import wait_base, wait_exponential, wait_fixed
 
-__all__ = ["delay_after", "exponential", "retrying", "wait_fixed"]
+__all__ = ["delay_after", "exponential", "jittered", "retrying", "wait_fixed"]
 
 
 def exponential(initial_s: float, max_s: float, factor: float = 2.0) -> wait_exponential:
@@ -24,6 +26,12 @@ def delay_after(wait: wait_base, failures: int) -> float:
     state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]  # wait strategies read attempt_number only
     state.attempt_number = max(1, failures)
     return float(wait(state))
+
+
+def jittered(wait: wait_base, failures: int, rng: random.Random | None = None) -> float:
+    """`delay_after` times a random factor in [0.5, 1] ("equal jitter"): a fleet of clients that
+    failed together does not come back in step."""
+    return delay_after(wait, failures) * (rng or random).uniform(0.5, 1.0)
 
 
 def retrying(

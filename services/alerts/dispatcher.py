@@ -40,6 +40,7 @@ from sqlalchemy import Engine, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from pipelines.advisory_locks import Lock
+from pipelines.retry import exponential, jittered
 from pipelines.trends.rules import SEVERITIES
 from services.alerts.payloads import alert_data, render
 from services.alerts.policy import PolicyError, UrlPolicy
@@ -88,9 +89,8 @@ class _Result:
 
 
 def backoff_s(attempt: int, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
-    """Exponential backoff with jitter: uniform in [d/2, d], d = min(max, base * 2^(attempt-1))."""
-    d = min(max_s, base_s * (2 ** max(0, attempt - 1)))
-    return (rng or random).uniform(d / 2, d)
+    """Delay before a webhook's next attempt: the one retry policy, doubling from `base_s` to `max_s`, jittered."""
+    return jittered(exponential(base_s, max_s), attempt, rng)
 
 
 def severity_rank(s: str) -> int:

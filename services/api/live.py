@@ -19,10 +19,12 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
+from pipelines.retry import delay_after, exponential
 from services.api.deps import Reader, State
 from services.storage.redis_keys import ALERTS_EVENTS_CHANNEL, SCORER_BATCHES_CHANNEL, TRENDS_UPDATES_CHANNEL
 
 log = logging.getLogger("voxpop.api.live")
+RECONNECT = exponential(0.5, 10.0)  # Redis pub/sub reconnects
 CHANNELS = {SCORER_BATCHES_CHANNEL: "batch", TRENDS_UPDATES_CHANNEL: "trend", ALERTS_EVENTS_CHANNEL: "alert"}
 QUEUE_MAX = 256
 
@@ -54,14 +56,14 @@ class LiveHub:
             q.put_nowait(item)
 
     async def _run(self) -> None:
-        backoff = 0.5
+        failures = 0
         while self.subscribers:
             client = aioredis.Redis.from_url(self.redis_url)
             try:
                 async with client.pubsub() as ps:
                     await ps.subscribe(*CHANNELS)
                     self.ready.set()
-                    backoff = 0.5
+                    failures = 0
                     while self.subscribers:
                         msg = await ps.get_message(ignore_subscribe_messages=True, timeout=1.0)
                         if msg and msg.get("type") == "message":
@@ -72,10 +74,11 @@ class LiveHub:
                 raise
             except Exception as e:  # Redis restarts: reconnect, tell clients to refetch
                 self.ready.clear()
-                log.warning("live: redis pub/sub failed (%s); reconnecting in %.1fs", e, backoff)
+                failures += 1
+                wait = delay_after(RECONNECT, failures)
+                log.warning("live: redis pub/sub failed (%s); reconnecting in %.1fs", e, wait)
                 self._fan_out("resync", json.dumps({"reason": "event stream reconnected"}))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10)
+                await asyncio.sleep(wait)
             finally:
                 await client.aclose()
         self.ready.clear()

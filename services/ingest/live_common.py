@@ -11,7 +11,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipelines.retry import delay_after, exponential
+from pipelines.retry import exponential, jittered
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -55,8 +55,7 @@ class Backoff:
 
     def next_delay(self) -> float:
         self.failures += 1
-        ceiling = delay_after(self._wait, self.failures)
-        return ceiling * self._rng.uniform(0.5, 1.0)
+        return jittered(self._wait, self.failures, self._rng)
 
 
 class KeywordFilter:
