@@ -211,7 +211,9 @@ def _ensure_traversable(path: Path) -> None:
 
 def _spawn(argv: list[str], log_path: Path, *, run_as: _RunAs | None = None, cwd: Path | None = None) -> int:
     """Start a server detached from our terminal (own session), output appended to `log_path`."""
-    env = dict(os.environ)
+    from services.config import child_environ
+
+    env = child_environ()
     kwargs: dict[str, Any] = {}
     if run_as is not None:
         env.update(HOME=run_as.home, USER=run_as.user, LOGNAME=run_as.user)

@@ -10,7 +10,6 @@ Exposes what the heads need:
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -45,12 +44,11 @@ class TextEncoder(nn.Module):
 
     def __init__(self, max_length: int = 128, device: str | torch.device = "cpu") -> None:
         super().__init__()
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer
 
-        path = minilm_path()
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path)
+        path = minilm_path()  # the installed package's files: never the network
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = AutoModel.from_pretrained(path, local_files_only=True)
         self.model.eval().requires_grad_(False)
         self.max_length = max_length
         self.to(device)

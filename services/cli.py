@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +14,7 @@ from typing import Annotated
 import typer
 
 from services.bench import PHASES as BENCH_PHASES
-from services.config import Settings, get_settings
+from services.config import Settings, export_endpoints, get_settings, process_defaults
 from services.logs import configure_logging
 
 app = typer.Typer(help="VoxPop: streaming multimodal opinion monitor.", no_args_is_help=True,
@@ -44,10 +43,7 @@ def _endpoints(settings: Settings):
 def _export_endpoints() -> Settings:
     """Resolve the servers and put their URLs in the environment, for code that reads settings itself."""
     ep = _endpoints(get_settings())
-    os.environ.update(VOXPOP_DATABASE_URL=ep.database_url, VOXPOP_REDIS_URL=ep.redis_url,
-                      VOXPOP_KAFKA_BOOTSTRAP=ep.kafka_bootstrap)
-    get_settings.cache_clear()
-    return get_settings()
+    return export_endpoints(ep.database_url, ep.redis_url, ep.kafka_bootstrap)
 
 
 # --------------------------------------------------------------------------- services
@@ -730,10 +726,7 @@ def scheduler(
 
 
 def main() -> None:  # pragma: no cover
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    # Idle OpenMP threads sleep instead of spinning: a busy neighbour on the next core (any shared
-    # node) otherwise takes the scorer's throughput down by an order of magnitude. Set before torch.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    process_defaults()
     app()
 
 

@@ -5,6 +5,9 @@ Server URLs left unset mean "start the embedded servers" (see `infra.local_stack
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -241,3 +244,37 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+# --- the process environment: read and written here only ----------------------------------------
+def process_defaults() -> None:
+    """Set once when `voxpop` starts, before torch loads: model hubs offline (weights come from
+    installed packages), and idle OpenMP threads that sleep instead of spinning, so a busy
+    neighbour on the next core does not take the scorer's throughput down."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def child_environ(**extra: str) -> dict[str, str]:
+    """The environment of a `voxpop` child process: this one's, hubs offline, output unbuffered, `extra`."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **extra}
+
+
+def settings_environ(s: Settings, names: Iterable[str]) -> dict[str, str]:
+    """`VOXPOP_*` variables that give a child process these fields of `s` (lists as JSON, secrets revealed)."""
+    out = {}
+    for name in names:
+        v = getattr(s, name)
+        if v is None:
+            continue
+        v = v.get_secret_value() if isinstance(v, SecretStr) else v
+        out[f"VOXPOP_{name.upper()}"] = json.dumps(v) if isinstance(v, list | dict) else str(v)
+    return out
+
+
+def export_endpoints(database_url: str, redis_url: str, kafka_bootstrap: str) -> Settings:
+    """Put resolved server URLs where every later `get_settings()` (and child) reads them."""
+    os.environ.update(VOXPOP_DATABASE_URL=database_url, VOXPOP_REDIS_URL=redis_url,
+                      VOXPOP_KAFKA_BOOTSTRAP=kafka_bootstrap)
+    get_settings.cache_clear()
+    return get_settings()

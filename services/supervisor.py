@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from pipelines.retry import delay_after, exponential
-from services.config import Settings
+from services.config import Settings, child_environ
 
 log = logging.getLogger("voxpop.up")
 COLOURS = ["\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m", "\033[31m", "\033[37m"]
@@ -128,8 +128,8 @@ def run_up(settings: Settings, speed: float = 600.0, source: str = "auto", keep_
     ensure_topics(ep.kafka_bootstrap, settings)
     if (settings.data_dir / "airline-tweets").exists() and source in ("auto", "airline"):
         seed_airline_watches(ep.database_url)
-    env = dict(os.environ, VOXPOP_DATABASE_URL=ep.database_url, VOXPOP_REDIS_URL=ep.redis_url,
-               VOXPOP_KAFKA_BOOTSTRAP=ep.kafka_bootstrap, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env = child_environ(VOXPOP_DATABASE_URL=ep.database_url, VOXPOP_REDIS_URL=ep.redis_url,
+                        VOXPOP_KAFKA_BOOTSTRAP=ep.kafka_bootstrap)
     kids = plan_children(settings, source, speed)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -25,7 +25,7 @@ from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import text
 
 from infra.local_stack import Endpoints
-from services.config import Settings
+from services.config import Settings, child_environ, settings_environ
 from services.ingest.gate import Incoming, IngestGate
 from services.ingest.records import PRESETS
 from services.ingest.replay import load_records
@@ -76,12 +76,10 @@ class Run:
 
     def env(self, **extra: object) -> dict[str, str]:
         s = self.settings
-        env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-        for k in ("database_url", "redis_url", "kafka_bootstrap", "topic_raw", "topic_scored", "topic_dlq",
-                  "topic_alerts", "scorer_group", "data_dir"):
-            env[f"VOXPOP_{k.upper()}"] = str(getattr(s, k))
-        env.update({f"VOXPOP_{k.upper()}": str(v) for k, v in extra.items()})
-        return env
+        return child_environ(**settings_environ(s, ("database_url", "redis_url", "kafka_bootstrap", "topic_raw",
+                                                     "topic_scored", "topic_dlq", "topic_alerts", "scorer_group",
+                                                     "data_dir")),
+                             **{f"VOXPOP_{k.upper()}": str(v) for k, v in extra.items()})
 
     def stored(self) -> int:
         with engine_for(self.ep.database_url).connect() as c:

@@ -47,7 +47,7 @@ from services.alerts import manage
 from services.alerts.policy import UrlPolicy
 from services.alerts.receiver import Receiver, free_port
 from services.alerts.signing import new_secret
-from services.config import PROJECT_ROOT, Settings
+from services.config import PROJECT_ROOT, Settings, child_environ, settings_environ
 from services.ingest.records import PRESETS
 from services.ingest.replay import load_records
 from services.storage.db import ALERT_TABLES, TREND_TABLES, engine_for, migrate, truncate_stream_tables
@@ -156,14 +156,10 @@ class Run:
             "push_api_key": SecretStr(secrets.token_urlsafe(24))})
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", VOXPOP_TRENDS_APP_ID=f"trends-{self.tag}",
-                   VOXPOP_TRENDS_LATENESS_S="60", VOXPOP_TRENDS_IDLE_S="600", VOXPOP_TRENDS_SESSION_TIMEOUT_S="10",
-                   VOXPOP_ALERTS_GROUP_WAIT_S="0", VOXPOP_ALERTS_ALLOW_CIDRS=json.dumps(LOOPBACK))
-        for f in ENV_FIELDS:
-            v = getattr(self.s, f)
-            v = v.get_secret_value() if hasattr(v, "get_secret_value") else v
-            env[f"VOXPOP_{f.upper()}"] = json.dumps(v) if isinstance(v, list) else str(v)
-        return env
+        return child_environ(VOXPOP_TRENDS_APP_ID=f"trends-{self.tag}", VOXPOP_TRENDS_LATENESS_S="60",
+                             VOXPOP_TRENDS_IDLE_S="600", VOXPOP_TRENDS_SESSION_TIMEOUT_S="10",
+                             VOXPOP_ALERTS_GROUP_WAIT_S="0", VOXPOP_ALERTS_ALLOW_CIDRS=json.dumps(LOOPBACK),
+                             **settings_environ(self.s, ENV_FIELDS))
 
     def spawn(self, name: str) -> subprocess.Popen:
         log = (self.log_dir / f"{self.tag}-{name}.log").open("ab")
