@@ -168,24 +168,31 @@ def ingest_jetstream(
 ) -> None:
     """Follow the Bluesky Jetstream (posts collection), reconnecting with a cursor."""
     from services.ingest.live import run_live
+    from services.ingest.sources import Jetstream
 
     _logging()
     s = get_settings()
-    run_live("jetstream", s, _gate(s, _endpoints(s)), url=url, keywords=keyword or [])
+    run_live(Jetstream(url=url, keywords=keyword or []), _gate(s, _endpoints(s)))
 
 
 @ingest_app.command("mastodon")
 def ingest_mastodon(
-    base_url: Annotated[str, typer.Option(help="instance, e.g. https://mastodon.social")],
+    base_url: Annotated[str | None, typer.Option(help="instance, e.g. https://mastodon.social "
+                                                      "(default VOXPOP_MASTODON_URL)")] = None,
     hashtag: Annotated[str | None, typer.Option(help="follow #tag instead of the public timeline")] = None,
-    token: Annotated[str | None, typer.Option(envvar="VOXPOP_MASTODON_TOKEN")] = None,
+    token: Annotated[str | None, typer.Option(help="access token (default VOXPOP_MASTODON_TOKEN)")] = None,
 ) -> None:
     """Follow a Mastodon streaming timeline (public or hashtag), backfilling after reconnects."""
     from services.ingest.live import run_live
+    from services.ingest.sources import Mastodon
 
     _logging()
     s = get_settings()
-    run_live("mastodon", s, _gate(s, _endpoints(s)), url=base_url, hashtag=hashtag, token=token)
+    base_url = base_url or s.mastodon_url
+    if not base_url:
+        raise typer.BadParameter("give --base-url or set VOXPOP_MASTODON_URL, e.g. https://mastodon.social")
+    token = token or (s.mastodon_token.get_secret_value() if s.mastodon_token else None)
+    run_live(Mastodon(base_url=base_url, hashtag=hashtag, token=token), _gate(s, _endpoints(s)))
 
 
 # --------------------------------------------------------------------------- scorer
@@ -531,7 +538,7 @@ _mount_alerts()
 @app.command()
 def up(
     speed: Annotated[float, typer.Option(help="replay speed factor of the airline stream")] = 600.0,
-    source: Annotated[str, typer.Option(help="auto | airline | jetstream | none")] = "auto",
+    source: Annotated[str, typer.Option(help="auto | airline | none | a live source: jetstream, mastodon")] = "auto",
     keep_servers: Annotated[bool, typer.Option(help="leave embedded servers running on exit")] = False,
 ) -> None:
     """Start everything: servers (embedded unless configured), migrations, ingest, scorer, ..."""

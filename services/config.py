@@ -143,6 +143,9 @@ class Settings(BaseSettings):
     max_record_bytes: int = Field(256 * 1024, description="larger raw records go to the DLQ")
     max_text_chars: int = Field(10_000, description="longer post texts are refused to the DLQ")
     dedup_ttl_s: int = Field(7 * 24 * 3600, description="how long a post id is remembered")
+    mastodon_url: str | None = Field(None, description="instance `voxpop ingest mastodon` follows, e.g. "
+                                     "https://mastodon.social (its --base-url)")
+    mastodon_token: SecretStr | None = Field(None, description="access token of `voxpop ingest mastodon`")
     push_api_key: SecretStr | None = Field(None, description="key for POST /ingest/posts")
     push_max_batch: int = Field(1000, description="most posts in one POST /ingest/posts")
     push_host: str = Field("127.0.0.1", description="bind address of the push endpoint (voxpop ingest push)")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from pipelines.retry import delay_after, exponential
 from services.config import Settings, child_environ
+from services.ingest.sources import LIVE_SOURCES
 
 log = logging.getLogger("voxpop.up")
 COLOURS = ["\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m", "\033[31m", "\033[37m"]
@@ -67,8 +68,10 @@ def plan_children(settings: Settings, source: str, speed: float) -> list[Child]:
     if source == "airline":
         kids.append(Child("ingest", cli + ["ingest", "replay", str(airline), "--preset", "airline",
                                            "--speed", str(speed)], restart=False))
-    elif source == "jetstream":
-        kids.append(Child("ingest", cli + ["ingest", "jetstream"]))
+    elif source in LIVE_SOURCES:
+        kids.append(Child("ingest", cli + ["ingest", source]))
+    elif source != "none":
+        raise ValueError(f"unknown source {source!r}: auto, airline, none or one of {sorted(LIVE_SOURCES)}")
     for i, k in enumerate(kids):
         k.colour = COLOURS[i % len(COLOURS)] if sys.stdout.isatty() else ""
     return kids

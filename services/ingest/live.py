@@ -8,9 +8,9 @@ import signal
 import time
 from collections.abc import AsyncIterator
 
-from services.config import Settings
 from services.ingest.events import BadRecord, ConnectorEvent
 from services.ingest.gate import Incoming, IngestGate
+from services.ingest.sources import LiveSource
 
 log = logging.getLogger("voxpop.ingest.live")
 
@@ -51,28 +51,15 @@ async def pump(events: AsyncIterator[ConnectorEvent], gate: IngestGate, source: 
             return sent
 
 
-def run_live(kind: str, settings: Settings, gate: IngestGate, *, url: str, keywords: list[str] | None = None,
-             hashtag: str | None = None, token: str | None = None) -> int:
-    """Blocking entry point of `voxpop ingest jetstream|mastodon`; Ctrl-C/SIGTERM stop it cleanly."""
+def run_live(source: LiveSource, gate: IngestGate) -> int:
+    """Blocking entry point of `voxpop ingest jetstream|mastodon|...`; Ctrl-C/SIGTERM stop it cleanly."""
 
     async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        if kind == "jetstream":
-            from services.ingest.jetstream import JetstreamConfig, stream_jetstream
-
-            events = stream_jetstream(JetstreamConfig(url=url, keywords=keywords or [], stop=stop))
-        elif kind == "mastodon":
-            from services.ingest.mastodon import MastodonConfig, stream_mastodon
-
-            cfg = MastodonConfig(base_url=url, stream="hashtag" if hashtag else "public", tag=hashtag,
-                                 access_token=token, keywords=keywords or [], stop=stop)
-            events = stream_mastodon(cfg)
-        else:
-            raise ValueError(f"unknown live source {kind!r}")
-        log.info("following %s at %s", kind, url)
-        return await pump(events, gate, kind)
+        log.info("following %s", source)
+        return await pump(source.events(stop), gate, source.name)
 
     return asyncio.run(main())
