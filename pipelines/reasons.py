@@ -113,11 +113,19 @@ def train_head(x: torch.Tensor, y: torch.Tensor, epochs: int = 300, weight_decay
     return head.eval()
 
 
-def predict(head: ReasonHead, x: torch.Tensor, abstain_below: float) -> list[str]:
-    with torch.no_grad():
-        p = torch.softmax(head(x), dim=-1)
+def predict_with_confidence(head: ReasonHead, x: torch.Tensor, abstain_below: float) -> list[tuple[str, float]]:
+    """(reason, top probability) per row; the reason is ``Can't Tell`` below `abstain_below`."""
+    if not len(x):
+        return []
+    with torch.inference_mode():
+        p = torch.softmax(head(x.float()), dim=-1)
     conf, idx = p.max(dim=-1)
-    return [REASONS[int(i)] if float(c) >= abstain_below else CANT_TELL for c, i in zip(conf, idx, strict=True)]
+    return [(REASONS[int(i)] if c >= abstain_below else CANT_TELL, c)
+            for c, i in zip(conf.tolist(), idx.tolist(), strict=True)]
+
+
+def predict(head: ReasonHead, x: torch.Tensor, abstain_below: float) -> list[str]:
+    return [label for label, _ in predict_with_confidence(head, x, abstain_below)]
 
 
 def per_class_f1(gold: Sequence[str], pred: Sequence[str]) -> dict[str, Any]:
@@ -211,3 +219,24 @@ def reasons_markdown(report: dict[str, Any], seconds: float) -> str:
             f"{n['per_class'][lab]['f1']:.3f} | {k['per_class'][lab]['f1']:.3f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+class ReasonClassifier:
+    """The trained head as the scorer runs it: features of negative posts in, (reason, probability)
+    out, one call per batch; ``Can't Tell`` below the card's abstention threshold."""
+
+    def __init__(self, head: ReasonHead, card: dict[str, Any]) -> None:
+        self.head, self.card = head, card
+        self.name = str(card.get("model", "reasons"))
+        self.encoder = str(card["encoder"])
+        self.abstain_below = float(card["abstain_below"])
+
+    @classmethod
+    def load(cls, out_dir: Path) -> ReasonClassifier | None:
+        """The head in `out_dir`, or None when it was never trained there (reasons are then skipped)."""
+        if not (out_dir / "card.json").exists() or not (out_dir / "head.safetensors").exists():
+            return None
+        return cls(*load_head(out_dir))
+
+    def classify(self, x: torch.Tensor) -> list[tuple[str, float]]:
+        return predict_with_confidence(self.head, x, self.abstain_below)

@@ -111,3 +111,6 @@ class ScoredPost(_Strict):
     transcript_language: str | None = Field(None, description="language Whisper detected (or was told)")
     transcript_status: str | None = Field(None, description="ok | no speech | truncated | timeout | unavailable: ...")
     dominant_view: str | None = Field(None, description="the view that drove the score: words, voice, frames, image")
+    # Complaint reason (schema 1, optional): negative posts only, "Can't Tell" when the head abstains
+    reason: str | None = Field(None, description="complaint reason of a negative post (pipelines.reasons)")
+    reason_probability: float | None = Field(None, ge=0.0, le=1.0, description="the reason head's top probability")

@@ -199,6 +199,9 @@ class Settings(BaseSettings):
     # trained on real images through the same EfficientNet, so a video's sampled frames get one too.
     scorer_av_models: list[str] = Field(default_factory=lambda: ["amsgfn-emodb", "amsgfn-mvsa-single"],
                                         description="tri-modal checkpoints run on posts with audio or video")
+    scorer_reason_model: str | None = Field("reasons-minilm-lr", description="complaint-reason head (under "
+                                            "checkpoints_dir) run on the posts scored negative; None, or a head "
+                                            "never trained there, = no reasons (pipelines.reasons)")
     media_decode_timeout_s: float = Field(20.0, description="ffmpeg time limit per audio/video item")
     media_max_seconds: float = Field(60.0, description="audio/video decoded up to this many seconds")
     video_frames: int = Field(8, description="frames sampled uniformly over a video")

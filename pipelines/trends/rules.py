@@ -127,7 +127,12 @@ class Rule:
     @property
     def sample_field(self) -> str:
         """Which top-post list of the window illustrates this rule."""
-        return "top_positive" if self.metric in _POSITIVE_METRICS else "top_negative"
+        return f"top_{focus_label(self.metric)}"
+
+
+def focus_label(metric: str) -> str:
+    """The posts that explain a move of `metric`: the positive ones for positive metrics, else negatives."""
+    return "positive" if metric in _POSITIVE_METRICS else "negative"
 
 
 @dataclass(frozen=True)

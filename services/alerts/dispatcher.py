@@ -45,6 +45,7 @@ from pipelines.trends.rules import SEVERITIES
 from services.alerts.payloads import alert_data, render
 from services.alerts.policy import PolicyError, UrlPolicy
 from services.alerts.signing import new_msg_id, signed_headers
+from services.alerts.why import stored_why
 from services.config import AlertsSettings, get_settings
 from services.storage.alert_models import (
     AlertFiring,
@@ -297,8 +298,10 @@ class Dispatcher:
             select(WebhookEndpoint).where(WebhookEndpoint.enabled).order_by(WebhookEndpoint.id)
         ).all()
         endpoints = [e for e in endpoints if severity_rank(f.severity) >= severity_rank(e.min_severity)]
+        firing = _row(f)
+        firing["why"] = stored_why(s.connection(), firing)
         data = alert_data(
-            firing=_row(f),
+            firing=firing,
             rule=_row(rule) if rule else None,
             watch_name=watch.name if watch else None,
             reason=reason,

@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from services.alerts.why import why_line, with_links
+
 PAYLOAD_VERSION = 1
 
 
@@ -51,7 +53,7 @@ def alert_data(
             "verdict": firing.get("reason"),
             "escalated": bool(firing.get("escalated")),
         },
-        "why": firing.get("why") or {},
+        "why": with_links(firing["why"], dashboard_url) if firing.get("why") else {},
         "firing_count": group.get("firing_count", 1),
         "episode_started_at": _iso(group.get("episode_started_at")),
         "dashboard_url": f"{dashboard_url.rstrip('/')}/#/alerts/{firing['id']}",
@@ -70,6 +72,12 @@ def json_payload(data: dict[str, Any], now: datetime) -> str:
 
 def _fmt(v: Any) -> str:
     return "n/a" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def _quote(t: str, n: int = 200) -> str:
+    t = " ".join(t.split())
+    t = t if len(t) <= n else t[: n - 1] + "\u2026"
+    return t.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def slack_payload(data: dict[str, Any], now: datetime) -> str:
@@ -98,7 +106,14 @@ def slack_payload(data: dict[str, Any], now: datetime) -> str:
         {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": True}},
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
     ]
-    if a["sample_post_ids"]:
+    why = data.get("why") or {}
+    if why.get("reasons") or why.get("phrases"):
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": why_line(why)[:2900]}})
+    if why.get("samples"):
+        lines = [f"<{p['url']}|@{p['author_handle'] or p['author_id']}> {p['created_at']}: {_quote(p['text'])}"
+                 for p in why["samples"]]
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:2900]}})
+    elif a["sample_post_ids"]:
         blocks.append(
             {
                 "type": "context",

@@ -26,7 +26,7 @@ from pipelines.views import dominant_view
 
 LATEST_PRED = """LEFT JOIN LATERAL (
     SELECT pr.model_name, pr.model_version, pr.label, pr.score, pr.probabilities, pr.emotion,
-           pr.modality_weights, pr.user_prior_count, pr.scored_at
+           pr.modality_weights, pr.user_prior_count, pr.scored_at, pr.reason, pr.reason_probability
     FROM predictions pr WHERE pr.post_id = p.id AND NOT starts_with(pr.model_name, 'av:')
     ORDER BY pr.scored_at DESC LIMIT 1) pr ON true"""
 #: date_bin origin: a Monday at midnight UTC, so daily and weekly buckets line up with calendars
@@ -168,7 +168,8 @@ def list_posts(conn: Connection, f: PostFilter, order: str = "newest", limit: in
         where.append(f"({col}, p.id) {cmp} (:ck, :cid)")
         params.update(ck=key, cid=pid)
     sql = f"""SELECT p.*, a.handle AS author_handle, pr.model_name, pr.model_version, pr.label, pr.score,
-                     pr.probabilities, pr.emotion, pr.modality_weights, pr.user_prior_count, pr.scored_at
+                     pr.probabilities, pr.emotion, pr.modality_weights, pr.user_prior_count, pr.scored_at,
+                     pr.reason, pr.reason_probability
               FROM posts p {_watch_join(f)} JOIN authors a ON a.id = p.author_id {LATEST_PRED}
               {"WHERE " + " AND ".join(where) if where else ""}
               ORDER BY {col} {direction}, p.id {direction} LIMIT :lim"""
@@ -231,7 +232,8 @@ def prediction_out(r: dict[str, Any]) -> dict[str, Any]:
     return {"model_name": r["model_name"], "model_version": r["model_version"], "label": r["label"],
             "score": r["score"], "probabilities": r["probabilities"] or {}, "emotion": r["emotion"],
             "modality_weights": r["modality_weights"] or {}, "dominant_modality": dominant(r["modality_weights"]),
-            "user_prior_count": r["user_prior_count"] or 0, "scored_at": r["scored_at"]}
+            "user_prior_count": r["user_prior_count"] or 0, "scored_at": r["scored_at"],
+            "reason": r.get("reason"), "reason_probability": r.get("reason_probability")}
 
 
 def post_out(r: dict[str, Any]) -> dict[str, Any]:

@@ -289,6 +289,9 @@ class PredictionOut(BaseModel):
     dominant_modality: str | None = Field(..., description="the view with the largest fusion weight")
     user_prior_count: int = Field(..., description="author's earlier posts behind the per-user (eta) term")
     scored_at: datetime
+    reason: str | None = Field(None, description="complaint reason of a negative post (\"Can't Tell\": the head "
+                               "abstained); None for other posts")
+    reason_probability: float | None = Field(None, description="the reason head's top probability")
 
 
 class SegmentOut(BaseModel):

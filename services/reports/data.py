@@ -8,9 +8,11 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from services.alerts.why import explain, posts_of, why_line
 from services.api import queries as Q
 
 PERIODS = {"daily": timedelta(days=1), "weekly": timedelta(days=7), "monthly": None}
+PERIOD_NOUN = {"daily": "day", "weekly": "week", "monthly": "month"}
 BUCKETS = {"daily": timedelta(hours=1), "weekly": timedelta(days=1), "monthly": timedelta(days=1)}
 
 
@@ -68,6 +70,12 @@ class ReportData:
     top_authors: list[dict[str, Any]]
     alerts: list[dict[str, Any]]
     rows: list[dict[str, Any]] = field(default_factory=list)
+    themes: dict[str, Any] = field(default_factory=dict)  # the period's negatives against the previous period's
+
+    @property
+    def narrative(self) -> str:
+        """The why in one sentence: negative volume, its leading reasons, its distinguishing phrases."""
+        return why_line(self.themes, against=f"the previous {PERIOD_NOUN[self.period]}") if self.themes else ""
 
     def delta(self, name: str) -> float | None:
         a, b = getattr(self.kpis, name), getattr(self.previous, name)
@@ -80,7 +88,8 @@ class ReportData:
         return {"posts": k.posts, "mean_score": k.mean_score, "share_negative": k.share_negative,
                 "share_positive": k.share_positive, "unique_authors": k.unique_authors,
                 "previous_posts": self.previous.posts, "previous_mean_score": self.previous.mean_score,
-                "previous_share_negative": self.previous.share_negative, "alerts": len(self.alerts)}
+                "previous_share_negative": self.previous.share_negative, "alerts": len(self.alerts),
+                "narrative": self.narrative}
 
 
 def _kpis(conn, watch_id: int, start: datetime, end: datetime) -> Kpis:
@@ -119,6 +128,10 @@ def collect(engine: Engine, watch_id: int, period: str, end: date | datetime, to
                       window_end, n_posts FROM alert_firings
                WHERE watch_id = :w AND window_end > :s AND window_end <= :e ORDER BY window_end, id"""),
             {"w": watch_id, "s": start, "e": stop}).mappings()]
+        neg_now = round((kpis.share_negative or 0) * kpis.posts)
+        neg_prev = round((previous.share_negative or 0) * previous.posts)
+        themes = explain("negative", posts_of(conn, watch_id, start, stop, "negative"),
+                         posts_of(conn, watch_id, prev_start, start, "negative"), neg_prev or None, neg_now)
         rows = []
         if with_rows:
             rows = [dict(r) for r in conn.execute(text(f"""
@@ -133,4 +146,4 @@ def collect(engine: Engine, watch_id: int, period: str, end: date | datetime, to
     return ReportData(watch_id=w[0], watch_name=w[1], period=period, start=start, end=stop, prev_start=prev_start,
                       kpis=kpis, previous=previous, series=series, share_of_voice=[(n, c) for n, c in sov],
                       top_positive=[Q.post_out(r) for r in pos], top_negative=[Q.post_out(r) for r in neg],
-                      top_authors=authors, alerts=alerts, rows=rows)
+                      top_authors=authors, alerts=alerts, rows=rows, themes=themes)

@@ -13,10 +13,9 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from services.reports import charts
-from services.reports.data import BUCKETS, ReportData
+from services.reports.data import BUCKETS, PERIOD_NOUN, ReportData
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-PERIOD_NOUN = {"daily": "day", "weekly": "week", "monthly": "month"}
 CSV_FIELDS = ["post_id", "created_at", "author_id", "author_handle", "label", "score", "p_negative", "p_neutral",
               "p_positive", "user_prior_count", "model_name", "model_version", "modalities", "text"]
 
@@ -77,6 +76,7 @@ def render_html(r: ReportData, ch: Charts) -> str:
     b64 = {k: base64.b64encode(getattr(ch, k)).decode() for k in ("volume", "sentiment", "share")}
     return env.get_template("report.html").render(
         r=r, kpis=kpi_cards(r), charts=b64, generated=datetime.now(UTC), one_second=timedelta(seconds=1),
+        noun=PERIOD_NOUN[r.period],
         fmt=lambda v: "–" if v is None else (f"{v:.2f}" if abs(v) < 10 else f"{v:,.0f}"))
 
 
@@ -128,6 +128,8 @@ def render_pdf(r: ReportData, ch: Charts) -> bytes:
                            ("INNERGRID", (0, 0), (-1, -1), 0.5, colors.HexColor("#e4e7eb")),
                            ("TOPPADDING", (0, 0), (-1, -1), 5), ("BOTTOMPADDING", (0, 0), (-1, -1), 6)]))
     story += [t]
+    if r.narrative:
+        story += [Paragraph("What drove it", h2), Paragraph(_esc(r.narrative), body)]
     for title, png in (("Volume", ch.volume), ("Sentiment trend", ch.sentiment), ("Share of voice", ch.share)):
         img = Image(io.BytesIO(png))
         scale = width / img.imageWidth

@@ -34,6 +34,8 @@ class PredictionRow:
     user_prior_count: int
     timings_ms: dict[str, float]
     media_status: list[str]
+    reason: str | None = None  # negative posts: the reason head's answer (pipelines.reasons)
+    reason_probability: float | None = None
 
 
 @dataclass
@@ -78,15 +80,16 @@ RETURNING id
 """)
 _INSERT_PREDICTIONS = text("""
 INSERT INTO predictions (post_id, model_name, model_version, label, probabilities, score, emotion,
-                         modality_weights, user_prior_count, timings_ms, scored_at)
+                         modality_weights, user_prior_count, timings_ms, reason, reason_probability, scored_at)
 SELECT u.post_id, u.model_name, u.model_version, u.label, CAST(u.probabilities AS jsonb), u.score, u.emotion,
-       CAST(u.modality_weights AS jsonb), u.user_prior_count, CAST(u.timings_ms AS jsonb), :scored_at
+       CAST(u.modality_weights AS jsonb), u.user_prior_count, CAST(u.timings_ms AS jsonb), u.reason,
+       u.reason_probability, :scored_at
 FROM unnest(CAST(:post_id AS text[]), CAST(:model_name AS text[]), CAST(:model_version AS text[]),
             CAST(:label AS text[]), CAST(:probabilities AS text[]), CAST(:score AS float8[]),
             CAST(:emotion AS text[]), CAST(:modality_weights AS text[]), CAST(:user_prior_count AS int[]),
-            CAST(:timings_ms AS text[]))
+            CAST(:timings_ms AS text[]), CAST(:reason AS text[]), CAST(:reason_probability AS float8[]))
      AS u(post_id, model_name, model_version, label, probabilities, score, emotion, modality_weights,
-          user_prior_count, timings_ms)
+          user_prior_count, timings_ms, reason, reason_probability)
 ON CONFLICT DO NOTHING
 """)
 _INSERT_MATCHES = text("""
@@ -164,7 +167,7 @@ def write_batch(engine: Engine, rows: list[PredictionRow], extra: list[Predictio
             "post_id": r.post.id, "model_name": r.model_name, "model_version": r.model_version,
             "label": r.label, "probabilities": _json(r.probabilities), "score": r.score, "emotion": r.emotion,
             "modality_weights": _json(r.modality_weights), "user_prior_count": r.user_prior_count,
-            "timings_ms": _json(r.timings_ms),
+            "timings_ms": _json(r.timings_ms), "reason": r.reason, "reason_probability": r.reason_probability,
         } for r in [*rows, *(extra or [])]]), "scored_at": now})
         match_rows = [{"post_id": r.post.id, "watch_id": w, "created_at": r.post.created_at}
                       for r in rows for w in r.post.watches]

@@ -50,9 +50,10 @@ from models.registry import ScoringHead, load_head
 from pipelines.allocator import keep_freed_memory
 from pipelines.asr import Transcriber, Transcript, asr_available
 from pipelines.av_heads import AVHead, AVInput, heads_for, load_av_heads
+from pipelines.reasons import ReasonClassifier
 from pipelines.retry import delay_after, exponential
 from pipelines.schemas import Media, Post, ScoredPost
-from pipelines.scoring import InferenceEngine, TokenIds, sentiment_score
+from pipelines.scoring import Encoded, InferenceEngine, TokenIds, sentiment_score
 from pipelines.views import dominant_view
 from services.config import Settings
 from services.ingest.gate import validation_reason
@@ -230,6 +231,7 @@ class Scorer:
             text_encoder=self.engine.frozen_text if self.engine.precision == "fp32" else None,
             image_encoder=self.engine.image) if settings.scorer_av_models else []
         self.asr = transcript_queue(settings)
+        self.reasons = reason_classifier(settings, self.engine.frozen_text.version)
         self.ledger = OffsetLedger()
         self.stats = ScorerStats()
         self.stopping = threading.Event()
@@ -430,6 +432,7 @@ class Scorer:
                 label=labels[max(range(len(p)), key=p.__getitem__)], probabilities=dict(zip(labels, p, strict=True)),
                 score=scores[i], emotion=None, modality_weights={v: w[i] for v, w in weights.items()},
                 user_prior_count=prior[i], timings_ms=t, media_status=it.media_status))
+        self._add_reasons(items, rows, enc)
         extra = self._score_av(items)  # [] unless the batch has audio/video posts
         t_av = time.perf_counter()
         spoken = [TranscriptRow(it.post.id, it.asr_media, it.transcript, it.asr_status or "ok")
@@ -466,6 +469,7 @@ class Scorer:
             if prev is not None:
                 r.label, r.probabilities, r.score = prev.label, prev.probabilities, prev.score
                 r.modality_weights, r.user_prior_count = prev.modality_weights, prev.user_prior_count
+                r.reason, r.reason_probability = prev.reason, prev.reason_probability
             r.timings_ms["db"] = (t_db - t_av) * 1000
             it = by_id[r.post.id]
             tr = it.transcript
@@ -477,7 +481,8 @@ class Scorer:
                 timings_ms=r.timings_ms, ingested_at=r.post.ingested_at, stored_at=stored_at,
                 transcript=tr.text if tr is not None else None, transcript_language=tr.language if tr else None,
                 transcript_status=it.asr_status, dominant_view=dominant_view(
-                    r.modality_weights, [x.modality_weights for x in av_by_post.get(r.post.id, [])]))
+                    r.modality_weights, [x.modality_weights for x in av_by_post.get(r.post.id, [])]),
+                reason=r.reason, reason_probability=r.reason_probability)
             sent.append(self.producer.send(self.s.topic_scored, key=r.post.author.id.encode(),
                                            value=sp.model_dump_json().encode()))
         self.producer.flush()
@@ -485,6 +490,29 @@ class Scorer:
             f.get(timeout=self.s.kafka_send_timeout_s)
         self.stats.scored += len(items)
         return len(items)
+
+    def _add_reasons(self, items: list[Item], rows: list[PredictionRow], enc: Encoded) -> None:
+        """Complaint reasons of the batch's negative posts with text: one call of the reason head.
+
+        The head was trained on the frozen encoder's sentence embeddings: when the production head
+        reads those (any precision of the same encoder), the batch's features are reused; a head
+        with its own text adapter reads tuned ones, so the negatives are encoded once more, frozen.
+        """
+        if self.reasons is None:
+            return
+        t0 = time.perf_counter()
+        neg = [i for i, r in enumerate(rows) if r.label == "negative" and bool(enc.mask["text"][i])]
+        if not neg:
+            return
+        if self.engine.text.version == self.reasons.encoder:
+            x = enc.x["text"][neg]
+        else:
+            x = self.engine.frozen_text.encode([items[i].text_view for i in neg])
+        for i, (reason, p) in zip(neg, self.reasons.classify(x), strict=True):
+            rows[i].reason, rows[i].reason_probability = reason, p
+        ms = (time.perf_counter() - t0) * 1000
+        for r in rows:
+            r.timings_ms["reasons"] = ms
 
     def _score_av(self, items: list[Item]) -> list[PredictionRow]:
         """Tri-modal predictions for the posts with decoded audio/video: one batched call per head."""
@@ -681,6 +709,21 @@ def batch_summary(rows: list[PredictionRow], new_ids: set[str], now: datetime) -
                 watches[w] += 1
     return json.dumps({"posts": len(new_ids), "batch": len(rows), "labels": labels, "watches": watches,
                        "at": now.isoformat()})
+
+
+def reason_classifier(settings: Settings, frozen_encoder: str) -> ReasonClassifier | None:
+    """The complaint-reason head, or None (off, not trained here, or trained on another encoder)."""
+    if not settings.scorer_reason_model:
+        return None
+    where = Path(settings.checkpoints_dir) / settings.scorer_reason_model
+    head = ReasonClassifier.load(where)
+    if head is None:
+        log.warning("no reason head at %s (train it: voxpop reasons train); negative posts get no reason", where)
+    elif head.encoder != frozen_encoder:
+        log.warning("reason head %s was trained on %s, the scorer encodes with %s; negative posts get no reason",
+                    where, head.encoder, frozen_encoder)
+        return None
+    return head
 
 
 def transcript_queue(settings: Settings) -> TranscriptQueue | None:

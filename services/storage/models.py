@@ -85,6 +85,9 @@ class Prediction(Base):
     user_prior_count: Mapped[int] = mapped_column(Integer, default=0)
     timings_ms: Mapped[dict[str, float]] = mapped_column(JSONB, default=dict)
     scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Negative posts only (pipelines.reasons, migration 0007); "Can't Tell" when the head abstains.
+    reason: Mapped[str | None] = mapped_column(String(40), doc="complaint reason of a negative post")
+    reason_probability: Mapped[float | None] = mapped_column(Float, doc="the reason head's top probability")
 
 
 class Transcript(Base):

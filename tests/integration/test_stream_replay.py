@@ -23,6 +23,7 @@ from sqlalchemy import text
 
 from models.registry import load_head
 from models.text_encoder import TextEncoder, encoder_for_head
+from pipelines.reasons import ALL_LABELS, ReasonClassifier
 from pipelines.scoring import Encoded, InferenceEngine
 from services.ingest.gate import Incoming, IngestGate, WatchCache
 from services.ingest.records import PRESETS
@@ -178,6 +179,37 @@ def test_user_state_is_causal_mean_and_eta_applies(replayed):
         torch.testing.assert_close(with_eta, stored, atol=2e-4, rtol=0)
         assert (with_eta - no_user).abs().max() > 1e-4, "the eta term must change the head's output"
     assert (ROOT / "services").exists()
+
+
+def test_negative_posts_carry_the_reason_heads_answer_in_storage_and_on_posts_scored(replayed):
+    """The scorer runs the committed reason head on the posts it labels negative, and only on those;
+    the stored reason is what the head says on the frozen encoder's features (fp32 here)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    ep, s = replayed["ep"], replayed["s"]
+    with engine_for(ep.database_url).connect() as conn:
+        rows = conn.execute(text(
+            "SELECT p.id, p.text, r.label, r.reason, r.reason_probability FROM predictions r "
+            "JOIN posts p ON p.id = r.post_id WHERE r.model_name NOT LIKE 'av:%' ORDER BY p.id")).all()
+    neg = [r for r in rows if r.label == "negative" and r.text.strip()]
+    assert neg and len(neg) < len(rows)
+    assert all(r.reason in ALL_LABELS and 0 < r.reason_probability <= 1 for r in neg)
+    assert all(r.reason is None for r in rows if r.label != "negative")
+    assert len({r.reason for r in neg}) >= 4, "a real slice of complaints has several reasons"
+    head = ReasonClassifier.load(ROOT / "models" / "checkpoints" / "reasons-minilm-lr")
+    assert head is not None
+    some = neg[:: max(1, len(neg) // 25)]
+    again = head.classify(TextEncoder().encode([r.text for r in some]))
+    assert [a for a, _ in again] == [r.reason for r in some]
+    np.testing.assert_allclose([p for _, p in again], [r.reason_probability for r in some], atol=1e-4)
+    consumer = KafkaConsumer(bootstrap_servers=ep.kafka_bootstrap, group_id=None, auto_offset_reset="earliest",
+                             consumer_timeout_ms=5000)
+    consumer.assign([TopicPartition(s.topic_scored, p) for p in range(s.topic_partitions)])
+    published = {(m := json.loads(rec.value))["post_id"]: m.get("reason") for rec in consumer}
+    consumer.close()
+    stored = {r.id: r.reason for r in rows}
+    assert published and all(published[i] == stored[i] for i in published if i in stored)
+    assert sum(v is not None for v in published.values()) >= len(neg) // 2
 
 
 def test_sigterm_drains_and_commits_exactly_what_was_stored(stack_endpoints, tmp_path):

@@ -14,6 +14,7 @@ from sqlalchemy.types import BigInteger
 
 from services.alerts.manage import resend_dead
 from services.alerts.policy import redact_url
+from services.alerts.why import stored_why, with_links
 from services.api import schemas as S
 from services.api.deps import IdQuery, Reader, State, Writer
 from services.api.errors import invalid
@@ -60,11 +61,13 @@ def list_alerts(st: State, _: Reader, watch_id: IdQuery = None, rule_id: IdQuery
 
 @router.get("/alerts/{firing_id}", response_model=S.FiringDetail, responses={404: {"model": S.ErrorOut}})
 def get_alert(firing_id: Annotated[int, PathParam(ge=1, le=2**63 - 1)], st: State, _: Reader) -> dict[str, Any]:
-    """One firing with every notification made for it and each delivery attempt."""
-    with st.engine.connect() as conn:
+    """One firing with its why (computed and kept on first view, as the webhook does), every
+    notification made for it and each delivery attempt."""
+    with st.engine.begin() as conn:
         f = conn.execute(text(f"{FIRING_SQL} WHERE f.id = :id"), {"id": firing_id}).mappings().first()
         if f is None:
             raise HTTPException(404, f"alert {firing_id} not found")
+        f = {**f, "why": with_links(stored_why(conn, dict(f)), st.settings.alerts.public_url())}
         notes = [dict(r) for r in conn.execute(text(
             "SELECT n.*, e.name AS endpoint_name FROM notifications n LEFT JOIN webhook_endpoints e "
             "ON e.id = n.endpoint_id WHERE n.firing_id = :id ORDER BY n.id"), {"id": firing_id}).mappings()]
@@ -75,7 +78,7 @@ def get_alert(firing_id: Annotated[int, PathParam(ge=1, le=2**63 - 1)], st: Stat
                                   .bindparams(bindparam("ids", type_=ARRAY(BigInteger))),
                                   {"ids": [n["id"] for n in notes]}).mappings():
                 dels[d["notification_id"]].append(dict(d))
-    return {**dict(f), "notifications": [{**n, "deliveries": dels.get(n["id"], [])} for n in notes]}
+    return {**f, "notifications": [{**n, "deliveries": dels.get(n["id"], [])} for n in notes]}
 
 
 @router.get("/deliveries", response_model=list[S.DeliveryOut])

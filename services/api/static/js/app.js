@@ -6,7 +6,7 @@ import { alertsPage, pushAlert } from "./views/alerts.js";
 import { authorPage, authorsPage } from "./views/authors.js";
 import { managePage } from "./views/manage.js";
 import { overview } from "./views/overview.js";
-import { closeDrawer } from "./views/posts.js";
+import { closeDrawer, postPage } from "./views/posts.js";
 import { reportsPage } from "./views/reports.js";
 import { watchView } from "./views/watch.js";
 
@@ -20,6 +20,7 @@ const ROUTES = [
   [/^#\/alerts$/, "alerts", () => alertsPage(main)],
   [/^#\/authors$/, "authors", () => authorsPage(main)],
   [/^#\/author\/(.+)$/, "authors", (m) => authorPage(main, decodeURIComponent(m[1]))],
+  [/^#\/post\/(.+)$/, "overview", (m) => postPage(main, decodeURIComponent(m[1]))],
   [/^#\/reports$/, "reports", () => reportsPage(main)],
   [/^#\/manage$/, "manage", () => managePage(main)],
 ];

@@ -91,3 +91,12 @@ export function openDrawer(title, params, { labels = true } = {}) {
 }
 
 export function closeDrawer() { document.getElementById("drawer").hidden = true; }
+
+// One post on its own page (#/post/<id>): where alert webhooks link their sample posts.
+export async function postPage(main, id) {
+  const p = await api(`/api/posts/${encodeURIComponent(id)}`);
+  const r = p.prediction && p.prediction.reason;
+  main.replaceChildren(h("div", { class: "page-head" }, h("h1", {}, "Post")),
+    h("section", { class: "panel" }, h("ul", { class: "posts" }, postItem(p)),
+      r ? h("p", { class: "muted", "data-reason": r }, `Complaint reason: ${r} (${(100 * p.prediction.reason_probability).toFixed(0)}%)`) : null));
+}
