@@ -373,13 +373,36 @@ class Scorer:
             return 0
         now = datetime.now(UTC)
         t_media = time.perf_counter()
+        enc = self._encode(items)
+        t_enc = time.perf_counter()
+        u, n, prior, changed = self._author_state(items, enc)
+        scored = self.engine.predict(enc, u, n)
+        timings = {"prepare": prep.prepare_ms, "encode": (t_enc - t_media) * 1000,
+                   "head": (time.perf_counter() - t_enc) * 1000, "batch": float(len(items))}
+        rows = self._rows(items, scored, prior, timings, now)
+        self._add_reasons(items, rows, enc)
+        extra = self._score_av(items)  # [] unless the batch has audio/video posts
+        t_db = time.perf_counter()
+        spoken = [TranscriptRow(it.post.id, it.asr_media, it.transcript, it.asr_status or "ok")
+                  for it in items if it.asr_status is not None]
+        new_ids, stored_at = write_batch(self.db, rows, extra, transcripts=spoken,
+                                         author_states=self.state.rows(changed))
+        db_ms = (time.perf_counter() - t_db) * 1000
+        self._after_store(items, rows, new_ids, changed, now, t0)
+        self._publish_scored(items, rows, extra, new_ids, stored_at, db_ms)
+        self.stats.scored += len(items)
+        return len(items)
+
+    def _encode(self, items: list[Item]) -> Encoded:
+        """Text and image features of the batch (pre-computed length buckets when every item has them)."""
         texts = [it.text_view for it in items]
         tokens = self.engine.buckets([it.tokens for it in items]) if all(it.tokens for it in items) else None
-        enc = self.engine.encode(texts, [it.image for it in items], tokens=tokens)
-        t_enc = time.perf_counter()
-        encode_ms = (t_enc - t_media) * 1000
+        return self.engine.encode(texts, [it.image for it in items], tokens=tokens)
 
-        # Per-user state: causal, in stream order, each post folded in once.
+    def _author_state(self, items: list[Item], enc: Encoded):
+        """The eta term's inputs: each author's running mean before each post (causal, in stream
+        order) and its count; each post not stored before is folded in once. Returns (u, n, the
+        text prior counts, the changed states)."""
         by_author: dict[str, list[str]] = defaultdict(list)
         for it in items:
             by_author[it.post.author.id].append(it.post.id)
@@ -407,16 +430,16 @@ class Scorer:
             folded[a].append(it.post.id)
         u = {v: torch.from_numpy(a) for v, a in u_np.items()}
         n = {v: torch.from_numpy(a) for v, a in n_np.items()}
-        scored = self.engine.predict(enc, u, n)
-        t_head = time.perf_counter()
+        prior = n_np["text"].astype(int).tolist() if "text" in n_np else [0] * len(items)
+        return u, n, prior, changed
 
+    def _rows(self, items: list[Item], scored, prior: list[int], timings: dict[str, float],
+              now: datetime) -> list[PredictionRow]:
+        """One prediction row per post: label, probabilities, score, modality weights, timings."""
         labels = list(self.head.labels)
         scores = sentiment_score(labels, scored.probs).tolist()
         probs = scored.probs.tolist()
         weights = {v: w.tolist() for v, w in scored.modality_weights.items()}
-        prior = n_np["text"].astype(int).tolist() if "text" in n_np else [0] * len(items)
-        timings = {"prepare": prep.prepare_ms, "encode": encode_ms, "head": (t_head - t_enc) * 1000,
-                   "batch": float(len(items))}
         rows = []
         for i, it in enumerate(items):
             p = probs[i]
@@ -432,16 +455,11 @@ class Scorer:
                 label=labels[max(range(len(p)), key=p.__getitem__)], probabilities=dict(zip(labels, p, strict=True)),
                 score=scores[i], emotion=None, modality_weights={v: w[i] for v, w in weights.items()},
                 user_prior_count=prior[i], timings_ms=t, media_status=it.media_status))
-        self._add_reasons(items, rows, enc)
-        extra = self._score_av(items)  # [] unless the batch has audio/video posts
-        t_av = time.perf_counter()
-        spoken = [TranscriptRow(it.post.id, it.asr_media, it.transcript, it.asr_status or "ok")
-                  for it in items if it.asr_status is not None]
-        new_ids, stored_at = write_batch(self.db, rows, extra, transcripts=spoken,
-                                         author_states=self.state.rows(changed))
-        t_db = time.perf_counter()
+        return rows
 
-        # Redis: user state + thread context + counters, after the database holds the batch.
+    def _after_store(self, items: list[Item], rows: list[PredictionRow], new_ids: set[str], changed,
+                     now: datetime, t0: float) -> None:
+        """Redis, once PostgreSQL holds the batch: user-state cache, thread context, counters, live event."""
         self.state.cache(changed)
         pipe = self.redis.pipeline(transaction=False)
         for it in items:
@@ -456,11 +474,14 @@ class Scorer:
         pipe.publish(SCORER_BATCHES_CHANNEL, batch_summary(rows, new_ids, now))
         pipe.execute()
 
+    def _publish_scored(self, items: list[Item], rows: list[PredictionRow], extra: list[PredictionRow],
+                        new_ids: set[str], stored_at: datetime, db_ms: float) -> None:
+        """posts.scored, every send acknowledged before the offsets may move. Re-delivered posts
+        publish what was stored the first time, not a recomputation."""
         by_id = {it.post.id: it for it in items}
         av_by_post: dict[str, list[PredictionRow]] = defaultdict(list)
         for x in extra:
             av_by_post[x.post.id].append(x)
-        # Re-delivered posts publish what was stored the first time, not a recomputation.
         old = stored_predictions(self.db, [r.post.id for r in rows if r.post.id not in new_ids],
                                  self.head.name, self.head.version)
         sent = []
@@ -470,7 +491,7 @@ class Scorer:
                 r.label, r.probabilities, r.score = prev.label, prev.probabilities, prev.score
                 r.modality_weights, r.user_prior_count = prev.modality_weights, prev.user_prior_count
                 r.reason, r.reason_probability = prev.reason, prev.reason_probability
-            r.timings_ms["db"] = (t_db - t_av) * 1000
+            r.timings_ms["db"] = db_ms
             it = by_id[r.post.id]
             tr = it.transcript
             sp = ScoredPost(
@@ -488,8 +509,6 @@ class Scorer:
         self.producer.flush()
         for f in sent:  # a send the broker refused raises here: the batch is retried, never committed
             f.get(timeout=self.s.kafka_send_timeout_s)
-        self.stats.scored += len(items)
-        return len(items)
 
     def _add_reasons(self, items: list[Item], rows: list[PredictionRow], enc: Encoded) -> None:
         """Complaint reasons of the batch's negative posts with text: one call of the reason head.
