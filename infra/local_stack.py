@@ -512,8 +512,9 @@ def _start_redis(state_dir: Path, timeout_s: float, port: int | None = None) -> 
     return {"pid": pid, "port": port, "url": url, "log": str(log_path), "exe": "redis-server"}
 
 
-def _start_kafka(state_dir: Path, timeout_s: float, storage: str, port: int | None = None,
-                 binary: Path | None = None) -> dict[str, Any]:
+def _start_kafka(
+    state_dir: Path, timeout_s: float, storage: str, port: int | None = None, binary: Path | None = None
+) -> dict[str, Any]:
     root = state_dir / "kafka"
     root.mkdir(parents=True, exist_ok=True)
     log_path = root / "tansu.log"
@@ -607,8 +608,9 @@ def up(
     return Endpoints(urls.get("postgres", ""), urls.get("redis", ""), urls.get("kafka", ""))
 
 
-def _start_with_retry(name: str, state_dir: Path, timeout_s: float, storage: str,
-                      port: int | None = None, binary: Path | None = None) -> dict[str, Any]:
+def _start_with_retry(
+    name: str, state_dir: Path, timeout_s: float, storage: str, port: int | None = None, binary: Path | None = None
+) -> dict[str, Any]:
     """One retry: the free port can be taken between our probe and the server's bind."""
     t0 = time.monotonic()
     for attempt in (1, 2):

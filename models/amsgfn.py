@@ -147,7 +147,7 @@ def align_by_pooling(x: Tensor, mask: Tensor, grid: Tensor, width: int) -> Tenso
     start = (j * n[:, None]) // g[:, None]  # [B, W]
     end = -((-(j + 1) * n[:, None]) // g[:, None])  # ceil
     i = torch.arange(x.shape[1], device=x.device)[None, None, :]  # [1, 1, L]
-    w = ((i >= start[..., None]) & (i < end[..., None]) & (j[..., None] < g[:, None, None]))
+    w = (i >= start[..., None]) & (i < end[..., None]) & (j[..., None] < g[:, None, None])
     w = w & mask[:, None, :]
     w = w.to(x.dtype)
     w = w / w.sum(-1, keepdim=True).clamp_min(1.0)
@@ -168,8 +168,9 @@ def _fit_length(x: Tensor, mask: Tensor, length: int) -> tuple[Tensor, Tensor]:
 
 class FeedForward(nn.Sequential):
     def __init__(self, d: int, hidden: int, dropout: float) -> None:
-        super().__init__(nn.Linear(d, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, d),
-                         nn.Dropout(dropout))
+        super().__init__(
+            nn.Linear(d, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, d), nn.Dropout(dropout)
+        )
 
 
 class CMA(nn.Module):
@@ -218,24 +219,22 @@ class AMSGFN(nn.Module):
         super().__init__()
         c = self.config = config
         d = c.d_model
-        self.inp = nn.ModuleList([nn.Linear(c.text_dim, d), nn.Linear(c.audio_dim, d),
-                                  nn.Linear(c.vision_dim, d)])
+        self.inp = nn.ModuleList([nn.Linear(c.text_dim, d), nn.Linear(c.audio_dim, d), nn.Linear(c.vision_dim, d)])
         if c.align == "linear":
-            self.time_align = nn.ModuleList([nn.Linear(c.audio_len, c.text_len),
-                                             nn.Linear(c.vision_len, c.text_len)])
+            self.time_align = nn.ModuleList([nn.Linear(c.audio_len, c.text_len), nn.Linear(c.vision_len, c.text_len)])
         elif c.align != "pool":
             raise ValueError(f"align must be 'pool' or 'linear', got {c.align!r}")
         self.in_drop = nn.Dropout(c.dropout)
         # CCAM projection heads, one per modality (their spaces differ before alignment).
-        self.ccam = nn.ModuleList([nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, c.proj_dim))
-                                   for _ in VIEWS])
+        self.ccam = nn.ModuleList([nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, c.proj_dim)) for _ in VIEWS])
         # DMSM scoring MLP (Eq. 3).
         self.selector = nn.Sequential(nn.Linear(3 * d, d), nn.GELU(), nn.Dropout(c.dropout), nn.Linear(d, 3))
         self.dmgf = nn.ModuleList([DMGFLayer(d, c.n_heads, c.ffn_dim, c.dropout) for _ in range(c.n_layers)])
         self.query_block = SelfAttentionBlock(d, c.n_heads, c.ffn_dim, c.dropout)  # TB(.) of Eq. 14
         self.readout = CMA(d, c.n_heads, c.dropout)
-        self.head = nn.Sequential(nn.Linear(d, 64), nn.GELU(), nn.Dropout(c.dropout), nn.Linear(64, 32),
-                                  nn.GELU(), nn.Linear(32, c.out_dim))
+        self.head = nn.Sequential(
+            nn.Linear(d, 64), nn.GELU(), nn.Dropout(c.dropout), nn.Linear(64, 32), nn.GELU(), nn.Linear(32, c.out_dim)
+        )
 
     # -- 2.2: projection and alignment to the text grid
     def encode(self, batch: TriModalBatch) -> tuple[list[Tensor], list[Tensor], Tensor]:
@@ -288,9 +287,15 @@ class AMSGFN(nn.Module):
         ``extras["modality_weights"]`` is s [B, 3] (text, audio, vision), ``extras["dominant"]`` is p.
         """
         out = self.run(batch)
-        return TriModalOutput(pred=out.prediction, aux_loss=self.aux_loss(out),
-                              extras={"modality_weights": out.weights.detach(), "dominant": out.dominant,
-                                      "path_predictions": out.path_predictions.detach()})
+        return TriModalOutput(
+            pred=out.prediction,
+            aux_loss=self.aux_loss(out),
+            extras={
+                "modality_weights": out.weights.detach(),
+                "dominant": out.dominant,
+                "path_predictions": out.path_predictions.detach(),
+            },
+        )
 
     def run(self, batch: TriModalBatch) -> AMSGFNOutput:
         """The full forward pass with every intermediate the loss and the tests need."""
@@ -323,16 +328,25 @@ class AMSGFN(nn.Module):
         idx = torch.arange(B, device=p.device)
         chosen = paths[idx, p]
         prediction = chosen.squeeze(-1) if self.config.task == "regression" else chosen
-        return AMSGFNOutput(prediction=prediction, weights=s, dominant=p, path_predictions=paths,
-                            fused=fused_paths[idx, p], pooled=pooled, projected=projected, present=present)
+        return AMSGFNOutput(
+            prediction=prediction,
+            weights=s,
+            dominant=p,
+            path_predictions=paths,
+            fused=fused_paths[idx, p],
+            pooled=pooled,
+            projected=projected,
+            present=present,
+        )
 
     # -- 2.6: objective
     def aux_loss(self, out: AMSGFNOutput) -> Tensor:
         """alpha L_align + beta sum_m NCE(X_p^[N], X_m) (Eq. 18-19); a sample's missing views are skipped."""
         c = self.config
         align = alignment_loss(out.projected, out.present, c.tau)
-        cor = sum((kuda_nce(out.fused, out.pooled[:, m], valid=out.present[:, m]) for m in range(3)),
-                  out.fused.new_zeros(()))
+        cor = sum(
+            (kuda_nce(out.fused, out.pooled[:, m], valid=out.present[:, m]) for m in range(3)), out.fused.new_zeros(())
+        )
         return c.alpha * align + c.beta * cor
 
     def loss(self, out: AMSGFNOutput, target: Tensor) -> tuple[Tensor, dict[str, float]]:

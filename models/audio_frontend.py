@@ -163,9 +163,7 @@ class AudioFrontend:
         energy, zcr = frames[:, N_MELS : N_MELS + 1], frames[:, N_MELS + 2 : N_MELS + 3]
         base = np.concatenate([frames[:, :N_MELS], energy, zcr], 1)
         voiced = frames[:, N_MELS + 3] > 0.5
-        st = (
-            12 * np.log2(np.maximum(frames[voiced, N_MELS + 1], 1.0) / 100.0) if voiced.any() else np.zeros(1)
-        )
+        st = 12 * np.log2(np.maximum(frames[voiced, N_MELS + 1], 1.0) / 100.0) if voiced.any() else np.zeros(1)
         extra = np.array([voiced.mean(), st.mean(), st.std(), np.median(st)], dtype=np.float32)
         return np.concatenate([base.mean(0), base.std(0), extra]).astype(np.float32)
 

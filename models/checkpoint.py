@@ -66,9 +66,7 @@ def save_checkpoint(head: ScoringHead, out_dir: Path, **card: Any) -> Path:
 def read_card(ckpt_dir: Path) -> dict[str, Any]:
     path = Path(ckpt_dir) / CARD
     if not path.exists():
-        raise FileNotFoundError(
-            f"no checkpoint at {ckpt_dir} (missing {CARD}); train one with `voxpop train`"
-        )
+        raise FileNotFoundError(f"no checkpoint at {ckpt_dir} (missing {CARD}); train one with `voxpop train`")
     return json.loads(path.read_text())
 
 

@@ -55,8 +55,13 @@ class GHRNNCell(nn.Module):
         self.x_h = nn.Linear(input_dim, hidden)
         self.h_h = nn.Linear(hidden, hidden, bias=False)
 
-    def forward(self, x: Tensor, h: Tensor, xz: Tensor | None = None, xh: Tensor | None = None,
-                ) -> tuple[Tensor, Tensor]:
+    def forward(
+        self,
+        x: Tensor,
+        h: Tensor,
+        xz: Tensor | None = None,
+        xh: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """One step: (h_new, z). `xz`/`xh` are precomputed input projections (optional)."""
         z = torch.sigmoid((self.x_z(x) if xz is None else xz) + self.h_z(h))
         cand = torch.tanh((self.x_h(x) if xh is None else xh) + self.h_h(z * h))
@@ -139,8 +144,9 @@ class GhrnnCma(nn.Module):
         self.cma_a = CrossModalAttention(cfg.d, cfg.cma_heads, 2 * cfg.d, cfg.dropout, residual=False)
         self.cma_v = CrossModalAttention(cfg.d, cfg.cma_heads, 2 * cfg.d, cfg.dropout, residual=False)
         self.rnn = GHRNN(2 * cfg.d, cfg.hidden, cfg.rnn_layers, cfg.dropout)
-        self.out = nn.Sequential(nn.Linear(3 * cfg.hidden, cfg.d_z), nn.ReLU(), nn.Dropout(cfg.dropout),
-                                 nn.Linear(cfg.d_z, cfg.n_outputs))
+        self.out = nn.Sequential(
+            nn.Linear(3 * cfg.hidden, cfg.d_z), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.d_z, cfg.n_outputs)
+        )
 
     def text_sequence(self, b: TriModalBatch) -> tuple[Tensor, Tensor]:
         """C_t [B, Lt, d] and its mask; a missing text becomes the single null-query token."""
@@ -175,5 +181,6 @@ class GhrnnCma(nn.Module):
             p = b.present
             aux = self.config.loss_in_weight * (
                 info_nce(t_pool, c_a, self.config.tau, valid=p[:, 0] & p[:, 1])
-                + info_nce(t_pool, c_v, self.config.tau, valid=p[:, 0] & p[:, 2]))
+                + info_nce(t_pool, c_v, self.config.tau, valid=p[:, 0] & p[:, 2])
+            )
         return TriModalOutput(pred=pred, aux_loss=aux, extras={"c_z": c_z})

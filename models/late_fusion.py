@@ -52,13 +52,17 @@ class LateFusion(nn.Module):
         self.text_enc = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.text_dim, eln.d), nn.ReLU())
         self.audio_eln = ELN(cfg.audio_dim, eln)
         self.vision_eln = ELN(cfg.vision_dim, eln)
-        self.heads = nn.ModuleList(nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(eln.d, cfg.n_outputs))
-                                   for _ in range(3))
+        self.heads = nn.ModuleList(
+            nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(eln.d, cfg.n_outputs)) for _ in range(3)
+        )
 
     def forward(self, batch: TriModalBatch) -> TriModalOutput:
         b = drop_views(batch, self.config.view_dropout if self.training else 0.0)
-        pooled = [self.text_enc(pool_text(b.text, b.text_mask, self.config.text_pool)),
-                  self.audio_eln(b.audio, b.audio_mask)[1], self.vision_eln(b.vision, b.vision_mask)[1]]
+        pooled = [
+            self.text_enc(pool_text(b.text, b.text_mask, self.config.text_pool)),
+            self.audio_eln(b.audio, b.audio_mask)[1],
+            self.vision_eln(b.vision, b.vision_mask)[1],
+        ]
         outs = torch.stack([h(p) for h, p in zip(self.heads, pooled, strict=True)], 1)  # [B, 3, C]
         w = b.present.to(outs.dtype).unsqueeze(-1)
         out = (outs * w).sum(1) / w.sum(1).clamp_min(1.0)

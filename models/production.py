@@ -85,9 +85,7 @@ class EtaFusionHead(ScoringHead):
         else:
             self.register_buffer("eta_raw", raw)
         self.gate = nn.Linear(hidden, 1)
-        self.classifier = nn.Sequential(
-            nn.LayerNorm(hidden), nn.Dropout(dropout), nn.Linear(hidden, len(self.labels))
-        )
+        self.classifier = nn.Sequential(nn.LayerNorm(hidden), nn.Dropout(dropout), nn.Linear(hidden, len(self.labels)))
         self.text_adapter = TextAdapter(**text_adapter) if text_adapter else None
 
     def config(self) -> dict[str, Any]:

@@ -122,8 +122,7 @@ class MLPExtractor(nn.Module):
 
     def __init__(self, in_dim: int, hidden: int, dropout: float) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, hidden))
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, hidden))
 
     def forward(self, x: Tensor, utt_mask: Tensor | None = None) -> Tensor:
         return self.net(x)
@@ -255,7 +254,8 @@ class GatedGraphFusion(nn.Module):
         super().__init__()
         self.gate = DepthGate(dim)
         self.layers = nn.ModuleList(
-            GCNIILayer(dim, alpha, math.log(gcn_lambda / k + 1)) for k in range(1, n_layers + 1))
+            GCNIILayer(dim, alpha, math.log(gcn_lambda / k + 1)) for k in range(1, n_layers + 1)
+        )
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, h0: Tensor, adj: Tensor, node_mask: Tensor) -> Tensor:
@@ -300,10 +300,12 @@ class SMOM(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.hidden
-        self.extractors = nn.ModuleDict({
-            name: SequenceExtractor(dim, d) if name == cfg.sequence_view
-            else MLPExtractor(dim, d, cfg.dropout)
-            for name, dim in cfg.views})
+        self.extractors = nn.ModuleDict(
+            {
+                name: SequenceExtractor(dim, d) if name == cfg.sequence_view else MLPExtractor(dim, d, cfg.dropout)
+                for name, dim in cfg.views
+            }
+        )
         self.cluster_heads = nn.ModuleDict({name: nn.Linear(d, cfg.cc_dim) for name, _ in cfg.views})
         self.fusion = GatedGraphFusion(d, cfg.n_layers, cfg.alpha, cfg.gcn_lambda, cfg.dropout)
         self.dropout = nn.Dropout(cfg.dropout)
@@ -318,8 +320,9 @@ class SMOM(nn.Module):
         return self.cfg.eta * f * (n > 0).unsqueeze(-1).to(f.dtype)
 
     def _view_mask(self, feats: dict[str, Tensor], utt_mask: Tensor, view_mask: Tensor | None) -> Tensor:
-        present = torch.stack([torch.full_like(utt_mask, name in feats, dtype=torch.bool)
-                               for name in self.cfg.view_names], -1)
+        present = torch.stack(
+            [torch.full_like(utt_mask, name in feats, dtype=torch.bool) for name in self.cfg.view_names], -1
+        )
         vm = present & utt_mask.bool().unsqueeze(-1)
         if view_mask is not None:
             vm = vm & view_mask.bool()
@@ -329,8 +332,14 @@ class SMOM(nn.Module):
             vm = torch.where(kept.any(-1, keepdim=True), kept, vm)  # never drop every view of an utterance
         return vm
 
-    def forward(self, feats: dict[str, Tensor], utt_mask: Tensor, user_feats: dict[str, Tensor] | None = None,
-                user_counts: dict[str, Tensor] | None = None, view_mask: Tensor | None = None) -> SMOMOutput:
+    def forward(
+        self,
+        feats: dict[str, Tensor],
+        utt_mask: Tensor,
+        user_feats: dict[str, Tensor] | None = None,
+        user_counts: dict[str, Tensor] | None = None,
+        view_mask: Tensor | None = None,
+    ) -> SMOMOutput:
         """feats/user_feats: view -> [B, T, F]; user_counts: view -> [B, T] (n earlier utterances)."""
         utt_mask = utt_mask.bool()
         b, t = utt_mask.shape
@@ -343,8 +352,11 @@ class SMOM(nn.Module):
                 continue
             s = self.extractors[name](feats[name] * m, utt_mask)
             if self.cfg.eta != 0 and user_feats is not None and name in user_feats:
-                counts = (user_counts[name] if user_counts is not None and name in user_counts
-                          else (user_feats[name].abs().sum(-1) > 0).long())
+                counts = (
+                    user_counts[name]
+                    if user_counts is not None and name in user_counts
+                    else (user_feats[name].abs().sum(-1) > 0).long()
+                )
                 s = s + self.user_term(name, user_feats[name], counts)
             zs.append(s * m)
         z = torch.stack(zs, 1)  # [B, V, T, D]
@@ -355,16 +367,23 @@ class SMOM(nn.Module):
         adj = sym_normalise(angular_adjacency(h0, graph_structure(n_views, node_mask)))
         h = self.fusion(h0, adj, node_mask).reshape(b, n_views, t, -1)
 
-        cluster = torch.stack([torch.softmax(self.cluster_heads[name](z[:, v]), -1)
-                               for v, name in enumerate(self.cfg.view_names)], 1)
+        cluster = torch.stack(
+            [torch.softmax(self.cluster_heads[name](z[:, v]), -1) for v, name in enumerate(self.cfg.view_names)], 1
+        )
         per_utt = [x.permute(0, 2, 1, 3).reshape(b, t, -1) for x in (z, h)]  # [z^1..z^V; h^1..h^V]
         head_in = torch.cat(per_utt, -1)
         logits = self.classifier(self.dropout(head_in))
         return SMOMOutput(logits=logits, z=z, h=h, cluster=cluster, view_mask=vm, utt_mask=utt_mask)
 
     # -- streaming: one post at a time, its thread as the conversation ---------------------------
-    def score_posts(self, x: dict[str, Tensor], u: dict[str, Tensor], n: dict[str, Tensor],
-                    mask: dict[str, Tensor], context: dict[str, Any] | None = None) -> Tensor:
+    def score_posts(
+        self,
+        x: dict[str, Tensor],
+        u: dict[str, Tensor],
+        n: dict[str, Tensor],
+        mask: dict[str, Tensor],
+        context: dict[str, Any] | None = None,
+    ) -> Tensor:
         """Logits [B, C] for B posts, each scored as the last utterance of its thread.
 
         x/u: view -> [B, F]; n: view -> [B]; mask: view -> [B] bool (view present).
@@ -374,11 +393,9 @@ class SMOM(nn.Module):
         names = self.cfg.view_names
         rows = []
         for i in range(next(iter(x.values())).shape[0]):
-            keep = (context["valid"][i].nonzero().flatten() if context is not None
-                    else torch.zeros(0, dtype=torch.long))
+            keep = context["valid"][i].nonzero().flatten() if context is not None else torch.zeros(0, dtype=torch.long)
 
-            def seq(post: dict[str, Tensor], ctx_key: str, i: int = i, keep: Tensor = keep
-                    ) -> dict[str, Tensor]:
+            def seq(post: dict[str, Tensor], ctx_key: str, i: int = i, keep: Tensor = keep) -> dict[str, Tensor]:
                 out = {}
                 for v in names:
                     if v not in post:
@@ -419,8 +436,9 @@ class SMOM(nn.Module):
             for j in range(i + 1, len(names)):
                 both = out.view_mask[..., i] & out.view_mask[..., j]
                 if both.sum() > 1:
-                    total = total + cross_view_mi_loss(out.cluster[:, i][both], out.cluster[:, j][both],
-                                                       self.cfg.cc_lambda)
+                    total = total + cross_view_mi_loss(
+                        out.cluster[:, i][both], out.cluster[:, j][both], self.cfg.cc_lambda
+                    )
         return total
 
     def loss(self, out: SMOMOutput, labels: Tensor) -> dict[str, Tensor]:
@@ -446,8 +464,9 @@ class SMOMHead(ScoringHead):
     per-view weights, so `modality_weights` is empty.
     """
 
-    def __init__(self, smom: dict[str, Any], labels: list[str] | tuple[str, ...], name: str = "smom",
-                 version: str = "1") -> None:
+    def __init__(
+        self, smom: dict[str, Any], labels: list[str] | tuple[str, ...], name: str = "smom", version: str = "1"
+    ) -> None:
         super().__init__()
         self.cfg = SMOMConfig.from_dict(smom)
         self.model = SMOM(self.cfg)
@@ -459,15 +478,26 @@ class SMOMHead(ScoringHead):
     def config(self) -> dict[str, Any]:
         return {"smom": self.cfg.to_dict(), "labels": list(self.labels)}
 
-    def forward(self, x: dict[str, Tensor], u: dict[str, Tensor], n: dict[str, Tensor],
-                mask: dict[str, Tensor], context: dict[str, Any] | None = None) -> HeadOutput:
+    def forward(
+        self,
+        x: dict[str, Tensor],
+        u: dict[str, Tensor],
+        n: dict[str, Tensor],
+        mask: dict[str, Tensor],
+        context: dict[str, Any] | None = None,
+    ) -> HeadOutput:
         views = [v for v in self.views if v in x]
         if not views:
             raise ValueError(f"SMOM head needs at least one of the views {self.views}")
         b = x[views[0]].shape[0]
-        present = {v: mask[v].bool() if v in mask else torch.ones(b, dtype=torch.bool, device=x[v].device)
-                   for v in views}
-        logits = self.model.score_posts({v: x[v].float() for v in views},
-                                        {v: u[v].float() for v in views if v in u},
-                                        {v: n[v] for v in views if v in n}, present, context)
+        present = {
+            v: mask[v].bool() if v in mask else torch.ones(b, dtype=torch.bool, device=x[v].device) for v in views
+        }
+        logits = self.model.score_posts(
+            {v: x[v].float() for v in views},
+            {v: u[v].float() for v in views if v in u},
+            {v: n[v] for v in views if v in n},
+            present,
+            context,
+        )
         return HeadOutput(logits=logits)

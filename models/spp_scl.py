@@ -120,8 +120,9 @@ class SPPSCLBatch:
         def mv(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device)
 
-        return SPPSCLBatch(self.text_cls.to(device), self.text_tokens.to(device), self.text_lengths, mv(self.image),
-                           mv(self.labels))
+        return SPPSCLBatch(
+            self.text_cls.to(device), self.text_tokens.to(device), self.text_lengths, mv(self.image), mv(self.labels)
+        )
 
 
 @dataclass

@@ -115,8 +115,9 @@ def bicon_loss(z: Tensor, u: Tensor, tau: float) -> Tensor:
 
 
 @torch.no_grad()
-def replacement_gate(sim: Tensor, valid: Tensor, p: float, k: int = 3,
-                     generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def replacement_gate(
+    sim: Tensor, valid: Tensor, p: float, k: int = 3, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """Algorithm 1 + the gate: per row, with probability p take one of the top-k most similar others.
 
     sim [B, B] text->m similarities, valid [B] bool (m present). Returns (source index [B],
@@ -151,8 +152,9 @@ class MulTEncoder(nn.Module):
     text-query cross-attention layer over ``kv`` (the cross-sample fusion, Eq. 11-12).
     """
 
-    def __init__(self, d: int, heads: int, layers: int, embed_dropout: float, dropout: float,
-                 cross: bool = False) -> None:
+    def __init__(
+        self, d: int, heads: int, layers: int, embed_dropout: float, dropout: float, cross: bool = False
+    ) -> None:
         super().__init__()
         self.d = d
         self.embed_drop = nn.Dropout(embed_dropout)
@@ -166,8 +168,7 @@ class MulTEncoder(nn.Module):
         pos = sinusoidal_positions(x.shape[1], self.d, x.device).to(x.dtype)
         return self.embed_drop(math.sqrt(self.d) * x + pos[None]) * mask[..., None].to(x.dtype)
 
-    def forward(self, x: Tensor, mask: Tensor, kv: Tensor | None = None,
-                kv_mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor, kv: Tensor | None = None, kv_mask: Tensor | None = None) -> Tensor:
         x = self._embed(x, mask)
         if kv is None or kv_mask is None:
             return self.enc(x, mask)
@@ -208,23 +209,40 @@ class TeCaFN(nn.Module):
         super().__init__()
         c = self.config = config
         d = c.d_model
-        self.enc = nn.ModuleDict({"audio": UnimodalEncoder(c.audio_dim, c),
-                                  "vision": UnimodalEncoder(c.vision_dim, c)})
+        self.enc = nn.ModuleDict({"audio": UnimodalEncoder(c.audio_dim, c), "vision": UnimodalEncoder(c.vision_dim, c)})
         self.text_drop = nn.Dropout(c.dropout)
-        self.proj = nn.ModuleDict({"text": nn.Conv1d(c.text_dim, d, 1, bias=False),
-                                   "audio": nn.Conv1d(c.audio_dim, d, 1, bias=False),
-                                   "vision": nn.Conv1d(c.vision_dim, d, 1, bias=False)})
+        self.proj = nn.ModuleDict(
+            {
+                "text": nn.Conv1d(c.text_dim, d, 1, bias=False),
+                "audio": nn.Conv1d(c.audio_dim, d, 1, bias=False),
+                "vision": nn.Conv1d(c.vision_dim, d, 1, bias=False),
+            }
+        )
         self.null_text = nn.Parameter(torch.zeros(d))  # query used when a post has no text
-        self.fusion = nn.ModuleDict({m: MulTEncoder(d, c.n_heads, c.fusion_layers, c.embed_dropout,
-                                                    c.dropout, cross=True) for m in ("audio", "vision")})
-        self.fusion_out = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, 4 * d), nn.ReLU(), nn.Linear(4 * d, d))
-                                         for m in ("audio", "vision")})
-        self.ap = nn.ModuleDict({m: nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 2))
-                                 for m in ("audio", "vision")})
+        self.fusion = nn.ModuleDict(
+            {
+                m: MulTEncoder(d, c.n_heads, c.fusion_layers, c.embed_dropout, c.dropout, cross=True)
+                for m in ("audio", "vision")
+            }
+        )
+        self.fusion_out = nn.ModuleDict(
+            {m: nn.Sequential(nn.Linear(d, 4 * d), nn.ReLU(), nn.Linear(4 * d, d)) for m in ("audio", "vision")}
+        )
+        self.ap = nn.ModuleDict(
+            {m: nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 2)) for m in ("audio", "vision")}
+        )
         self.bicon_map = nn.ModuleDict({m: nn.Linear(d, d, bias=False) for m in ("audio", "vision")})
-        self.head = nn.Sequential(nn.Dropout(c.head_dropout), nn.Linear(d, 128), nn.Tanh(),
-                                  nn.Linear(128, 256), nn.Tanh(), nn.Dropout(c.head_dropout),
-                                  nn.Linear(256, 128), nn.Tanh(), nn.Linear(128, c.out_dim))
+        self.head = nn.Sequential(
+            nn.Dropout(c.head_dropout),
+            nn.Linear(d, 128),
+            nn.Tanh(),
+            nn.Linear(128, 256),
+            nn.Tanh(),
+            nn.Dropout(c.head_dropout),
+            nn.Linear(256, 128),
+            nn.Tanh(),
+            nn.Linear(128, c.out_dim),
+        )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -236,9 +254,11 @@ class TeCaFN(nn.Module):
     def forward(self, batch: TriModalBatch, generator: torch.Generator | None = None) -> TriModalOutput:
         """Shared convention: prediction, gamma1 (L_tcon + L_bicon) + gamma2 L_ap, extras."""
         out = self.run(batch, generator)
-        return TriModalOutput(pred=out.prediction, aux_loss=self.aux_loss(out),
-                              extras={"modality_weights": out.weights, "pair_labels": out.pair_labels,
-                                      "sources": out.sources})
+        return TriModalOutput(
+            pred=out.prediction,
+            aux_loss=self.aux_loss(out),
+            extras={"modality_weights": out.weights, "pair_labels": out.pair_labels, "sources": out.sources},
+        )
 
     def run(self, batch: TriModalBatch, generator: torch.Generator | None = None) -> TeCaFNOutput:
         """The full pass; the gate fires only in training mode (``generator`` makes it reproducible)."""
@@ -294,9 +314,16 @@ class TeCaFN(nn.Module):
         # TeCaFN selects no modality per sample: the stream gets uniform weights over the present views.
         pres = torch.stack([has_t, batch.present[:, 1].bool(), batch.present[:, 2].bool()], 1).to(zs.dtype)
         w = pres / pres.sum(1, keepdim=True).clamp_min(1.0)
-        return TeCaFNOutput(prediction=prediction, weights=w, l_tcon=tcon, l_bicon=bicon, l_ap=ap,
-                            pair_labels=torch.stack(labels, 1), sources=torch.stack(sources, 1),
-                            similarity=sims)
+        return TeCaFNOutput(
+            prediction=prediction,
+            weights=w,
+            l_tcon=tcon,
+            l_bicon=bicon,
+            l_ap=ap,
+            pair_labels=torch.stack(labels, 1),
+            sources=torch.stack(sources, 1),
+            similarity=sims,
+        )
 
     def aux_loss(self, out: TeCaFNOutput) -> Tensor:
         c = self.config

@@ -105,8 +105,9 @@ class TextEncoder(nn.Module):
 
     def encode(self, texts: list[str], batch_size: int = 64) -> Tensor:
         """Sentence embeddings [N, 384] (float32, CPU), in input order."""
-        chunks = [self.encode_tokens(self.tokenize(texts[i : i + batch_size])).cpu()
-                  for i in range(0, len(texts), batch_size)]
+        chunks = [
+            self.encode_tokens(self.tokenize(texts[i : i + batch_size])).cpu() for i in range(0, len(texts), batch_size)
+        ]
         return torch.cat(chunks) if chunks else torch.empty(0, TEXT_DIM)
 
     @torch.inference_mode()
@@ -121,8 +122,9 @@ class TextEncoder(nn.Module):
         )
 
 
-def encoder_for_head(head: nn.Module, base: TextEncoder | None = None, device: str | torch.device = "cpu"
-                     ) -> TextEncoder:
+def encoder_for_head(
+    head: nn.Module, base: TextEncoder | None = None, device: str | torch.device = "cpu"
+) -> TextEncoder:
     """The text encoder whose features `head` was trained on: `base` (frozen), or a tuned copy
     with the head's own `text_adapter` merged in (heads without one get the frozen encoder)."""
     base = base or TextEncoder(device=device)

@@ -143,8 +143,9 @@ class MaskedMultiheadAttention(nn.Module):
         self.o = nn.Linear(dim, dim)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, query: Tensor, key: Tensor, key_mask: Tensor | None = None,
-                return_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    def forward(
+        self, query: Tensor, key: Tensor, key_mask: Tensor | None = None, return_weights: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
         b, lq, _ = query.shape
         lk = key.shape[1]
         q = self.q(query).view(b, lq, self.heads, self.hd).transpose(1, 2)
@@ -169,8 +170,12 @@ class MaskedMultiheadAttention(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, dim: int, hidden: int, dropout: float = 0.0, act: str = "relu") -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU() if act == "gelu" else nn.ReLU(),
-                                 nn.Dropout(dropout), nn.Linear(hidden, dim))
+        self.net = nn.Sequential(
+            nn.Linear(dim, hidden),
+            nn.GELU() if act == "gelu" else nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, dim),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -196,8 +201,7 @@ class SelfAttentionBlock(nn.Module):
 class TransformerEncoder(nn.Module):
     """A stack of `SelfAttentionBlock`s with a final LayerNorm (masked positions stay zero)."""
 
-    def __init__(self, dim: int, heads: int, layers: int, ff: int | None = None,
-                 dropout: float = 0.1) -> None:
+    def __init__(self, dim: int, heads: int, layers: int, ff: int | None = None, dropout: float = 0.1) -> None:
         super().__init__()
         self.layers = nn.ModuleList(SelfAttentionBlock(dim, heads, ff, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
@@ -217,8 +221,9 @@ class CrossModalAttention(nn.Module):
     context contributes exactly zero. Masked query positions are zeroed.
     """
 
-    def __init__(self, dim: int, heads: int, ff: int | None = None, dropout: float = 0.1,
-                 residual: bool = True) -> None:
+    def __init__(
+        self, dim: int, heads: int, ff: int | None = None, dropout: float = 0.1, residual: bool = True
+    ) -> None:
         super().__init__()
         self.residual = residual
         self.ln_q, self.ln_k, self.ln_f = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
@@ -235,8 +240,9 @@ class CrossModalAttention(nn.Module):
         return h * query_mask.unsqueeze(-1).to(h.dtype)
 
 
-def info_nce(a: Tensor, b: Tensor, tau: float = 0.1, valid: Tensor | None = None,
-             symmetric: bool = True, normalize: bool = True) -> Tensor:
+def info_nce(
+    a: Tensor, b: Tensor, tau: float = 0.1, valid: Tensor | None = None, symmetric: bool = True, normalize: bool = True
+) -> Tensor:
     """In-batch InfoNCE between paired rows of a [N, D] and b [N, D] (positives on the diagonal).
 
     Only cross-view negatives are used (a_i against every b_j). `valid` [N] bool drops rows (e.g.
@@ -299,6 +305,12 @@ def drop_views(batch: TriModalBatch, p: float, generator: torch.Generator | None
         score = torch.rand(present.shape, generator=generator).to(present.device).masked_fill(~present, -1.0)
         pick = torch.nn.functional.one_hot(score.argmax(1), 3).bool()
         new = torch.where(empty[:, None], pick, new)
-    return TriModalBatch(text=batch.text, text_mask=batch.text_mask, audio=batch.audio,
-                         audio_mask=batch.audio_mask, vision=batch.vision, vision_mask=batch.vision_mask,
-                         present=new).normalized()
+    return TriModalBatch(
+        text=batch.text,
+        text_mask=batch.text_mask,
+        audio=batch.audio,
+        audio_mask=batch.audio_mask,
+        vision=batch.vision,
+        vision_mask=batch.vision_mask,
+        present=new,
+    ).normalized()

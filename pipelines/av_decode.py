@@ -57,8 +57,9 @@ def ffmpeg_exe() -> str:
 
 def _run(args: list[str], timeout_s: float) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", *args], capture_output=True,
-                              timeout=timeout_s, check=False)
+        return subprocess.run(
+            [ffmpeg_exe(), "-hide_banner", "-nostdin", *args], capture_output=True, timeout=timeout_s, check=False
+        )
     except subprocess.TimeoutExpired:
         raise DecodeError(f"ffmpeg took longer than {timeout_s:g}s") from None
 
@@ -89,8 +90,27 @@ def probe(path: Path, timeout_s: float) -> Probe:
 
 
 def _decode_audio_file(path: Path, timeout_s: float, max_seconds: float) -> np.ndarray:
-    out = _run(["-t", f"{max_seconds:g}", "-i", str(path), "-map", "0:a:0", "-vn", "-ac", "1",
-                "-ar", str(SAMPLE_RATE), "-f", "s16le", "-acodec", "pcm_s16le", "pipe:1"], timeout_s)
+    out = _run(
+        [
+            "-t",
+            f"{max_seconds:g}",
+            "-i",
+            str(path),
+            "-map",
+            "0:a:0",
+            "-vn",
+            "-ac",
+            "1",
+            "-ar",
+            str(SAMPLE_RATE),
+            "-f",
+            "s16le",
+            "-acodec",
+            "pcm_s16le",
+            "pipe:1",
+        ],
+        timeout_s,
+    )
     if out.returncode != 0:
         raise DecodeError(f"undecodable audio: {_reason(out.stderr)}")
     x = np.frombuffer(out.stdout, "<i2").astype(np.float32) / 32768.0
@@ -120,8 +140,9 @@ def sample_times(duration_s: float, n: int) -> list[float]:
     return [(i + 0.5) * duration_s / n for i in range(n)]
 
 
-def decode_video(data: bytes, n_frames: int = DEFAULT_FRAMES, timeout_s: float = 20.0,
-                 max_seconds: float = 60.0) -> DecodedVideo:
+def decode_video(
+    data: bytes, n_frames: int = DEFAULT_FRAMES, timeout_s: float = 20.0, max_seconds: float = 60.0
+) -> DecodedVideo:
     """A video -> n_frames uniformly sampled RGB frames (fewer if the clip has fewer) + its audio track."""
     if n_frames < 1:
         raise ValueError("n_frames must be >= 1")
@@ -136,9 +157,27 @@ def decode_video(data: bytes, n_frames: int = DEFAULT_FRAMES, timeout_s: float =
         step = duration / n_frames
         out_dir = Path(tmp.name) / "frames"
         out_dir.mkdir()
-        res = _run(["-t", f"{duration:.3f}", "-i", str(path), "-map", "0:v:0", "-an",
-                    "-vf", f"select=gte(t\\,{step / 2:.6f}+selected_n*{step:.6f})", "-fps_mode", "vfr",
-                    "-frames:v", str(n_frames), "-f", "image2", str(out_dir / "f%04d.png")], timeout_s)
+        res = _run(
+            [
+                "-t",
+                f"{duration:.3f}",
+                "-i",
+                str(path),
+                "-map",
+                "0:v:0",
+                "-an",
+                "-vf",
+                f"select=gte(t\\,{step / 2:.6f}+selected_n*{step:.6f})",
+                "-fps_mode",
+                "vfr",
+                "-frames:v",
+                str(n_frames),
+                "-f",
+                "image2",
+                str(out_dir / "f%04d.png"),
+            ],
+            timeout_s,
+        )
         if res.returncode != 0:
             raise DecodeError(f"undecodable video: {_reason(res.stderr)}")
         frames = []
@@ -151,8 +190,14 @@ def decode_video(data: bytes, n_frames: int = DEFAULT_FRAMES, timeout_s: float =
         return DecodedVideo(frames=frames, audio=audio, duration_s=duration, times_s=times[: len(frames)])
 
 
-def encode_video(frames: list[Path], audio_wav: Path | None, out: Path, seconds_per_frame: float = 0.5,
-                 size: int = 256, timeout_s: float = 60.0) -> Path:
+def encode_video(
+    frames: list[Path],
+    audio_wav: Path | None,
+    out: Path,
+    seconds_per_frame: float = 0.5,
+    size: int = 256,
+    timeout_s: float = 60.0,
+) -> Path:
     """Build an H.264 mp4 from still images (+ a WAV as its audio track): test fixtures and demos.
 
     Every image is scaled to cover `size` x `size` and centre-cropped (one frame size for the codec).
@@ -168,8 +213,19 @@ def encode_video(frames: list[Path], audio_wav: Path | None, out: Path, seconds_
         args += ["-i", str(audio_wav), "-c:a", "aac", "-b:a", "96k"]
     fit = f"scale={size}:{size}:force_original_aspect_ratio=increase,crop={size}:{size},setsar=1"
     args += ["-t", f"{len(frames) * seconds_per_frame:.3f}"]  # the repeated last entry only closes the list
-    args += ["-vf", f"{fit},format=yuv420p", "-r", "25", "-c:v", "libx264",
-             "-preset", "veryfast", "-movflags", "+faststart", str(out)]
+    args += [
+        "-vf",
+        f"{fit},format=yuv420p",
+        "-r",
+        "25",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-movflags",
+        "+faststart",
+        str(out),
+    ]
     res = _run(args, timeout_s)
     lst.unlink(missing_ok=True)
     if res.returncode != 0:

@@ -48,10 +48,18 @@ from pipelines.datasets.trimodal import Standardizer, TriModalSplit, collate_tri
 AV_PREFIX = "av:"  # predictions of tri-modal heads are stored as model_name "av:<checkpoint>"
 SENTIMENT = ("negative", "neutral", "positive")
 EMOTION_VALENCE: dict[str, str] = {
-    "happiness": "positive", "joy": "positive", "excited": "positive",
-    "anger": "negative", "boredom": "negative", "disgust": "negative", "anxiety_fear": "negative",
-    "fear": "negative", "sadness": "negative", "frustrated": "negative",
-    "neutral": "neutral", "surprise": "neutral",
+    "happiness": "positive",
+    "joy": "positive",
+    "excited": "positive",
+    "anger": "negative",
+    "boredom": "negative",
+    "disgust": "negative",
+    "anxiety_fear": "negative",
+    "fear": "negative",
+    "sadness": "negative",
+    "frustrated": "negative",
+    "neutral": "neutral",
+    "surprise": "neutral",
 }
 VIEW_NAMES = {"text": "text", "audio": "audio", "vision": "video"}  # what the view is, in a post's terms
 
@@ -100,8 +108,14 @@ def _emodb_audio(x: np.ndarray) -> np.ndarray:
 
 
 STREAM_FEATURES: dict[str, StreamFeatures] = {
-    "emodb": StreamFeatures(frozenset({"audio"}), text_max_tokens=128, text_keep_sep=True, fp16=False,
-                            audio_key="frontend-frames", audio=_emodb_audio),
+    "emodb": StreamFeatures(
+        frozenset({"audio"}),
+        text_max_tokens=128,
+        text_keep_sep=True,
+        fp16=False,
+        audio_key="frontend-frames",
+        audio=_emodb_audio,
+    ),
     "mvsa-single": StreamFeatures(frozenset({"vision"}), text_max_tokens=64, text_keep_sep=False, fp16=True),
 }
 UNSERVABLE = {
@@ -117,8 +131,9 @@ def _round(x: np.ndarray, fp16: bool) -> np.ndarray:
 class AVHead:
     """A trained tri-modal checkpoint wrapped for the stream: covers(), audio_features(), predict()."""
 
-    def __init__(self, name: str, checkpoints_dir: Path | None = None, device: str = "cpu",
-                 text_encoder=None, image_encoder=None) -> None:
+    def __init__(
+        self, name: str, checkpoints_dir: Path | None = None, device: str = "cpu", text_encoder=None, image_encoder=None
+    ) -> None:
         from pipelines.training.trimodal import load_trimodal
 
         path = Path(checkpoints_dir or DEFAULT_CHECKPOINTS_DIR) / name
@@ -135,11 +150,12 @@ class AVHead:
         self.name, self.features, self.device = name, STREAM_FEATURES[dataset], torch.device(device)
         self.labels: tuple[str, ...] = tuple(self.card["labels"])
         self.stats: dict[str, Standardizer] = load_standardizers(path)
-        missing = [v for v in self.card["data"].get("standardized", []) if v not in self.stats
-                   and self._dim(v) > 1]
+        missing = [v for v in self.card["data"].get("standardized", []) if v not in self.stats and self._dim(v) > 1]
         if missing:
-            raise ValueError(f"{name} was trained on z-scored {missing} but {path}/standardizer.json is missing "
-                             f"(write it with pipelines.training.trimodal.refit_standardizers)")
+            raise ValueError(
+                f"{name} was trained on z-scored {missing} but {path}/standardizer.json is missing "
+                f"(write it with pipelines.training.trimodal.refit_standardizers)"
+            )
         digest = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()[:10]
         self.model_name = AV_PREFIX + name
         self.version = f"{self.card['version']}+{digest}"
@@ -186,15 +202,23 @@ class AVHead:
         if not idx:
             return out
         enc = self._text_encoder()
-        batch = enc.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                              max_length=self.features.text_max_tokens, return_tensors="pt")
+        batch = enc.tokenizer(
+            [texts[i] for i in idx],
+            padding=True,
+            truncation=True,
+            max_length=self.features.text_max_tokens,
+            return_tensors="pt",
+        )
         batch = {k: v.to(enc.device) for k, v in batch.items()}
         last = enc.model(**batch, output_hidden_states=True).hidden_states[-1].float().cpu().numpy()
         lens = batch["attention_mask"].sum(1).tolist()
         for b, i in enumerate(idx):
             n = int(lens[b])
-            seq = last[b, :n] if self.features.text_keep_sep else np.concatenate(
-                [last[b, :1], last[b, 1 : max(n - 1, 2)]])
+            seq = (
+                last[b, :n]
+                if self.features.text_keep_sep
+                else np.concatenate([last[b, :1], last[b, 1 : max(n - 1, 2)]])
+            )
             out[i] = _round(seq, self.features.fp16)
         return out
 
@@ -230,10 +254,16 @@ class AVHead:
             if view in self.stats:
                 full = self.stats[view].apply(full, lengths)
             arrays[view], arrays[f"{view}_lengths"] = full, lengths
-        split = TriModalSplit(text=arrays["text"], text_lengths=arrays["text_lengths"], audio=arrays["audio"],
-                              audio_lengths=arrays["audio_lengths"], vision=arrays["vision"],
-                              vision_lengths=arrays["vision_lengths"], labels=np.zeros(n, np.int64),
-                              ids=[str(i) for i in range(n)])
+        split = TriModalSplit(
+            text=arrays["text"],
+            text_lengths=arrays["text_lengths"],
+            audio=arrays["audio"],
+            audio_lengths=arrays["audio_lengths"],
+            vision=arrays["vision"],
+            vision_lengths=arrays["vision_lengths"],
+            labels=np.zeros(n, np.int64),
+            ids=[str(i) for i in range(n)],
+        )
         batch, _ = collate_trimodal(split, list(range(n)))
         return batch
 
@@ -247,11 +277,16 @@ class AVHead:
         probs = torch.softmax(out.pred.float(), -1).cpu().numpy()
         present = batch.present.cpu().numpy()
         weights = out.extras.get("modality_weights")
-        w = weights.float().cpu().numpy() if weights is not None else present / np.maximum(
-            present.sum(1, keepdims=True), 1)
+        w = (
+            weights.float().cpu().numpy()
+            if weights is not None
+            else present / np.maximum(present.sum(1, keepdims=True), 1)
+        )
         trained = ("text", *sorted(self.features.views))
-        return [self._row(probs[i], {VIEW_NAMES[v]: float(w[i, VIEWS.index(v)]) for v in trained})
-                for i in range(len(inputs))]
+        return [
+            self._row(probs[i], {VIEW_NAMES[v]: float(w[i, VIEWS.index(v)]) for v in trained})
+            for i in range(len(inputs))
+        ]
 
     def _row(self, p: np.ndarray, weights: dict[str, float]) -> AVPrediction:
         probs = {lab: float(p[j]) for j, lab in enumerate(self.labels)}
@@ -273,8 +308,13 @@ def heads_for(heads: Sequence[AVHead], x: AVInput | None) -> list[AVHead]:
     return [h for h in heads if h.covers(x.audio is not None, bool(x.frames))]
 
 
-def load_av_heads(names: Sequence[str], checkpoints_dir: Path | None = None, device: str = "cpu",
-                  text_encoder=None, image_encoder=None) -> list[AVHead]:
+def load_av_heads(
+    names: Sequence[str],
+    checkpoints_dir: Path | None = None,
+    device: str = "cpu",
+    text_encoder=None,
+    image_encoder=None,
+) -> list[AVHead]:
     """The configured tri-modal heads, sharing one text encoder and (if any needs frames) one image encoder."""
     heads = [AVHead(name, checkpoints_dir, device, text_encoder, image_encoder) for name in names]
     if heads and text_encoder is None:

@@ -42,20 +42,44 @@ import numpy as np
 
 # Paper numbers (docs/models.md section 8). SPP-SCL's come from its recipe module.
 SMOM_PAPER: dict[str, tuple[float, float]] = {"meld-emotion": (0.5931, 0.5474), "iemocap": (0.6770, 0.6747)}
-DATASETS: tuple[str, ...] = ("mvsa-single", "mvsa-multiple", "hfm", "meld-emotion", "meld-sentiment", "iemocap",
-                             "emodb", "mosi-audio")
+DATASETS: tuple[str, ...] = (
+    "mvsa-single",
+    "mvsa-multiple",
+    "hfm",
+    "meld-emotion",
+    "meld-sentiment",
+    "iemocap",
+    "emodb",
+    "mosi-audio",
+)
 TITLES = {
-    "mvsa-single": "MVSA-Single (3 classes, text + image)", "mvsa-multiple": "MVSA-Multiple (3 classes, text only)",
-    "hfm": "HFM sarcasm (2 classes, text only)", "meld-emotion": "MELD, 7 emotions (text + speakers)",
-    "meld-sentiment": "MELD, 3 sentiments (text + speakers)", "iemocap": "IEMOCAP, 6 emotions (text + speakers)",
-    "emodb": "EmoDB, 7 emotions (German speech)", "mosi-audio": "CMU-MOSI audio features (binary)",
+    "mvsa-single": "MVSA-Single (3 classes, text + image)",
+    "mvsa-multiple": "MVSA-Multiple (3 classes, text only)",
+    "hfm": "HFM sarcasm (2 classes, text only)",
+    "meld-emotion": "MELD, 7 emotions (text + speakers)",
+    "meld-sentiment": "MELD, 3 sentiments (text + speakers)",
+    "iemocap": "IEMOCAP, 6 emotions (text + speakers)",
+    "emodb": "EmoDB, 7 emotions (German speech)",
+    "mosi-audio": "CMU-MOSI audio features (binary)",
 }
 ERC = ("meld-emotion", "meld-sentiment", "iemocap")
 TEXT_BASELINE_SETS = ("mvsa-single", "mvsa-multiple", "hfm", *ERC)
 BASELINE_NAMES = ("vader", "minilm-lr")
 # Settings that do not define a configuration (bookkeeping, budget knobs).
-IGNORED_SETTINGS = {"history", "seconds", "train_seconds", "best_epoch", "epochs_run", "selection",
-                    "bank_train_indices", "notes", "optimizer", "epochs", "patience", "threads"}
+IGNORED_SETTINGS = {
+    "history",
+    "seconds",
+    "train_seconds",
+    "best_epoch",
+    "epochs_run",
+    "selection",
+    "bank_train_indices",
+    "notes",
+    "optimizer",
+    "epochs",
+    "patience",
+    "threads",
+}
 
 
 @dataclass(frozen=True)
@@ -78,8 +102,14 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("smom", "eta", lambda v: float(v) == 0.0, "eta term on vs off", "eta term off (eta = 0)"),
     Variant("spp-scl", "two_step", _false, "two-step vs one-step", "one-step (no conditional L_clm step)"),
     Variant("spp-scl", "use_image", _false, "text + image vs text-only", "text-only (no image branch)"),
-    Variant("spp-scl", "condition_similarity", lambda v: str(v) == "raw",
-            "cosine condition (paper) vs raw sigmoid(T'I') (official code)", "raw condition", ablation=False),
+    Variant(
+        "spp-scl",
+        "condition_similarity",
+        lambda v: str(v) == "raw",
+        "cosine condition (paper) vs raw sigmoid(T'I') (official code)",
+        "raw condition",
+        ablation=False,
+    ),
 )
 
 
@@ -124,10 +154,12 @@ def discover(checkpoints_dir: Path) -> dict[str, dict[str, Any]]:
             continue  # production / minilm-lr have their own section
         metrics = card.get("metrics") or {}
         out[card_path.parent.name] = {
-            "model": card["model"], "dataset": card["dataset"],
+            "model": card["model"],
+            "dataset": card["dataset"],
             "settings": {k: v for k, v in (card.get("training") or {}).items() if k not in IGNORED_SETTINGS},
             "card": {s: _numbers(metrics.get(s) or {}) for s in ("val", "test")},
-            "digest": _digest(card_path.parent), "command": card.get("command", ""),
+            "digest": _digest(card_path.parent),
+            "command": card.get("command", ""),
             "extra": {k: card[k] for k in ("data", "views_decision", "budget_deviations") if k in card},
         }
     return out
@@ -161,8 +193,9 @@ def roles(ckpts: dict[str, dict[str, Any]], numbers: dict[str, dict[str, dict[st
                     ablated.setdefault(n, v.off_name)
                 for p in ons:
                     if _comparable(ckpts[n]["settings"], ckpts[p]["settings"], v.key):
-                        pairs.append({"model": model, "dataset": dataset, "variant": v.key, "label": v.label,
-                                      "on": p, "off": n})
+                        pairs.append(
+                            {"model": model, "dataset": dataset, "variant": v.key, "label": v.label, "on": p, "off": n}
+                        )
         candidates = [n for n in names if n not in ablated and numbers.get(n, {}).get("val")]
         if not candidates:
             continue
@@ -190,8 +223,9 @@ def two_proportion_z(p1: float, n1: float, p2: float, n2: float) -> float:
     return (p1 - p2) / se
 
 
-def goal_verdict(ours: dict[str, Any], fkey: str, paper: tuple[float, float] | None,
-                 beat: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def goal_verdict(
+    ours: dict[str, Any], fkey: str, paper: tuple[float, float] | None, beat: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     """Met when Acc and F1 are at or above the paper's and strictly above every baseline in `beat`.
 
     Without a paper number the goal is only to beat the baselines; with neither there is no goal.
@@ -215,8 +249,11 @@ def goal_verdict(ours: dict[str, Any], fkey: str, paper: tuple[float, float] | N
 
 def derive(raw: dict[str, Any]) -> dict[str, Any]:
     """Selection, pairs with deltas, goals and the eta verdicts from the raw numbers."""
-    ckpts, numbers, baselines = raw["checkpoints"], {n: c["numbers"] for n, c in raw["checkpoints"].items()}, \
-        raw.get("baselines", {})
+    ckpts, numbers, baselines = (
+        raw["checkpoints"],
+        {n: c["numbers"] for n, c in raw["checkpoints"].items()},
+        raw.get("baselines", {}),
+    )
     r = roles(ckpts, numbers)
     for p in r["pairs"]:
         fk = f1_key(p["dataset"])
@@ -225,8 +262,9 @@ def derive(raw: dict[str, Any]) -> dict[str, Any]:
             if on.get(split) and off.get(split):
                 p[f"{split}_delta_acc"] = on[split]["accuracy"] - off[split]["accuracy"]
                 p[f"{split}_delta_f1"] = on[split][fk] - off[split][fk]
-                p[f"{split}_z_acc"] = two_proportion_z(on[split]["accuracy"], on[split]["n"],
-                                                       off[split]["accuracy"], off[split]["n"])
+                p[f"{split}_z_acc"] = two_proportion_z(
+                    on[split]["accuracy"], on[split]["n"], off[split]["accuracy"], off[split]["n"]
+                )
     goals = []
     for key, name in r["headline"].items():
         model, dataset = key.split("/", 1)
@@ -235,30 +273,57 @@ def derive(raw: dict[str, Any]) -> dict[str, Any]:
         test = numbers[name].get("test")
         if not test:
             continue
-        beat = {f"{b} (test)": baselines[dataset][b]["test"] for b in BASELINE_NAMES
-                if baselines.get(dataset, {}).get(b, {}).get("test")}
+        beat = {
+            f"{b} (test)": baselines[dataset][b]["test"]
+            for b in BASELINE_NAMES
+            if baselines.get(dataset, {}).get(b, {}).get("test")
+        }
         paper = paper_numbers(model, dataset)
         lf = r["headline"].get(f"late-fusion/{dataset}")
         if paper is None and lf and numbers[lf].get("test"):
             beat["late-fusion (test)"] = numbers[lf]["test"]
         if paper is not None and dataset != "mvsa-single":
             beat = {}  # the goal there is the paper number; on MVSA-Single also the text-only baselines
-        goals.append({"model": model, "dataset": dataset, "checkpoint": name, "paper": paper,
-                      **goal_verdict(test, f1_key(dataset), paper, beat)})
+        goals.append(
+            {
+                "model": model,
+                "dataset": dataset,
+                "checkpoint": name,
+                "paper": paper,
+                **goal_verdict(test, f1_key(dataset), paper, beat),
+            }
+        )
     eta = []
     for p in r["pairs"]:
         if p["variant"] != "eta" or "test_z_acc" not in p:
             continue
         z, d = p["test_z_acc"], p["test_delta_acc"]
-        verdict = "helps (z >= 1.96)" if z >= 1.96 else "hurts (z <= -1.96)" if z <= -1.96 else \
-            "no measurable effect (|z| < 1.96)"
+        verdict = (
+            "helps (z >= 1.96)"
+            if z >= 1.96
+            else "hurts (z <= -1.96)"
+            if z <= -1.96
+            else "no measurable effect (|z| < 1.96)"
+        )
         if z >= 1.96 and min(p.get("val_delta_acc", 0.0), p.get("val_delta_f1", 0.0)) < 0:
             verdict = "helps on test (z >= 1.96); validation mixed"
-        eta.append({**p, "verdict": verdict, "headline_pair": p["on"] in r["headline"].values(),
-                    "sign": "+" if d > 0 else "-" if d < 0 else "0"})
-    drift = {n: {s: round(c["numbers"][s]["accuracy"] - c["card"][s]["accuracy"], 4) for s in ("val", "test")
-                 if c["numbers"].get(s) and c["card"].get(s)}
-             for n, c in ckpts.items() if c.get("source") == "re-evaluated"}
+        eta.append(
+            {
+                **p,
+                "verdict": verdict,
+                "headline_pair": p["on"] in r["headline"].values(),
+                "sign": "+" if d > 0 else "-" if d < 0 else "0",
+            }
+        )
+    drift = {
+        n: {
+            s: round(c["numbers"][s]["accuracy"] - c["card"][s]["accuracy"], 4)
+            for s in ("val", "test")
+            if c["numbers"].get(s) and c["card"].get(s)
+        }
+        for n, c in ckpts.items()
+        if c.get("source") == "re-evaluated"
+    }
     drift = {n: d for n, d in drift.items() if any(abs(v) > 0.001 for v in d.values())}
     return {**r, "goals": goals, "eta": eta, "card_drift": drift}
 
@@ -282,6 +347,7 @@ def shared_preparation() -> Iterator[Callable[[], None]]:
             if k not in memo:
                 memo[k] = fn(*a, **kw)
             return memo[k]
+
         return inner
 
     def ctx_key(ctx: Any) -> tuple:
@@ -297,9 +363,11 @@ def shared_preparation() -> Iterator[Callable[[], None]]:
     def smom_key(self: Any, ctx: Any, views: tuple[str, ...]) -> tuple:
         return ("smom", self.dataset, tuple(views), *ctx_key(ctx))
 
-    with mock.patch.object(spp_scl, "prepare", wrap(spp_scl.prepare, spp_key)), \
-            mock.patch.object(trimodal, "prepare_data", wrap(trimodal.prepare_data, tri_key)), \
-            mock.patch.object(smom.SMOMRecipe, "_data", wrap(smom.SMOMRecipe._data, smom_key)):
+    with (
+        mock.patch.object(spp_scl, "prepare", wrap(spp_scl.prepare, spp_key)),
+        mock.patch.object(trimodal, "prepare_data", wrap(trimodal.prepare_data, tri_key)),
+        mock.patch.object(smom.SMOMRecipe, "_data", wrap(smom.SMOMRecipe._data, smom_key)),
+    ):
         yield memo.clear
 
 
@@ -317,12 +385,22 @@ def text_dataset(dataset: str, data_dir: Path) -> tuple[list[str], np.ndarray, n
 
     labels = SPECS[dataset].labels
     recs = _load_records(dataset, data_dir)
-    return ([r.text for r in recs], np.asarray([labels.index(r.label) for r in recs]),
-            np.asarray([r.split for r in recs]), tuple(labels))
+    return (
+        [r.text for r in recs],
+        np.asarray([labels.index(r.label) for r in recs]),
+        np.asarray([r.split for r in recs]),
+        tuple(labels),
+    )
 
 
-def _fit_lr(x: np.ndarray, y: np.ndarray, splits: np.ndarray, dataset: str, labels: tuple[str, ...],
-            grid: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)) -> tuple[Any, float]:
+def _fit_lr(
+    x: np.ndarray,
+    y: np.ndarray,
+    splits: np.ndarray,
+    dataset: str,
+    labels: tuple[str, ...],
+    grid: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0),
+) -> tuple[Any, float]:
     """Logistic regression fit on train, C picked by the data set's validation score."""
     from sklearn.linear_model import LogisticRegression
 
@@ -353,20 +431,29 @@ def run_baselines(dataset: str, data_dir: Path, cache_dir: Path) -> dict[str, An
 
         to_ds = np.asarray([labels.index(n) for n in SENTIMENT_LABELS])  # vader's class order -> ours
         pred = to_ds[vader_predict(texts)]
-        out["vader"] = {"how": "VADER compound, >= 0.05 positive, <= -0.05 negative (zero-shot)",
-                        **{s: _numbers(classification_metrics(pred[splits == s], y[splits == s], labels))
-                           for s in ("val", "test")}}
+        out["vader"] = {
+            "how": "VADER compound, >= 0.05 positive, <= -0.05 negative (zero-shot)",
+            **{s: _numbers(classification_metrics(pred[splits == s], y[splits == s], labels)) for s in ("val", "test")},
+        }
     else:
         x = lexicon_features(texts).numpy()
         clf, c = _fit_lr(x, y, splits, dataset, labels)
-        out["vader"] = {"how": f"VADER neg/neu/pos/compound + logistic regression (train; C={c} on val)",
-                        **{s: _numbers(classification_metrics(clf.predict(x[splits == s]), y[splits == s], labels))
-                           for s in ("val", "test")}}
+        out["vader"] = {
+            "how": f"VADER neg/neu/pos/compound + logistic regression (train; C={c} on val)",
+            **{
+                s: _numbers(classification_metrics(clf.predict(x[splits == s]), y[splits == s], labels))
+                for s in ("val", "test")
+            },
+        }
     x = cached_text_features(TextEncoder(), texts, cache_dir).numpy()
     clf, c = _fit_lr(x, y, splits, dataset, labels)
-    out["minilm-lr"] = {"how": f"logistic regression on frozen MiniLM mean-pooled embedding (train; C={c} on val)",
-                        **{s: _numbers(classification_metrics(clf.predict(x[splits == s]), y[splits == s], labels))
-                           for s in ("val", "test")}}
+    out["minilm-lr"] = {
+        "how": f"logistic regression on frozen MiniLM mean-pooled embedding (train; C={c} on val)",
+        **{
+            s: _numbers(classification_metrics(clf.predict(x[splits == s]), y[splits == s], labels))
+            for s in ("val", "test")
+        },
+    }
     return out
 
 
@@ -400,13 +487,24 @@ def _recorded(errors: dict[str, str], what: str) -> Iterator[None]:
 def machine() -> str:
     import torch
 
-    return (f"{platform.node() or 'host'} {platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, "
-            f"python {platform.python_version()}, torch {torch.__version__} (CPU)")
+    return (
+        f"{platform.node() or 'host'} {platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, "
+        f"python {platform.python_version()}, torch {torch.__version__} (CPU)"
+    )
 
 
-def build(data_dir: Path, checkpoints_dir: Path, cache_dir: Path, out: Path, *, from_cards: bool = False,
-          only: list[str] | None = None, threads: int = 2, command: str = "voxpop benchmarks",
-          production: bool = True) -> dict[str, Any]:
+def build(
+    data_dir: Path,
+    checkpoints_dir: Path,
+    cache_dir: Path,
+    out: Path,
+    *,
+    from_cards: bool = False,
+    only: list[str] | None = None,
+    threads: int = 2,
+    command: str = "voxpop benchmarks",
+    production: bool = True,
+) -> dict[str, Any]:
     """Evaluate (unless from_cards), derive, write `out` (.md) and its .json; return the JSON document."""
     from tqdm.auto import tqdm
 
@@ -422,8 +520,12 @@ def build(data_dir: Path, checkpoints_dir: Path, cache_dir: Path, out: Path, *, 
     for name, c in ckpts.items():  # start from the cards or the previous run's matching numbers
         old = prev.get("raw", {}).get("checkpoints", {}).get(name)
         if old and old.get("digest") == c["digest"] and old.get("source") == "re-evaluated":
-            raw["checkpoints"][name] = {**c, "numbers": old["numbers"], "source": "re-evaluated",
-                                        "evaluated_at": old.get("evaluated_at")}
+            raw["checkpoints"][name] = {
+                **c,
+                "numbers": old["numbers"],
+                "source": "re-evaluated",
+                "evaluated_at": old.get("evaluated_at"),
+            }
         else:
             raw["checkpoints"][name] = {**c, "numbers": c["card"], "source": "card"}
     raw["baselines"] = dict(prev.get("raw", {}).get("baselines", {}))
@@ -437,8 +539,13 @@ def build(data_dir: Path, checkpoints_dir: Path, cache_dir: Path, out: Path, *, 
 
         torch.set_num_threads(threads)
         ctx_for = lambda path=None: RecipeContext(  # noqa: E731
-            data_dir=data_dir, checkpoints_dir=checkpoints_dir, cache_dir=cache_dir, options={"threads": threads},
-            command=command, checkpoint=path)
+            data_dir=data_dir,
+            checkpoints_dir=checkpoints_dir,
+            cache_dir=cache_dir,
+            options={"threads": threads},
+            command=command,
+            checkpoint=path,
+        )
         todo = [n for n in ckpts if selected(n)]
         base_todo = [d for d in TEXT_BASELINE_SETS if selected(d) or any(ckpts[n]["dataset"] == d for n in todo)]
         with shared_preparation() as forget:
@@ -456,11 +563,13 @@ def build(data_dir: Path, checkpoints_dir: Path, cache_dir: Path, out: Path, *, 
                             bar.set_postfix_str(f"{name} {split}")
                             nums[split] = _numbers(rec.evaluate(ctx_for(checkpoints_dir / name), split))
                             bar.update(1)
-                        raw["checkpoints"][name].update(numbers=nums, source="re-evaluated",
-                                                        evaluated_at=datetime.now(UTC).isoformat(timespec="seconds"))
+                        raw["checkpoints"][name].update(
+                            numbers=nums,
+                            source="re-evaluated",
+                            evaluated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                        )
                         if c["model"] == "amsgfn":
-                            raw["amsgfn_dominant"][name] = amsgfn_dominant(checkpoints_dir / name, dataset,
-                                                                           ctx_for())
+                            raw["amsgfn_dominant"][name] = amsgfn_dominant(checkpoints_dir / name, dataset, ctx_for())
                 forget()
             bar.close()
         if production and (not only or selected("production")):
@@ -468,10 +577,17 @@ def build(data_dir: Path, checkpoints_dir: Path, cache_dir: Path, out: Path, *, 
 
             with _recorded(raw["errors"], "production"):
                 raw["production"] = benchmark(ctx_for(), "test")
-    doc = {"meta": {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
-                    "command": command, "mode": "from-cards" if from_cards else "evaluate",
-                    "only": only or [], "runtime_s": round(time.time() - t0, 1)},
-           "raw": raw}
+    doc = {
+        "meta": {
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": machine(),
+            "command": command,
+            "mode": "from-cards" if from_cards else "evaluate",
+            "only": only or [],
+            "runtime_s": round(time.time() - t0, 1),
+        },
+        "raw": raw,
+    }
     this = {k: doc["meta"][k] for k in ("date", "machine", "command", "runtime_s", "only")}
     passes = list((prev.get("meta") or {}).get("passes") or [])
     if not from_cards:  # a full run starts the history afresh; --only runs add to it

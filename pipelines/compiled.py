@@ -46,8 +46,10 @@ def _cpp_compiler() -> str | None:
 def compiler_missing() -> str | None:
     """Why Inductor cannot build CPU kernels here, or None when it can."""
     if _cpp_compiler() is None:
-        return ("no C++ compiler found (Inductor builds its CPU kernels with one): install g++ "
-                "(Debian: apt-get install g++) or set VOXPOP_SCORER_COMPILE=false")
+        return (
+            "no C++ compiler found (Inductor builds its CPU kernels with one): install g++ "
+            "(Debian: apt-get install g++) or set VOXPOP_SCORER_COMPILE=false"
+        )
     return None
 
 
@@ -107,8 +109,9 @@ def compile_text_encoder(
         raise RuntimeError(f"cannot compile the text encoder: {why}")
     t = time.perf_counter()
     compiled = text.with_model(CompiledEncoder(text.model))
-    batch = text.tokenize(["warm up the compiled encoder", "two rows, so the batch dimension stays dynamic",
-                           "and a third"])
+    batch = text.tokenize(
+        ["warm up the compiled encoder", "two rows, so the batch dimension stays dynamic", "and a third"]
+    )
     with torch.inference_mode(), autocast():
         compiled.encode_tokens(batch)
     return compiled, time.perf_counter() - t

@@ -108,9 +108,7 @@ def cached_features(
         for s in range(0, len(missing), batch_size):
             idx = missing[s : s + batch_size]
             out = compute(idx)
-            arr = (
-                out.detach().cpu().float().numpy() if isinstance(out, Tensor) else np.asarray(out, np.float32)
-            )
+            arr = out.detach().cpu().float().numpy() if isinstance(out, Tensor) else np.asarray(out, np.float32)
             store.put([keys[i] for i in idx], arr)
             bar.update(len(idx))
         bar.close()
@@ -134,9 +132,7 @@ def cached_text_features(encoder, texts: Sequence[str], cache_dir: Path, batch_s
     )
 
 
-def cached_image_features(
-    encoder, paths: Sequence[Path | str], cache_dir: Path, batch_size: int = 32
-) -> Tensor:
+def cached_image_features(encoder, paths: Sequence[Path | str], cache_dir: Path, batch_size: int = 32) -> Tensor:
     """Pooled image features [N, D] for image files, keyed by the file bytes."""
     from PIL import Image
 
@@ -152,6 +148,4 @@ def cached_image_features(
         with torch.inference_mode():
             return encoder.encode(torch.stack(batch))
 
-    return cached_features(
-        encoder.version, blobs, compute, cache_dir, batch_size=batch_size, desc="image features"
-    )
+    return cached_features(encoder.version, blobs, compute, cache_dir, batch_size=batch_size, desc="image features")

@@ -136,20 +136,27 @@ def format_metric_line(metrics: dict[str, Any]) -> str:
         return f"{100.0 * float(m[k]):.2f}"
 
     if "acc2_has0" in m:  # MOSI/MOSEI
-        return (f"Acc-2 {pct('acc2_has0')}/{pct('acc2_non0')} F1 {pct('f1_has0')}/{pct('f1_non0')} "
-                f"MAE {float(m['mae']):.3f} Corr {float(m['corr']):.3f} "
-                f"Acc-7 {pct('acc7')} Acc-5 {pct('acc5')}")
+        return (
+            f"Acc-2 {pct('acc2_has0')}/{pct('acc2_non0')} F1 {pct('f1_has0')}/{pct('f1_non0')} "
+            f"MAE {float(m['mae']):.3f} Corr {float(m['corr']):.3f} "
+            f"Acc-7 {pct('acc7')} Acc-5 {pct('acc5')}"
+        )
     if "acc2" in m and "mae" in m:  # CH-SIMS
-        return (f"Acc-2 {pct('acc2')} Acc-3 {pct('acc3')} Acc-5 {pct('acc5')} F1 {pct('f1')} "
-                f"MAE {float(m['mae']):.3f} Corr {float(m['corr']):.3f}")
+        return (
+            f"Acc-2 {pct('acc2')} Acc-3 {pct('acc3')} Acc-5 {pct('acc5')} F1 {pct('f1')} "
+            f"MAE {float(m['mae']):.3f} Corr {float(m['corr']):.3f}"
+        )
     if "accuracy" in m:
         parts = [f"Acc {pct('accuracy')}"]
-        for key, name in (("f1_weighted", "wF1"), ("f1_macro", "mF1"), ("precision_weighted", "wP"),
-                          ("recall_weighted", "wR")):
+        for key, name in (
+            ("f1_weighted", "wF1"),
+            ("f1_macro", "mF1"),
+            ("precision_weighted", "wP"),
+            ("recall_weighted", "wR"),
+        ):
             if key in m:
                 parts.append(f"{name} {pct(key)}")
-        rec = [f"{k[len('recall_'):]} {pct(k)}" for k in m
-               if k.startswith("recall_") and k != "recall_weighted"]
+        rec = [f"{k[len('recall_') :]} {pct(k)}" for k in m if k.startswith("recall_") and k != "recall_weighted"]
         if rec:
             parts.append("| recall " + ", ".join(rec))
         return " ".join(parts)

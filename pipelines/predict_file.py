@@ -31,9 +31,17 @@ def _rows(path: Path) -> Iterator[dict[str, Any]]:
             yield from csv.DictReader(f)
 
 
-def predict_file(path: Path, model: str = "production", *, text_col: str = "text", image_col: str = "image",
-                 author_col: str = "author", thread_col: str = "thread", batch_size: int = 64,
-                 device: str = "cpu") -> Iterator[dict[str, Any]]:
+def predict_file(
+    path: Path,
+    model: str = "production",
+    *,
+    text_col: str = "text",
+    image_col: str = "image",
+    author_col: str = "author",
+    thread_col: str = "thread",
+    batch_size: int = 64,
+    device: str = "cpu",
+) -> Iterator[dict[str, Any]]:
     head = load_head(model, device=device)
     engine = InferenceEngine(head, device=device)
     dims = {v: head.feature_dims[v] for v in head.views}
@@ -62,7 +70,8 @@ def predict_file(path: Path, model: str = "production", *, text_col: str = "text
         for i, r in enumerate(chunk):
             p = out.probs[i]
             yield {
-                "id": r.get("id"), "model": f"{head.name}@{head.version}",
+                "id": r.get("id"),
+                "model": f"{head.name}@{head.version}",
                 "label": head.labels[int(p.argmax())],
                 "probabilities": {lab: round(float(p[j]), 6) for j, lab in enumerate(head.labels)},
                 "score": round(float(scores[i]), 6),

@@ -30,9 +30,18 @@ def is_media(path: Path) -> bool:
     return path.suffix.lower() not in TABLE_SUFFIXES
 
 
-def predict_media(path: Path, transcriber: Transcriber, model: str = "production", av_models: tuple[str, ...] = (),
-                  checkpoints_dir: Path | None = None, caption: str = "", device: str = "cpu",
-                  max_seconds: float = 60.0, video_frames: int = 8, timeout_s: float = 60.0) -> dict[str, Any]:
+def predict_media(
+    path: Path,
+    transcriber: Transcriber,
+    model: str = "production",
+    av_models: tuple[str, ...] = (),
+    checkpoints_dir: Path | None = None,
+    caption: str = "",
+    device: str = "cpu",
+    max_seconds: float = 60.0,
+    video_frames: int = 8,
+    timeout_s: float = 60.0,
+) -> dict[str, Any]:
     data = Path(path).read_bytes()
     t0 = time.perf_counter()
     info = probe(Path(path), timeout_s)
@@ -60,11 +69,18 @@ def predict_media(path: Path, transcriber: Transcriber, model: str = "production
         x = AVInput(text=text, audio=audio, frames=frames)
         for h in heads_for(heads, x):
             (pred,) = h.predict([x])
-            av_rows.append({"model": h.model_name, "label": pred.label, "emotion": pred.emotion,
-                            "score": round(pred.score, 4),
-                            "modality_weights": {k: round(v, 4) for k, v in pred.modality_weights.items()}})
+            av_rows.append(
+                {
+                    "model": h.model_name,
+                    "label": pred.label,
+                    "emotion": pred.emotion,
+                    "score": round(pred.score, 4),
+                    "modality_weights": {k: round(v, 4) for k, v in pred.modality_weights.items()},
+                }
+            )
     return {
-        "file": str(path), "kind": kind,
+        "file": str(path),
+        "kind": kind,
         "transcript": tr.text if tr is not None else None,
         "language": tr.language if tr is not None else None,
         "language_probability": tr.language_probability if tr is not None else None,
@@ -79,6 +95,9 @@ def predict_media(path: Path, transcriber: Transcriber, model: str = "production
         "segments": [{"start": s.start, "end": s.end, "text": s.text} for s in (tr.segments if tr else [])],
         "frames": len(frames),
         "audio_s": round(float(np.asarray(audio).size) / 16000, 2) if audio is not None else 0.0,
-        "seconds": {"decode": round(t_dec - t0, 3), "asr": tr.seconds if tr else 0.0,
-                    "total": round(time.perf_counter() - t0, 3)},
+        "seconds": {
+            "decode": round(t_dec - t0, 3),
+            "asr": tr.seconds if tr else 0.0,
+            "total": round(time.perf_counter() - t0, 3),
+        },
     }

@@ -38,8 +38,7 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read)."""
     try:  # x86 names the list "flags", arm64 "Features"
-        line = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                    if ln.startswith(("flags", "Features")))
+        line = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith(("flags", "Features")))
     except (OSError, StopIteration):
         return frozenset()
     return frozenset(line.split(":", 1)[1].split())
@@ -114,8 +113,9 @@ def quantize_text_model(model: nn.Module, eight_bit: bool | None = None, per_tok
     from torch.ao.quantization import per_channel_dynamic_qconfig
 
     eight_bit = cpu_has_vnni() if eight_bit is None else eight_bit
-    q = torch.ao.quantization.quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig},
-                                               dtype=torch.qint8, mapping={nn.Linear: Int8Linear})
+    q = torch.ao.quantization.quantize_dynamic(
+        model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, mapping={nn.Linear: Int8Linear}
+    )
     for m in q.modules():
         if isinstance(m, Int8Linear):
             m.eight_bit = eight_bit

@@ -120,8 +120,10 @@ def predict_with_confidence(head: ReasonHead, x: torch.Tensor, abstain_below: fl
     with torch.inference_mode():
         p = torch.softmax(head(x.float()), dim=-1)
     conf, idx = p.max(dim=-1)
-    return [(REASONS[int(i)] if c >= abstain_below else CANT_TELL, c)
-            for c, i in zip(conf.tolist(), idx.tolist(), strict=True)]
+    return [
+        (REASONS[int(i)] if c >= abstain_below else CANT_TELL, c)
+        for c, i in zip(conf.tolist(), idx.tolist(), strict=True)
+    ]
 
 
 def predict(head: ReasonHead, x: torch.Tensor, abstain_below: float) -> list[str]:

@@ -44,9 +44,16 @@ class Scored:
 
 
 class InferenceEngine:
-    def __init__(self, head: ScoringHead, precision: str = "fp32", device: str = "cpu",
-                 text_encoder: TextEncoder | None = None, image_encoder=None, bucket_call_tokens: int = 0,
-                 compile: bool = False) -> None:
+    def __init__(
+        self,
+        head: ScoringHead,
+        precision: str = "fp32",
+        device: str = "cpu",
+        text_encoder: TextEncoder | None = None,
+        image_encoder=None,
+        bucket_call_tokens: int = 0,
+        compile: bool = False,
+    ) -> None:
         if precision not in (*PRECISIONS, "auto"):
             raise ValueError(f"precision must be auto or one of {PRECISIONS}, not {precision!r}")
         self.head = head.to(device).eval()
@@ -60,8 +67,10 @@ class InferenceEngine:
             log.info("precision auto -> %s: %s", precision, why)
         self.precision = precision
         if precision == "bf16" and self.device.type == "cpu" and not cpu_has_native_bf16():
-            log.warning("precision bf16 on a CPU without bf16 instructions (avx512_bf16/amx_bf16): torch emulates "
-                        "it, several times slower than fp32; use fp32 or int8 here (`voxpop bench` shows each)")
+            log.warning(
+                "precision bf16 on a CPU without bf16 instructions (avx512_bf16/amx_bf16): torch emulates "
+                "it, several times slower than fp32; use fp32 or int8 here (`voxpop bench` shows each)"
+            )
         self.views = tuple(head.views)
         self.bucket_call_tokens = bucket_call_tokens
         if precision == "int8":  # a new encoder: one the caller shares is never modified
@@ -120,8 +129,9 @@ class InferenceEngine:
         for start, end in cuts:
             idx = order[start:end]
             width = max(lengths[i] for i in idx)
-            batch = {name: np.full((len(idx), width), pad if name == "input_ids" else 0, dtype=np.int64)
-                     for name in ids[0]}
+            batch = {
+                name: np.full((len(idx), width), pad if name == "input_ids" else 0, dtype=np.int64) for name in ids[0]
+            }
             for r, j in enumerate(idx):
                 for name, row in ids[j].items():
                     batch[name][r, : len(row)] = row
@@ -133,8 +143,12 @@ class InferenceEngine:
         return self.buckets(self.token_ids(texts))
 
     @torch.inference_mode()
-    def encode(self, texts: Sequence[str], images: Sequence[Image.Image | None] | None = None,
-               tokens: list[tuple[Tensor, dict[str, Tensor]]] | None = None) -> Encoded:
+    def encode(
+        self,
+        texts: Sequence[str],
+        images: Sequence[Image.Image | None] | None = None,
+        tokens: list[tuple[Tensor, dict[str, Tensor]]] | None = None,
+    ) -> Encoded:
         b = len(texts)
         x: dict[str, Tensor] = {}
         mask: dict[str, Tensor] = {}
@@ -187,8 +201,13 @@ def auto_precision(text: TextEncoder, device: torch.device) -> tuple[str, str]:
         return "fp32", f"no probe for device {device.type}"
     if not cpu_has_native_bf16():
         return "fp32", "this CPU has no bf16 instructions (avx512_bf16 / amx_bf16)"
-    batch = text.tokenize([f"@airline flight {i} was delayed {i % 7 + 1} hours again and nobody at the gate "
-                           f"told us anything, but the crew on board were lovely #travel" for i in range(32)])
+    batch = text.tokenize(
+        [
+            f"@airline flight {i} was delayed {i % 7 + 1} hours again and nobody at the gate "
+            f"told us anything, but the crew on board were lovely #travel"
+            for i in range(32)
+        ]
+    )
     fast = text.with_model(bf16_linear_weights(text.model))
     best = {"fp32": float("inf"), "bf16": float("inf")}
     with torch.inference_mode():
@@ -201,9 +220,11 @@ def auto_precision(text: TextEncoder, device: torch.device) -> tuple[str, str]:
                         best[name] = min(best[name], time.perf_counter() - t)
     speedup = best["fp32"] / best["bf16"]
     verdict = "bf16" if speedup >= AUTO_BF16_MIN_SPEEDUP else "fp32"
-    return verdict, (f"probe: bf16 {speedup:.2f}x fp32 on 32 posts "
-                     f"(needs {AUTO_BF16_MIN_SPEEDUP}x; fp32 {1000 * best['fp32']:.0f} ms, "
-                     f"bf16 {1000 * best['bf16']:.0f} ms)")
+    return verdict, (
+        f"probe: bf16 {speedup:.2f}x fp32 on 32 posts "
+        f"(needs {AUTO_BF16_MIN_SPEEDUP}x; fp32 {1000 * best['fp32']:.0f} ms, "
+        f"bf16 {1000 * best['bf16']:.0f} ms)"
+    )
 
 
 def plan_buckets(lengths: Sequence[int], call_tokens: int) -> list[tuple[int, int]]:

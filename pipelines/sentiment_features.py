@@ -115,9 +115,7 @@ def build(
     if cached_only:
         tv = getattr(text_encoder, "version", TEXT_ENCODER_VERSION)
         store = FeatureStore(cache_dir, tv)
-        records = [
-            r for r in records if r.split != "train" or content_key(tv, r.text.encode("utf-8")) in store
-        ]
+        records = [r for r in records if r.split != "train" or content_key(tv, r.text.encode("utf-8")) in store]
         iv = getattr(image_encoder, "version", IMAGE_ENCODER_VERSION)
         istore = FeatureStore(cache_dir, iv)
         img_missing = {
@@ -135,9 +133,7 @@ def build(
     xt = cached_text_features(text_encoder, [r.text for r in records], cache_dir).numpy()
     views = {TEXT: (xt, np.array([bool(r.text.strip()) for r in records]))}
     img_rows = [
-        i
-        for i, r in enumerate(records)
-        if r.image is not None and Path(r.image).exists() and i not in img_missing
+        i for i, r in enumerate(records) if r.image is not None and Path(r.image).exists() and i not in img_missing
     ]
     if with_image and img_rows:
         if image_encoder is None:

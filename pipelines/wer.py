@@ -36,9 +36,13 @@ class Alignment:
         return self.ref_words - self.substitutions - self.deletions
 
     def __add__(self, o: Alignment) -> Alignment:
-        return Alignment(self.ref_words + o.ref_words, self.hyp_words + o.hyp_words,
-                         self.substitutions + o.substitutions, self.deletions + o.deletions,
-                         self.insertions + o.insertions)
+        return Alignment(
+            self.ref_words + o.ref_words,
+            self.hyp_words + o.hyp_words,
+            self.substitutions + o.substitutions,
+            self.deletions + o.deletions,
+            self.insertions + o.insertions,
+        )
 
 
 def align(ref: list[str], hyp: list[str]) -> Alignment:

@@ -57,17 +57,32 @@ def plan_children(settings: Settings, source: str, speed: float) -> list[Child]:
     n = settings.scorer_processes or max(1, min(os.cpu_count() or 1, settings.topic_partitions))
     threads = settings.scorer_threads or max(1, (os.cpu_count() or 1) // n)
     cores = one_core_each(n)
-    kids = [Child("scorer" if n == 1 else f"scorer{i}", cli + ["score"],
-                  env={} if n == 1 else {"VOXPOP_SCORER_THREADS": str(threads), **cores[i]}) for i in range(n)]
-    kids += [Child("reconc", cli + ["reconcile"]), Child("trends", cli + ["trends"]),
-             Child("alerts", cli + ["alerts", "run"]), Child("api", cli + ["api"]),
-             Child("sched", cli + ["scheduler"])]
+    kids = [
+        Child(
+            "scorer" if n == 1 else f"scorer{i}",
+            cli + ["score"],
+            env={} if n == 1 else {"VOXPOP_SCORER_THREADS": str(threads), **cores[i]},
+        )
+        for i in range(n)
+    ]
+    kids += [
+        Child("reconc", cli + ["reconcile"]),
+        Child("trends", cli + ["trends"]),
+        Child("alerts", cli + ["alerts", "run"]),
+        Child("api", cli + ["api"]),
+        Child("sched", cli + ["scheduler"]),
+    ]
     airline = settings.data_dir / "airline-tweets" / "airline_tweets_clean.csv"
     if source == "auto":
         source = "airline" if airline.exists() else "jetstream"
     if source == "airline":
-        kids.append(Child("ingest", cli + ["ingest", "replay", str(airline), "--preset", "airline",
-                                           "--speed", str(speed)], restart=False))
+        kids.append(
+            Child(
+                "ingest",
+                cli + ["ingest", "replay", str(airline), "--preset", "airline", "--speed", str(speed)],
+                restart=False,
+            )
+        )
     elif source in LIVE_SOURCES:
         kids.append(Child("ingest", cli + ["ingest", source]))
     elif source != "none":
@@ -86,8 +101,9 @@ def _pipe_output(child: Child) -> None:
 
 
 def _start(child: Child, env: dict[str, str]) -> None:
-    child.proc = subprocess.Popen(child.argv, env={**env, **child.env}, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+    child.proc = subprocess.Popen(
+        child.argv, env={**env, **child.env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
     threading.Thread(target=_pipe_output, args=(child,), daemon=True).start()
     log.info("started %s (pid %d)", child.name, child.proc.pid)
 
@@ -131,14 +147,19 @@ def run_up(settings: Settings, speed: float = 600.0, source: str = "auto", keep_
     ensure_topics(ep.kafka_bootstrap, settings)
     if (settings.data_dir / "airline-tweets").exists() and source in ("auto", "airline"):
         seed_airline_watches(ep.database_url)
-    env = child_environ(VOXPOP_DATABASE_URL=ep.database_url, VOXPOP_REDIS_URL=ep.redis_url,
-                        VOXPOP_KAFKA_BOOTSTRAP=ep.kafka_bootstrap)
+    env = child_environ(
+        VOXPOP_DATABASE_URL=ep.database_url, VOXPOP_REDIS_URL=ep.redis_url, VOXPOP_KAFKA_BOOTSTRAP=ep.kafka_bootstrap
+    )
     kids = plan_children(settings, source, speed)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    log.info("VoxPop is up: PostgreSQL %s, Redis %s, Kafka %s. Ctrl-C stops everything.",
-             ep.database_url.rsplit("@", 1)[-1], ep.redis_url.rsplit("@", 1)[-1], ep.kafka_bootstrap)
+    log.info(
+        "VoxPop is up: PostgreSQL %s, Redis %s, Kafka %s. Ctrl-C stops everything.",
+        ep.database_url.rsplit("@", 1)[-1],
+        ep.redis_url.rsplit("@", 1)[-1],
+        ep.kafka_bootstrap,
+    )
     log.info("dashboard: http://%s:%d", settings.api_host, settings.api_port)
     for k in kids:
         _start(k, env)

@@ -37,10 +37,10 @@ NAME = "emodb"
 EMOTIONS: tuple[str, ...] = ("anger", "boredom", "disgust", "anxiety_fear", "happiness", "sadness", "neutral")
 TEST_SPEAKERS: tuple[str, ...] = ("03", "08")
 VAL_SPEAKERS: tuple[str, ...] = ("09",)
-SPLIT_RULE = ("speaker-independent: test speakers 03 (m) + 08 (f), validation speaker 09 (f), "
-              "training the other 7 speakers")
-FRONTEND_DESCRIPTION = ("models.audio_frontend frames every 10 ms: log-mel 64 + energy dB, pitch Hz, zcr, voiced "
-                        "(68-d)")
+SPLIT_RULE = (
+    "speaker-independent: test speakers 03 (m) + 08 (f), validation speaker 09 (f), training the other 7 speakers"
+)
+FRONTEND_DESCRIPTION = "models.audio_frontend frames every 10 ms: log-mel 64 + energy dB, pitch Hz, zcr, voiced (68-d)"
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,10 @@ def load_clips(data_dir: Path) -> list[EmoClip]:
     """All clips in CSV order."""
     base = Path(data_dir) / NAME
     with (base / "labels_from_filename.csv").open(encoding="utf-8", newline="") as f:
-        return [EmoClip(base / r["file"], r["speaker_id"], r["gender"], r["text_id"], r["text_de"], r["emotion"])
-                for r in csv.DictReader(f)]
+        return [
+            EmoClip(base / r["file"], r["speaker_id"], r["gender"], r["text_id"], r["text_de"], r["emotion"])
+            for r in csv.DictReader(f)
+        ]
 
 
 def frontend_version() -> str:
@@ -148,8 +150,9 @@ def _texts(clips: list[EmoClip], text_source: str, transcripts: Path | None) -> 
     return [heard[c.path.stem] for c in clips]
 
 
-def load_emodb_trimodal(data_dir: Path, cache_dir: Path, device: str = "cpu", text_source: str = "sentence",
-                        transcripts: Path | None = None) -> dict[str, TriModalSplit]:
+def load_emodb_trimodal(
+    data_dir: Path, cache_dir: Path, device: str = "cpu", text_source: str = "sentence", transcripts: Path | None = None
+) -> dict[str, TriModalSplit]:
     """{"train", "val", "test"} speaker-independent tri-modal splits."""
     clips = load_clips(data_dir)
     frames, flen = audio_frames(clips, cache_dir)
@@ -166,8 +169,16 @@ def load_emodb_trimodal(data_dir: Path, cache_dir: Path, device: str = "cpu", te
         text, tlen = missing_view(n, 384)
     vision, vlen = missing_view(n, 1)
     full = TriModalSplit(
-        text=text, text_lengths=tlen, audio=frames, audio_lengths=flen, vision=vision,
-        vision_lengths=vlen, labels=np.asarray([EMOTIONS.index(c.emotion) for c in clips], np.int64),
-        ids=[c.path.stem for c in clips], raw_text=texts, groups=[c.speaker for c in clips],
-        meta={"source": NAME, "frontend": frontend_version(), "text_source": text_source})
+        text=text,
+        text_lengths=tlen,
+        audio=frames,
+        audio_lengths=flen,
+        vision=vision,
+        vision_lengths=vlen,
+        labels=np.asarray([EMOTIONS.index(c.emotion) for c in clips], np.int64),
+        ids=[c.path.stem for c in clips],
+        raw_text=texts,
+        groups=[c.speaker for c in clips],
+        meta={"source": NAME, "frontend": frontend_version(), "text_source": text_source},
+    )
     return {s: full.subset([i for i, c in enumerate(clips) if c.split == s]) for s in ("train", "val", "test")}

@@ -108,9 +108,13 @@ def load_cosmic_iemocap(data_dir: Path) -> ErcDataset:
     speakers, labels, sentences, train, test, valid = _load_pickle(Path(data_dir) / "erc/iemocap/iemocap.pkl")
     split_of = {**{v: "train" for v in train}, **{v: "val" for v in valid}, **{v: "test" for v in test}}
     dialogues = [
-        Dialogue(id=str(vid), split=split_of[vid], texts=[str(t) for t in sentences[vid]],
-                 speakers=[_iemocap_actor(vid, s) for s in speakers[vid]],
-                 labels=[int(x) for x in labels[vid]])
+        Dialogue(
+            id=str(vid),
+            split=split_of[vid],
+            texts=[str(t) for t in sentences[vid]],
+            speakers=[_iemocap_actor(vid, s) for s in speakers[vid]],
+            labels=[int(x) for x in labels[vid]],
+        )
         for vid in sorted(split_of)
     ]
     return ErcDataset("iemocap", IEMOCAP_LABELS, _ordered(dialogues))
@@ -118,15 +122,17 @@ def load_cosmic_iemocap(data_dir: Path) -> ErcDataset:
 
 def load_cosmic_meld(data_dir: Path, label: str = "emotion") -> ErcDataset:
     """COSMIC MELD: [speakers (9-dim one-hot), emotions, sentiments, sentences, train, test, valid]."""
-    speakers, emotions, sentiments, sentences, train, test, valid = _load_pickle(
-        Path(data_dir) / "erc/meld/meld.pkl")
+    speakers, emotions, sentiments, sentences, train, test, valid = _load_pickle(Path(data_dir) / "erc/meld/meld.pkl")
     labels = emotions if label == "emotion" else sentiments
     split_of = {**{v: "train" for v in train}, **{v: "val" for v in valid}, **{v: "test" for v in test}}
     dialogues = [
-        Dialogue(id=f"{split_of[vid]}:{vid}", split=split_of[vid],
-                 texts=[fix_cp1252(str(t)) for t in sentences[vid]],
-                 speakers=[_speaker_id(f"meld{vid}", s) for s in speakers[vid]],
-                 labels=[int(x) for x in labels[vid]])
+        Dialogue(
+            id=f"{split_of[vid]}:{vid}",
+            split=split_of[vid],
+            texts=[fix_cp1252(str(t)) for t in sentences[vid]],
+            speakers=[_speaker_id(f"meld{vid}", s) for s in speakers[vid]],
+            labels=[int(x) for x in labels[vid]],
+        )
         for vid in sorted(split_of)
     ]
     names = MELD_EMOTIONS if label == "emotion" else MELD_SENTIMENTS
@@ -151,23 +157,36 @@ def load_meld_csv(data_dir: Path, label: str = "emotion") -> ErcDataset:
     column = "Emotion" if label == "emotion" else "Sentiment"
     base = Path(data_dir) / "meld"
     dialogues: list[Dialogue] = []
-    for fname, split in (("train_sent_emo.csv", "train"), ("dev_sent_emo.csv", "val"),
-                         ("test_sent_emo.csv", "test")):
+    for fname, split in (("train_sent_emo.csv", "train"), ("dev_sent_emo.csv", "val"), ("test_sent_emo.csv", "test")):
         rows: dict[int, list[tuple[int, dict[str, str]]]] = {}
         with (base / fname).open(encoding="utf-8", newline="") as f:
             for row in csv.DictReader(f):
                 rows.setdefault(int(row["Dialogue_ID"]), []).append((int(row["Utterance_ID"]), row))
         for did in sorted(rows):
             utts = [r for _, r in sorted(rows[did], key=lambda x: x[0])]
-            dialogues.append(Dialogue(
-                id=f"{split}:{did}", split=split, texts=[_fix_csv_text(r["Utterance"]) for r in utts],
-                speakers=[f"meld:{r['Speaker'].strip()}" for r in utts],
-                labels=[names.index(r[column].strip().lower()) for r in utts]))
+            dialogues.append(
+                Dialogue(
+                    id=f"{split}:{did}",
+                    split=split,
+                    texts=[_fix_csv_text(r["Utterance"]) for r in utts],
+                    speakers=[f"meld:{r['Speaker'].strip()}" for r in utts],
+                    labels=[names.index(r[column].strip().lower()) for r in utts],
+                )
+            )
     return ErcDataset(f"meld-{label}", names, _ordered(dialogues))
 
 
-DIALOGUERNN_FIELDS: tuple[str, ...] = ("videoIDs", "videoSpeakers", "videoLabels", "videoText", "videoAudio",
-                                       "videoVisual", "videoSentence", "trainVid", "testVid")
+DIALOGUERNN_FIELDS: tuple[str, ...] = (
+    "videoIDs",
+    "videoSpeakers",
+    "videoLabels",
+    "videoText",
+    "videoAudio",
+    "videoVisual",
+    "videoSentence",
+    "trainVid",
+    "testVid",
+)
 
 
 def holdout(ids: Sequence[str], fraction: float = 0.1, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -180,8 +199,13 @@ def holdout(ids: Sequence[str], fraction: float = 0.1, seed: int = 0) -> tuple[l
     return [i for i in ids if i not in val], [i for i in ids if i in val]
 
 
-def load_dialoguernn_features(path: Path, name: str = "iemocap", label_names: Sequence[str] | None = None,
-                              val_fraction: float = 0.1, seed: int = 0) -> ErcDataset:
+def load_dialoguernn_features(
+    path: Path,
+    name: str = "iemocap",
+    label_names: Sequence[str] | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> ErcDataset:
     """A DialogueRNN-style `*_features_raw.pkl`: a 9-tuple (trailing extras ignored) or a dict.
 
     Views: text/audio/visual arrays per dialogue ([N, dim] each). trainVid has no dev split, so
@@ -195,19 +219,30 @@ def load_dialoguernn_features(path: Path, name: str = "iemocap", label_names: Se
             raise ValueError(f"{path}: expected at least {len(DIALOGUERNN_FIELDS)} items, got {len(obj)}")
         parts = dict(zip(DIALOGUERNN_FIELDS, obj[: len(DIALOGUERNN_FIELDS)], strict=True))
     train_ids, val_ids = holdout(list(parts["trainVid"]), val_fraction, seed)
-    split_of = {**{v: "train" for v in train_ids}, **{v: "val" for v in val_ids},
-                **{v: "test" for v in parts["testVid"]}}
+    split_of = {
+        **{v: "train" for v in train_ids},
+        **{v: "val" for v in val_ids},
+        **{v: "test" for v in parts["testVid"]},
+    }
     dialogues = []
     n_cls = 0
     for vid in sorted(split_of, key=str):
         labels = [int(x) for x in parts["videoLabels"][vid]]
         n_cls = max([n_cls, *(x + 1 for x in labels)])
-        feats = {view: np.asarray(parts[key][vid], dtype=np.float32)
-                 for view, key in (("text", "videoText"), ("audio", "videoAudio"), ("visual", "videoVisual"))}
-        dialogues.append(Dialogue(
-            id=str(vid), split=split_of[vid], texts=[fix_cp1252(str(t)) for t in parts["videoSentence"][vid]],
-            speakers=[_speaker_id(str(vid), s) for s in parts["videoSpeakers"][vid]], labels=labels,
-            features=feats))
+        feats = {
+            view: np.asarray(parts[key][vid], dtype=np.float32)
+            for view, key in (("text", "videoText"), ("audio", "videoAudio"), ("visual", "videoVisual"))
+        }
+        dialogues.append(
+            Dialogue(
+                id=str(vid),
+                split=split_of[vid],
+                texts=[fix_cp1252(str(t)) for t in parts["videoSentence"][vid]],
+                speakers=[_speaker_id(str(vid), s) for s in parts["videoSpeakers"][vid]],
+                labels=labels,
+                features=feats,
+            )
+        )
     names = tuple(label_names) if label_names is not None else tuple(str(i) for i in range(n_cls))
     return ErcDataset(name, names, _ordered(dialogues))
 

@@ -26,11 +26,17 @@ import numpy as np
 from pipelines.datasets.trimodal import TriModalSplit, lengths_from_nonzero
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
-SPLIT_ALIASES: dict[str, str] = {"train": "train", "val": "valid", "valid": "valid", "dev": "valid",
-                                 "test": "test"}
+SPLIT_ALIASES: dict[str, str] = {"train": "train", "val": "valid", "valid": "valid", "dev": "valid", "test": "test"}
 
-__all__ = ["SPLITS", "TriModalSplit", "load_mmsa", "load_mmsa_split", "make_synthetic_mmsa", "read_pickle",
-           "split_from_dict"]
+__all__ = [
+    "SPLITS",
+    "TriModalSplit",
+    "load_mmsa",
+    "load_mmsa_split",
+    "make_synthetic_mmsa",
+    "read_pickle",
+    "split_from_dict",
+]
 
 
 def read_pickle(path: str | Path) -> dict[str, Any]:
@@ -67,8 +73,11 @@ def _encode_bert_ids(text_bert: np.ndarray, batch_size: int = 64) -> np.ndarray:
     out = []
     with torch.inference_mode():
         for s in range(0, len(ids), batch_size):
-            h = enc.model(input_ids=ids[s : s + batch_size], attention_mask=mask[s : s + batch_size],
-                          token_type_ids=seg[s : s + batch_size]).last_hidden_state
+            h = enc.model(
+                input_ids=ids[s : s + batch_size],
+                attention_mask=mask[s : s + batch_size],
+                token_type_ids=seg[s : s + batch_size],
+            ).last_hidden_state
             out.append((h * mask[s : s + batch_size, :, None]).float().numpy())
     return np.concatenate(out) if out else np.zeros((0, ids.shape[1], enc.dim), np.float32)
 
@@ -96,10 +105,15 @@ def split_from_dict(d: dict[str, Any], name: str = "", text_source: str = "auto"
     raw = [str(t) for t in d["raw_text"]] if d.get("raw_text") is not None else None
     cls = d.get("classification_labels")
     return TriModalSplit(
-        text=text, text_lengths=np.clip(text_len, 0, text.shape[1]),
-        audio=audio, audio_lengths=_lengths(d, "audio_lengths", audio),
-        vision=vision, vision_lengths=_lengths(d, "vision_lengths", vision),
-        labels=labels, ids=ids, raw_text=raw,
+        text=text,
+        text_lengths=np.clip(text_len, 0, text.shape[1]),
+        audio=audio,
+        audio_lengths=_lengths(d, "audio_lengths", audio),
+        vision=vision,
+        vision_lengths=_lengths(d, "vision_lengths", vision),
+        labels=labels,
+        ids=ids,
+        raw_text=raw,
         classification_labels=None if cls is None else np.asarray(cls).reshape(-1),
         meta={"source": "mmsa", "split": name},
     )
@@ -117,10 +131,14 @@ def load_mmsa_split(path: str | Path, split: str, text_source: str = "auto") -> 
     return split_from_dict(read_pickle(path)[s], s, text_source)
 
 
-def make_synthetic_mmsa(path: str | Path, n: tuple[int, int, int] = (48, 16, 16),
-                        dims: tuple[int, int, int] = (768, 5, 20),
-                        lengths: tuple[int, int, int] = (12, 20, 15), seed: int = 0,
-                        with_text_bert: bool = True) -> Path:
+def make_synthetic_mmsa(
+    path: str | Path,
+    n: tuple[int, int, int] = (48, 16, 16),
+    dims: tuple[int, int, int] = (768, 5, 20),
+    lengths: tuple[int, int, int] = (12, 20, 15),
+    seed: int = 0,
+    with_text_bert: bool = True,
+) -> Path:
     """Write a small pickle in exactly the MMSA layout (for tests and smoke runs).
 
     Labels in [-3, 3] depend on the features (text mean of dim 0 plus audio/vision means), so a
@@ -140,16 +158,22 @@ def make_synthetic_mmsa(path: str | Path, n: tuple[int, int, int] = (48, 16, 16)
             text[i, : tl[i]] = rng.normal(size=(tl[i], dims[0]))
             audio[i, : al[i]] = rng.normal(size=(al[i], dims[1]))
             vision[i, : vl[i]] = rng.normal(size=(vl[i], dims[2]))
-        score = (np.array([text[i, : tl[i], 0].mean() for i in range(count)]) * 2
-                 + np.array([audio[i, : al[i], 0].mean() for i in range(count)])
-                 + np.array([vision[i, : vl[i], 0].mean() for i in range(count)]))
+        score = (
+            np.array([text[i, : tl[i], 0].mean() for i in range(count)]) * 2
+            + np.array([audio[i, : al[i], 0].mean() for i in range(count)])
+            + np.array([vision[i, : vl[i], 0].mean() for i in range(count)])
+        )
         y = np.clip(np.round(score * 2) / 2, -3, 3).astype(np.float32)
         d: dict[str, Any] = {
             "raw_text": [f"utterance {split} {i}" for i in range(count)],
             "id": [f"vid{i // 4}$_${i % 4}" for i in range(count)],
-            "text": text, "audio": audio, "vision": vision,
-            "audio_lengths": al.tolist(), "vision_lengths": vl.tolist(),
-            "regression_labels": y, "classification_labels": (y > 0).astype(np.float32) + (y >= 0),
+            "text": text,
+            "audio": audio,
+            "vision": vision,
+            "audio_lengths": al.tolist(),
+            "vision_lengths": vl.tolist(),
+            "regression_labels": y,
+            "classification_labels": (y > 0).astype(np.float32) + (y >= 0),
         }
         if with_text_bert:
             tb = np.zeros((count, 3, lt), np.float32)

@@ -34,8 +34,15 @@ def read_raw(data_dir: Path) -> dict[str, np.ndarray | list[int]]:
     path = Path(data_dir) / NAME / "audio_2way.pickle"
     with path.open("rb") as f:
         tx, ty, ex, ey, max_len, tl, el = pickle.load(f, encoding="latin1")  # noqa: S301 - local data
-    return {"train_x": np.asarray(tx, np.float32), "train_y": np.asarray(ty), "test_x": np.asarray(ex, np.float32),
-            "test_y": np.asarray(ey), "max_len": int(max_len), "train_len": list(tl), "test_len": list(el)}
+    return {
+        "train_x": np.asarray(tx, np.float32),
+        "train_y": np.asarray(ty),
+        "test_x": np.asarray(ex, np.float32),
+        "test_y": np.asarray(ey),
+        "max_len": int(max_len),
+        "train_len": list(tl),
+        "test_len": list(el),
+    }
 
 
 def video_split(n_videos: int, n_val: int = 6, split_seed: int = 0) -> tuple[list[int], list[int]]:
@@ -44,8 +51,9 @@ def video_split(n_videos: int, n_val: int = 6, split_seed: int = 0) -> tuple[lis
     return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
 
 
-def _build(x: np.ndarray, y: np.ndarray, lengths: list[int], videos: list[int], prefix: str,
-           context: bool) -> TriModalSplit:
+def _build(
+    x: np.ndarray, y: np.ndarray, lengths: list[int], videos: list[int], prefix: str, context: bool
+) -> TriModalSplit:
     rows = [(v, j) for v in videos for j in range(int(lengths[v]))]
     n = len(rows)
     audio = np.stack([x[v, j][None, :] for v, j in rows]) if rows else np.zeros((0, 1, FEATURE_DIM), np.float32)
@@ -61,13 +69,22 @@ def _build(x: np.ndarray, y: np.ndarray, lengths: list[int], videos: list[int], 
         vision, vlen = missing_view(n, FEATURE_DIM)
     text, tlen = missing_view(n, 1)
     return TriModalSplit(
-        text=text, text_lengths=tlen, audio=audio.astype(np.float32), audio_lengths=np.ones(n, np.int64),
-        vision=vision, vision_lengths=vlen, labels=labels, ids=[f"{prefix}{v}:{j}" for v, j in rows],
-        groups=[f"{prefix}{v}" for v, _ in rows], meta={"source": NAME, "context": context})
+        text=text,
+        text_lengths=tlen,
+        audio=audio.astype(np.float32),
+        audio_lengths=np.ones(n, np.int64),
+        vision=vision,
+        vision_lengths=vlen,
+        labels=labels,
+        ids=[f"{prefix}{v}:{j}" for v, j in rows],
+        groups=[f"{prefix}{v}" for v, _ in rows],
+        meta={"source": NAME, "context": context},
+    )
 
 
-def load_mosi_audio(data_dir: Path, n_val_videos: int = 6, split_seed: int = 0,
-                    context: bool = True) -> dict[str, TriModalSplit]:
+def load_mosi_audio(
+    data_dir: Path, n_val_videos: int = 6, split_seed: int = 0, context: bool = True
+) -> dict[str, TriModalSplit]:
     """{"train", "val", "test"} utterance-level splits (val = `n_val_videos` training videos)."""
     raw = read_raw(data_dir)
     tr_v, va_v = video_split(len(raw["train_len"]), n_val_videos, split_seed)

@@ -25,16 +25,22 @@ MAX_TOKENS = 64
 CACHE_LAYERS: tuple[int, ...] = (3, 4, 5, 6)  # what the SPP-SCL cache holds; we use the last
 
 
-def load_mvsa_single_trimodal(data_dir: Path, cache_dir: Path, device: str = "cpu",
-                              with_image: bool = True) -> dict[str, TriModalSplit]:
+def load_mvsa_single_trimodal(
+    data_dir: Path, cache_dir: Path, device: str = "cpu", with_image: bool = True
+) -> dict[str, TriModalSplit]:
     """{"train", "val", "test"} tri-modal splits (encoders run once, then cached)."""
     from models.text_encoder import TextEncoder
     from pipelines.datasets import mvsa
     from pipelines.state_cache import cached_image_maps, cached_text_states
 
     records = mvsa.load_single(data_dir)
-    states = cached_text_states(TextEncoder(max_length=MAX_TOKENS, device=device), [r.text for r in records],
-                                cache_dir, layers=CACHE_LAYERS, max_tokens=MAX_TOKENS)
+    states = cached_text_states(
+        TextEncoder(max_length=MAX_TOKENS, device=device),
+        [r.text for r in records],
+        cache_dir,
+        layers=CACHE_LAYERS,
+        max_tokens=MAX_TOKENS,
+    )
     n = len(records)
     lens = states.lengths.numpy()
     lt = int(lens.max()) + 1
@@ -55,7 +61,16 @@ def load_mvsa_single_trimodal(data_dir: Path, cache_dir: Path, device: str = "cp
         vision, vlen = missing_view(n, 1280)
     audio, alen = missing_view(n, 1)
     labels = np.asarray([LABELS.index(r.label) for r in records], np.int64)
-    full = TriModalSplit(text=text, text_lengths=tlen, audio=audio, audio_lengths=alen, vision=vision,
-                         vision_lengths=vlen, labels=labels, ids=[r.uid for r in records],
-                         raw_text=[r.text for r in records], meta={"source": NAME})
+    full = TriModalSplit(
+        text=text,
+        text_lengths=tlen,
+        audio=audio,
+        audio_lengths=alen,
+        vision=vision,
+        vision_lengths=vlen,
+        labels=labels,
+        ids=[r.uid for r in records],
+        raw_text=[r.text for r in records],
+        meta={"source": NAME},
+    )
     return {s: full.subset([i for i, r in enumerate(records) if r.split == s]) for s in ("train", "val", "test")}

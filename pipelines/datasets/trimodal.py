@@ -42,8 +42,7 @@ class TriModalSplit:
         for name in VIEWS:
             x, ln = getattr(self, name), getattr(self, f"{name}_lengths")
             if x.ndim != 3 or x.shape[0] != n or ln.shape != (n,):
-                raise ValueError(f"{name}: expected [N={n}, L, D] and lengths [N], "
-                                 f"got {x.shape} / {ln.shape}")
+                raise ValueError(f"{name}: expected [N={n}, L, D] and lengths [N], got {x.shape} / {ln.shape}")
         if len(self.ids) != n:
             raise ValueError(f"ids: {len(self.ids)} != {n}")
 
@@ -67,11 +66,20 @@ class TriModalSplit:
 
         cls = None if self.classification_labels is None else self.classification_labels[ix]
         return replace(
-            self, text=self.text[ix], text_lengths=self.text_lengths[ix], audio=self.audio[ix],
-            audio_lengths=self.audio_lengths[ix], vision=self.vision[ix],
-            vision_lengths=self.vision_lengths[ix], labels=self.labels[ix], ids=[self.ids[i] for i in ix],
-            raw_text=pick(self.raw_text), classification_labels=cls, groups=pick(self.groups),
-            meta=dict(self.meta))
+            self,
+            text=self.text[ix],
+            text_lengths=self.text_lengths[ix],
+            audio=self.audio[ix],
+            audio_lengths=self.audio_lengths[ix],
+            vision=self.vision[ix],
+            vision_lengths=self.vision_lengths[ix],
+            labels=self.labels[ix],
+            ids=[self.ids[i] for i in ix],
+            raw_text=pick(self.raw_text),
+            classification_labels=cls,
+            groups=pick(self.groups),
+            meta=dict(self.meta),
+        )
 
     def drop_view(self, name: str) -> TriModalSplit:
         """The same split with one view made missing (zeros, length 0) - for ablations."""
@@ -125,9 +133,12 @@ STANDARDIZER_FILE = "standardizer.json"
 def save_standardizers(out_dir: Path, stats: dict[str, Standardizer], note: str = "") -> Path:
     """Write the train-split z-scoring statistics next to a checkpoint (the stream must reuse them)."""
     path = Path(out_dir) / STANDARDIZER_FILE
-    body = {"note": note or "per-feature mean/std of the training split's valid positions",
-            "views": {v: {"mean": st.mean.astype(float).tolist(), "std": st.std.astype(float).tolist()}
-                      for v, st in stats.items()}}
+    body = {
+        "note": note or "per-feature mean/std of the training split's valid positions",
+        "views": {
+            v: {"mean": st.mean.astype(float).tolist(), "std": st.std.astype(float).tolist()} for v, st in stats.items()
+        },
+    }
     path.write_text(json.dumps(body), encoding="utf-8")
     return path
 
@@ -138,13 +149,16 @@ def load_standardizers(ckpt_dir: Path) -> dict[str, Standardizer]:
     if not path.exists():
         return {}
     views = json.loads(path.read_text(encoding="utf-8"))["views"]
-    return {v: Standardizer(np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32))
-            for v, d in views.items()}
+    return {
+        v: Standardizer(np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32)) for v, d in views.items()
+    }
 
 
-def standardize(train: TriModalSplit, others: Sequence[TriModalSplit],
-                views: Sequence[str] = ("audio", "vision"),
-                ) -> tuple[TriModalSplit, list[TriModalSplit], dict[str, Standardizer]]:
+def standardize(
+    train: TriModalSplit,
+    others: Sequence[TriModalSplit],
+    views: Sequence[str] = ("audio", "vision"),
+) -> tuple[TriModalSplit, list[TriModalSplit], dict[str, Standardizer]]:
     """Z-score the given views with statistics of the train split's valid positions."""
     stats: dict[str, Standardizer] = {}
     out_train, out_others = train, list(others)

@@ -54,6 +54,15 @@ def load_emotion_as_sentiment(data_dir: Path) -> list[Record]:
         assert len(texts) == len(labels), f"tweeteval emotion {part}: text/label files differ in length"
         for i, (t, y) in enumerate(zip(texts, labels, strict=True)):
             uid = f"{EMOTION_NAME}:{part}:{i}"
-            out.append(Record(uid=uid, text=t.strip(), label=EMOTION_TO_SENTIMENT[names[y].strip()], split="train",
-                              author=uid, order=float(len(out)), dataset=EMOTION_NAME))
+            out.append(
+                Record(
+                    uid=uid,
+                    text=t.strip(),
+                    label=EMOTION_TO_SENTIMENT[names[y].strip()],
+                    split="train",
+                    author=uid,
+                    order=float(len(out)),
+                    dataset=EMOTION_NAME,
+                )
+            )
     return out

@@ -151,7 +151,10 @@ def _sample_weights(table: SentimentTable, rows: np.ndarray, class_balance: floa
 
 @torch.inference_mode()
 def predict_probs(
-    head: EtaFusionHead, table: SentimentTable, rows: np.ndarray, batch_size: int = 1024,
+    head: EtaFusionHead,
+    table: SentimentTable,
+    rows: np.ndarray,
+    batch_size: int = 1024,
     user_fusion: bool = True,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Class probabilities; `user_fusion=False` scores every post as its author's first (eta off)."""
@@ -167,9 +170,7 @@ def predict_probs(
     return (torch.cat(probs) if probs else torch.empty(0, 3)), {k: torch.cat(v) for k, v in weights.items()}
 
 
-def per_dataset_metrics(
-    pred: np.ndarray, table: SentimentTable, rows: np.ndarray
-) -> dict[str, dict[str, float]]:
+def per_dataset_metrics(pred: np.ndarray, table: SentimentTable, rows: np.ndarray) -> dict[str, dict[str, float]]:
     out = {}
     y = table.y.numpy()[rows]
     ds = table.dataset[rows]
@@ -184,9 +185,7 @@ def _mean_f1(metrics: dict[str, dict[str, float]]) -> float:
     return float(np.mean([m["f1_macro"] for m in metrics.values()])) if metrics else 0.0
 
 
-def train_head(
-    table: SentimentTable, ctx: RecipeContext, views: tuple[str, ...]
-) -> tuple[EtaFusionHead, dict]:
+def train_head(table: SentimentTable, ctx: RecipeContext, views: tuple[str, ...]) -> tuple[EtaFusionHead, dict]:
     """Train on table's train rows; keep the epoch with the best mean validation macro-F1."""
     torch.manual_seed(ctx.seed)
     np.random.seed(ctx.seed)
@@ -253,9 +252,7 @@ def train_head(
     return head.eval(), {"history": history, "best_val_mean_f1_macro": round(best, 4)}
 
 
-def train_tuned(
-    ctx: RecipeContext, use_image: bool
-) -> tuple[EtaFusionHead, SentimentTable, dict, TextEncoder]:
+def train_tuned(ctx: RecipeContext, use_image: bool) -> tuple[EtaFusionHead, SentimentTable, dict, TextEncoder]:
     """v4: LoRA adapter + head jointly (stage 1), then the eta head on the tuned features (stage 2).
 
     Returns the final head (owning the adapter), the table of tuned features it was trained
@@ -277,22 +274,46 @@ def train_tuned(
     table = load_table(ctx, with_image=use_image, text_encoder=base)
     views = tuple(v for v in (TEXT, IMAGE) if v in table.x)
     dims = {v: int(table.x[v].shape[1]) for v in views}
-    adapter_cfg = {"layers": layers, "rank": _opt(ctx, "adapter_rank"), "alpha": _opt(ctx, "adapter_alpha"),
-                   "dropout": _opt(ctx, "adapter_dropout")}
-    head_kw = {"hidden": _opt(ctx, "hidden"), "dropout": _opt(ctx, "dropout"), "eta_init": _opt(ctx, "eta_init"),
-               "learn_eta": _opt(ctx, "learn_eta"), "modality_dropout": _opt(ctx, "modality_dropout"),
-               "name": _opt(ctx, "name")}
+    adapter_cfg = {
+        "layers": layers,
+        "rank": _opt(ctx, "adapter_rank"),
+        "alpha": _opt(ctx, "adapter_alpha"),
+        "dropout": _opt(ctx, "adapter_dropout"),
+    }
+    head_kw = {
+        "hidden": _opt(ctx, "hidden"),
+        "dropout": _opt(ctx, "dropout"),
+        "eta_init": _opt(ctx, "eta_init"),
+        "learn_eta": _opt(ctx, "learn_eta"),
+        "modality_dropout": _opt(ctx, "modality_dropout"),
+        "name": _opt(ctx, "name"),
+    }
     joint = EtaFusionHead(dims, text_adapter=adapter_cfg, **head_kw).to(ctx.device)
     tr, va = table.rows("train"), table.rows("val")
     cfg = TuneConfig(
-        samples=_opt(ctx, "adapter_samples"), batch_size=_opt(ctx, "adapter_batch"), lr=_opt(ctx, "adapter_lr"),
-        head_lr=_opt(ctx, "adapter_head_lr"), wd=_opt(ctx, "wd"), evals=_opt(ctx, "adapter_evals"),
-        label_smoothing=_opt(ctx, "label_smoothing"), bf16=_opt(ctx, "adapter_bf16"), seed=ctx.seed,
+        samples=_opt(ctx, "adapter_samples"),
+        batch_size=_opt(ctx, "adapter_batch"),
+        lr=_opt(ctx, "adapter_lr"),
+        head_lr=_opt(ctx, "adapter_head_lr"),
+        wd=_opt(ctx, "wd"),
+        evals=_opt(ctx, "adapter_evals"),
+        label_smoothing=_opt(ctx, "label_smoothing"),
+        bf16=_opt(ctx, "adapter_bf16"),
+        seed=ctx.seed,
     )
     joint, info1 = tune(
-        joint, base, prefix, table.texts, table.x.get(IMAGE), table.mask.get(IMAGE), table.y, tr, va,
+        joint,
+        base,
+        prefix,
+        table.texts,
+        table.x.get(IMAGE),
+        table.mask.get(IMAGE),
+        table.y,
+        tr,
+        va,
         _sample_weights(table, tr, _opt(ctx, "class_balance")),
-        lambda pred, rows: _mean_f1(per_dataset_metrics(pred, table, rows)), cfg,
+        lambda pred, rows: _mean_f1(per_dataset_metrics(pred, table, rows)),
+        cfg,
     )
     adapter = joint.text_adapter
     assert adapter is not None
@@ -336,8 +357,13 @@ class ProductionRecipe:
             head, table, info, tuned = train_tuned(ctx, use_image)
             views = head.views
             text_version = tuned.version
-            extra = {"text_adapter": {**info.pop("adapter"), "base_encoder": TEXT_ENCODER_VERSION,
-                                      "encoder_version": tuned.version}}
+            extra = {
+                "text_adapter": {
+                    **info.pop("adapter"),
+                    "base_encoder": TEXT_ENCODER_VERSION,
+                    "encoder_version": tuned.version,
+                }
+            }
         else:
             torch.set_num_threads(_opt(ctx, "threads"))  # tiny MLP: more threads only spin on a busy CPU
             table = load_table(ctx, with_image=use_image)
@@ -397,8 +423,14 @@ class ProductionRecipe:
         m = per_dataset_metrics(predict_probs(head, table, rows, user_fusion=fusion)[0].numpy(), table, rows)
         return _flatten(
             m,
-            {"model": head.name, "version": head.version, "split": split, "checkpoint": str(ckpt),
-             "user_fusion": fusion, "text_encoder": enc.version},
+            {
+                "model": head.name,
+                "version": head.version,
+                "split": split,
+                "checkpoint": str(ckpt),
+                "user_fusion": fusion,
+                "text_encoder": enc.version,
+            },
         )
 
 
@@ -511,9 +543,7 @@ class LogRegRecipe:
         table = load_table(ctx, sets, with_image=False)
         rows = table.rows(_split(split))
         logits = table.x[TEXT].numpy()[rows] @ w["coef"].T + w["intercept"]
-        return _flatten(
-            per_dataset_metrics(logits.argmax(1), table, rows), {"model": "minilm-lr", "split": split}
-        )
+        return _flatten(per_dataset_metrics(logits.argmax(1), table, rows), {"model": "minilm-lr", "split": split})
 
 
 def benchmark(ctx: RecipeContext, split: str = "test") -> dict[str, Any]:

@@ -42,19 +42,28 @@ from pipelines.recipes import RecipeContext, recipe
 # Schedules from MM-DFN (docs/models.md section 1): MELD lr 5e-4..1e-3, L2 1e-4..5e-4; IEMOCAP lr 3e-4, L2 1e-4;
 # dropout 0.4; batch 32 dialogues. CPU budget deviations (recorded in every card): D = 128
 # instead of 200, K = 16 layers for MELD too (paper 32), 20 epochs on MELD (paper 30).
-_MELD = {"lr": 5e-4, "weight_decay": 1e-4, "layers": 16, "hidden": 128, "dropout": 0.4, "epochs": 20,
-         "eta": 0.5}
+_MELD = {"lr": 5e-4, "weight_decay": 1e-4, "layers": 16, "hidden": 128, "dropout": 0.4, "epochs": 20, "eta": 0.5}
 DEFAULTS: dict[str, dict[str, Any]] = {
     "meld-emotion": dict(_MELD),
     "meld-sentiment": dict(_MELD),
     # IEMOCAP has only 108 training dialogues: MM-DFN's batch 32 / lr 3e-4 gives 4 steps an epoch and
     # was still far from converged after 19 epochs (val acc .43), so batch 8, lr 1e-3, 40 epochs.
-    "iemocap": {"lr": 1e-3, "weight_decay": 1e-4, "layers": 16, "hidden": 128, "dropout": 0.4, "epochs": 40,
-                "eta": 0.5, "batch_size": 8},
+    "iemocap": {
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "layers": 16,
+        "hidden": 128,
+        "dropout": 0.4,
+        "epochs": 40,
+        "eta": 0.5,
+        "batch_size": 8,
+    },
 }
-BUDGET_NOTE = ("CPU-only budget (2 shared cores): D = 128 (docs/models.md suggests 200), K = 16 gated GCNII "
-               "layers (paper: 16 IEMOCAP / 32 MELD), 20 epochs on MELD (MM-DFN: 30); IEMOCAP batch 8 "
-               "dialogues, lr 1e-3, 40 epochs (MM-DFN: 32, 3e-4, 30) as 4 steps an epoch did not converge.")
+BUDGET_NOTE = (
+    "CPU-only budget (2 shared cores): D = 128 (docs/models.md suggests 200), K = 16 gated GCNII "
+    "layers (paper: 16 IEMOCAP / 32 MELD), 20 epochs on MELD (MM-DFN: 30); IEMOCAP batch 8 "
+    "dialogues, lr 1e-3, 40 epochs (MM-DFN: 32, 3e-4, 30) as 4 steps an epoch did not converge."
+)
 VIEW_NOTE = (
     "Only text is on disk (no IEMOCAP/MELD audio or visual features). 'text' = frozen MiniLM sentence "
     "embeddings through the BiGRU; optional 'lexicon' = VADER neg/neu/pos/compound through an MLP, an "
@@ -147,9 +156,15 @@ def build_items(ds: erc.ErcDataset, feats: dict[str, torch.Tensor]) -> dict[str,
     pos = 0
     for d in ds.dialogues:
         sl = slice(pos, pos + len(d))
-        items[d.split].append(Item(
-            id=d.id, feats={v: x[sl] for v, x in feats.items()}, user={v: hist[v][0][sl] for v in feats},
-            counts={v: hist[v][1][sl] for v in feats}, labels=torch.tensor(d.labels, dtype=torch.long)))
+        items[d.split].append(
+            Item(
+                id=d.id,
+                feats={v: x[sl] for v, x in feats.items()},
+                user={v: hist[v][0][sl] for v in feats},
+                counts={v: hist[v][1][sl] for v in feats},
+                labels=torch.tensor(d.labels, dtype=torch.long),
+            )
+        )
         pos += len(d)
     return items
 
@@ -217,8 +232,14 @@ def load_checkpoint(path: Path) -> tuple[SMOM, dict[str, Any]]:
 
 
 def machine_detail() -> dict[str, Any]:
-    return {"node": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "cpus": os.cpu_count(), "threads": torch.get_num_threads()}
+    return {
+        "node": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,9 +260,17 @@ class SMOMRecipe:
         self.dataset = dataset
 
     def _opts(self, ctx: RecipeContext) -> dict[str, Any]:
-        o: dict[str, Any] = {"views": "text", "batch_size": 32, "modality_dropout": 0.1, "cc_weight": 1e-3,
-                             "cc_lambda": 1.0, "class_weights": 0, "threads": 1, "tag": "",
-                             **DEFAULTS[self.dataset]}
+        o: dict[str, Any] = {
+            "views": "text",
+            "batch_size": 32,
+            "modality_dropout": 0.1,
+            "cc_weight": 1e-3,
+            "cc_lambda": 1.0,
+            "class_weights": 0,
+            "threads": 1,
+            "tag": "",
+            **DEFAULTS[self.dataset],
+        }
         for k, v in ctx.options.items():
             if k not in o:
                 raise KeyError(f"unknown smom option {k!r}; known: {sorted(o)}")
@@ -270,10 +299,16 @@ class SMOMRecipe:
             weights = tuple((freq.sum() / (len(freq) * freq)).tolist())
         cfg = SMOMConfig(
             views=tuple((v, int(items["train"][0].feats[v].shape[1])) for v in views),
-            n_classes=len(ds.label_names), hidden=int(o["hidden"]), eta=float(o["eta"]),
+            n_classes=len(ds.label_names),
+            hidden=int(o["hidden"]),
+            eta=float(o["eta"]),
             n_layers=int(o["layers"]),
-            dropout=float(o["dropout"]), cc_weight=float(o["cc_weight"]), cc_lambda=float(o["cc_lambda"]),
-            modality_dropout=float(o["modality_dropout"]), class_weights=weights)
+            dropout=float(o["dropout"]),
+            cc_weight=float(o["cc_weight"]),
+            cc_lambda=float(o["cc_lambda"]),
+            modality_dropout=float(o["modality_dropout"]),
+            class_weights=weights,
+        )
         model = SMOM(cfg).to(ctx.device)
         opt = torch.optim.Adam(model.parameters(), lr=float(o["lr"]), weight_decay=float(o["weight_decay"]))
         gen = torch.Generator().manual_seed(ctx.seed)
@@ -296,12 +331,24 @@ class SMOMRecipe:
                 tot, steps = tot + float(losses["loss"].detach()), steps + 1
             scores, y = predict(model, items["val"], bs)
             val = classification_metrics(scores, y, ds.label_names)
-            history.append({"epoch": epoch, "train_loss": tot / max(steps, 1),
-                            "val_accuracy": val["accuracy"], "val_f1_weighted": val["f1_weighted"]})
-            bar.set_postfix(loss=f"{tot / max(steps, 1):.3f}", val_acc=f"{val['accuracy']:.4f}",
-                            val_wf1=f"{val['f1_weighted']:.4f}", refresh=False)
-            bar.write(f"epoch {epoch}: loss {tot / max(steps, 1):.4f} val acc {val['accuracy']:.4f} "
-                      f"wF1 {val['f1_weighted']:.4f}")
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": tot / max(steps, 1),
+                    "val_accuracy": val["accuracy"],
+                    "val_f1_weighted": val["f1_weighted"],
+                }
+            )
+            bar.set_postfix(
+                loss=f"{tot / max(steps, 1):.3f}",
+                val_acc=f"{val['accuracy']:.4f}",
+                val_wf1=f"{val['f1_weighted']:.4f}",
+                refresh=False,
+            )
+            bar.write(
+                f"epoch {epoch}: loss {tot / max(steps, 1):.4f} val acc {val['accuracy']:.4f} "
+                f"wF1 {val['f1_weighted']:.4f}"
+            )
             if val["f1_weighted"] > best["f1"]:
                 best = {"f1": val["f1_weighted"], "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
         model.load_state_dict(best["state"])
@@ -312,22 +359,48 @@ class SMOMRecipe:
                 metrics[split] = classification_metrics(scores, y, ds.label_names)
         n_hist = sum(int((it.counts[views[0]] > 0).sum()) for s in ("val", "test") for it in items[s])
         card = {
-            "model": "smom", "dataset": self.dataset,
-            "data": {"source": "meld CSVs (named speakers)" if self.dataset.startswith("meld")
-                     else "COSMIC iemocap.pkl (speakers = 10 actors)",
-                     "labels": list(ds.label_names), "counts": ds.counts(), "views": list(views),
-                     "text_encoder": "all-MiniLM-L6-v2 (frozen, pooled, cached)", "limit": ctx.limit,
-                     "eval_utterances_with_history": n_hist},
-            "views_decision": VIEW_NOTE, "budget_deviations": BUDGET_NOTE,
+            "model": "smom",
+            "dataset": self.dataset,
+            "data": {
+                "source": "meld CSVs (named speakers)"
+                if self.dataset.startswith("meld")
+                else "COSMIC iemocap.pkl (speakers = 10 actors)",
+                "labels": list(ds.label_names),
+                "counts": ds.counts(),
+                "views": list(views),
+                "text_encoder": "all-MiniLM-L6-v2 (frozen, pooled, cached)",
+                "limit": ctx.limit,
+                "eval_utterances_with_history": n_hist,
+            },
+            "views_decision": VIEW_NOTE,
+            "budget_deviations": BUDGET_NOTE,
             "user_history": "u = causal running mean of the speaker's earlier utterances' raw features "
-                            "(train -> dev -> test timeline), f(u) = the same extractor, masked where n = 0",
+            "(train -> dev -> test timeline), f(u) = the same extractor, masked where n = 0",
             "metrics": metrics,
             "selection": {"rule": "best validation weighted F1", "best_epoch": best["epoch"]},
-            "training": {**{k: o[k] for k in ("lr", "weight_decay", "epochs", "batch_size", "eta", "layers",
-                                               "hidden", "dropout", "modality_dropout", "class_weights")},
-                         "seed": ctx.seed, "optimizer": "Adam", "seconds": round(time.time() - t0, 1),
-                         "history": history},
-            "command": ctx.command, "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "training": {
+                **{
+                    k: o[k]
+                    for k in (
+                        "lr",
+                        "weight_decay",
+                        "epochs",
+                        "batch_size",
+                        "eta",
+                        "layers",
+                        "hidden",
+                        "dropout",
+                        "modality_dropout",
+                        "class_weights",
+                    )
+                },
+                "seed": ctx.seed,
+                "optimizer": "Adam",
+                "seconds": round(time.time() - t0, 1),
+                "history": history,
+            },
+            "command": ctx.command,
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine_detail": machine_detail(),
         }
         return save_checkpoint(self.checkpoint_dir(ctx, str(o["tag"])), model, ds.label_names, card)
@@ -341,8 +414,13 @@ class SMOMRecipe:
         if not items.get(split):
             raise ValueError(f"split {split!r} is empty for {self.dataset}")
         scores, y = predict(model, items[split])
-        return {"model": "smom", "dataset": self.dataset, "split": split, "checkpoint": str(path),
-                **classification_metrics(scores, y, ds.label_names)}
+        return {
+            "model": "smom",
+            "dataset": self.dataset,
+            "split": split,
+            "checkpoint": str(path),
+            **classification_metrics(scores, y, ds.label_names),
+        }
 
 
 @recipe("smom", "meld-emotion")

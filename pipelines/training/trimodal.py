@@ -104,8 +104,12 @@ def _coerce(value: Any, default: Any) -> Any:
 
 def make_config(cls: type, dims: TriModalDims, opts: dict[str, Any]) -> Any:
     """A model config dataclass from the dims plus any matching options (`eln_<field>` for ELN)."""
-    cfg: dict[str, Any] = {"text_dim": dims.text, "audio_dim": dims.audio, "vision_dim": dims.vision,
-                           "n_outputs": dims.n_outputs}
+    cfg: dict[str, Any] = {
+        "text_dim": dims.text,
+        "audio_dim": dims.audio,
+        "vision_dim": dims.vision,
+        "n_outputs": dims.n_outputs,
+    }
     defaults = cls()  # type: ignore[call-arg]
     names = {f.name for f in fields(cls)}
     for k, v in opts.items():
@@ -159,13 +163,26 @@ TRIMODAL_MODELS: dict[str, TriModalSpec] = {
     "ghrnn-cma": TriModalSpec(_build_ghrnn, notes="loss = task + Loss_in (InfoNCE t-a, t-v, weight 1)"),
     "late-fusion": TriModalSpec(_build_late, notes="per-view ELN/text encoder + linear head, mean of heads"),
     # KuDA's schedule (docs/models.md section 4): batch 32, lr about 1e-4, wd 1e-5, MSE; selection on validation.
-    "amsgfn": TriModalSpec(_build_amsgfn, regression_loss="mse", lr=1e-4, weight_decay=1e-5, epochs=50,
-                           patience=10, notes="loss = MSE/CE + 0.1 L_align (NT-Xent t-a, t-v, a-v) "
-                                              "+ 0.1 sum_m KuDA-NCE(X_p^[N], X_m); extras: modality_weights = s"),
+    "amsgfn": TriModalSpec(
+        _build_amsgfn,
+        regression_loss="mse",
+        lr=1e-4,
+        weight_decay=1e-5,
+        epochs=50,
+        patience=10,
+        notes="loss = MSE/CE + 0.1 L_align (NT-Xent t-a, t-v, a-v) "
+        "+ 0.1 sum_m KuDA-NCE(X_p^[N], X_m); extras: modality_weights = s",
+    ),
     # TeCaFN code schedule (docs/models.md section 5): Adam lr 1e-3, wd 1e-4, batch 32, clip 1.0, 40 epochs.
-    "tecafn": TriModalSpec(_build_tecafn, regression_loss="l1", lr=1e-3, weight_decay=1e-4, epochs=40,
-                           patience=10, notes="loss = L1/CE + 0.1 (L_tcon + L_bicon) + 0.1 L_ap; replacement "
-                                              "gate p=0.5 in training only"),
+    "tecafn": TriModalSpec(
+        _build_tecafn,
+        regression_loss="l1",
+        lr=1e-3,
+        weight_decay=1e-4,
+        epochs=40,
+        patience=10,
+        notes="loss = L1/CE + 0.1 (L_tcon + L_bicon) + 0.1 L_ap; replacement gate p=0.5 in training only",
+    ),
 }
 
 
@@ -210,10 +227,17 @@ def _data_mmsa(ctx: RecipeContext) -> TriModalData:
     metric = str(ctx.options.get("metrics", "mosi"))
     if metric not in {"mosi", "sims"}:
         raise ValueError("metrics must be 'mosi' or 'sims'")
-    return TriModalData("mmsa", splits, (), metric, "cls",
-                        {"text": "MMSA text features ([CLS] at position 0)", "audio": "MMSA audio",
-                         "vision": "MMSA vision"}, "MMSA train/valid/test",
-                        {"epochs": 30, "standardize": True}, {"path": str(path)})
+    return TriModalData(
+        "mmsa",
+        splits,
+        (),
+        metric,
+        "cls",
+        {"text": "MMSA text features ([CLS] at position 0)", "audio": "MMSA audio", "vision": "MMSA vision"},
+        "MMSA train/valid/test",
+        {"epochs": 30, "standardize": True},
+        {"path": str(path)},
+    )
 
 
 def _data_emodb(ctx: RecipeContext) -> TriModalData:
@@ -221,26 +245,50 @@ def _data_emodb(ctx: RecipeContext) -> TriModalData:
 
     source = str(ctx.options.get("text_source", "sentence"))
     heard = ctx.options.get("transcripts")
-    splits = emodb.load_emodb_trimodal(ctx.data_dir, ctx.cache_dir, device=ctx.device, text_source=source,
-                                       transcripts=Path(str(heard)) if heard else None)
-    text = {"sentence": "MiniLM token states of the German sentence (no label information)",
-            "transcript": f"MiniLM token states of what Whisper heard in the clip ({heard}; none heard: masked)",
-            "none": "absent (audio only)"}[source]
+    splits = emodb.load_emodb_trimodal(
+        ctx.data_dir,
+        ctx.cache_dir,
+        device=ctx.device,
+        text_source=source,
+        transcripts=Path(str(heard)) if heard else None,
+    )
+    text = {
+        "sentence": "MiniLM token states of the German sentence (no label information)",
+        "transcript": f"MiniLM token states of what Whisper heard in the clip ({heard}; none heard: masked)",
+        "none": "absent (audio only)",
+    }[source]
     info = {"text_source": source, **({"transcripts": str(heard)} if heard else {})}
-    return TriModalData("emodb", splits, emodb.EMOTIONS, "classification", "mean",
-                        {"text": text, "audio": emodb.FRONTEND_DESCRIPTION, "vision": "absent"},
-                        emodb.SPLIT_RULE, {"epochs": 100, "patience": 20, "standardize": True, "batch_size": 16},
-                        info)
+    return TriModalData(
+        "emodb",
+        splits,
+        emodb.EMOTIONS,
+        "classification",
+        "mean",
+        {"text": text, "audio": emodb.FRONTEND_DESCRIPTION, "vision": "absent"},
+        emodb.SPLIT_RULE,
+        {"epochs": 100, "patience": 20, "standardize": True, "batch_size": 16},
+        info,
+    )
 
 
 def _data_mvsa(ctx: RecipeContext) -> TriModalData:
     from pipelines.datasets import mvsa_trimodal
 
     splits = mvsa_trimodal.load_mvsa_single_trimodal(ctx.data_dir, ctx.cache_dir, device=ctx.device)
-    return TriModalData("mvsa-single", splits, mvsa_trimodal.LABELS, "classification", "mean",
-                        {"text": "MiniLM last-layer [CLS] + word-token states (<= 64 tokens)",
-                         "audio": "absent", "vision": "EfficientNet-Lite0 feature map, 49 regions x 1280"},
-                        "CLMLF standard split 3611/450/450", {"epochs": 20, "patience": 6, "standardize": False})
+    return TriModalData(
+        "mvsa-single",
+        splits,
+        mvsa_trimodal.LABELS,
+        "classification",
+        "mean",
+        {
+            "text": "MiniLM last-layer [CLS] + word-token states (<= 64 tokens)",
+            "audio": "absent",
+            "vision": "EfficientNet-Lite0 feature map, 49 regions x 1280",
+        },
+        "CLMLF standard split 3611/450/450",
+        {"epochs": 20, "patience": 6, "standardize": False},
+    )
 
 
 def _data_mosi_audio(ctx: RecipeContext) -> TriModalData:
@@ -248,11 +296,20 @@ def _data_mosi_audio(ctx: RecipeContext) -> TriModalData:
 
     context = _bool(ctx.options.get("context", True))
     splits = mosi_audio.load_mosi_audio(ctx.data_dir, context=context)
-    return TriModalData("mosi-audio", splits, mosi_audio.LABELS, "classification", "cls",
-                        {"text": "absent", "audio": "the utterance's 73-d openSMILE vector (length 1)",
-                         "vision": "context: the video's utterance vectors (vision slot)" if context else "absent"},
-                        "bc-LSTM speaker-independent 62/31 videos; 6 training videos (seed 0) held out for validation",
-                        {"epochs": 40, "patience": 10, "standardize": True})
+    return TriModalData(
+        "mosi-audio",
+        splits,
+        mosi_audio.LABELS,
+        "classification",
+        "cls",
+        {
+            "text": "absent",
+            "audio": "the utterance's 73-d openSMILE vector (length 1)",
+            "vision": "context: the video's utterance vectors (vision slot)" if context else "absent",
+        },
+        "bc-LSTM speaker-independent 62/31 videos; 6 training videos (seed 0) held out for validation",
+        {"epochs": 40, "patience": 10, "standardize": True},
+    )
 
 
 DATASETS: dict[str, Callable[[RecipeContext], TriModalData]] = {
@@ -268,8 +325,10 @@ def prepare_data(dataset: str, ctx: RecipeContext) -> TriModalData:
     data = DATASETS[dataset](ctx)
     if ctx.limit:
         rng = np.random.default_rng(ctx.seed)
-        data.splits = {s: sp.subset(np.sort(rng.permutation(len(sp))[: ctx.limit])) if len(sp) > ctx.limit else sp
-                       for s, sp in data.splits.items()}
+        data.splits = {
+            s: sp.subset(np.sort(rng.permutation(len(sp))[: ctx.limit])) if len(sp) > ctx.limit else sp
+            for s, sp in data.splits.items()
+        }
     if _bool(ctx.options.get("standardize", data.defaults.get("standardize", True))):
         tr, (va, te), data.stats = standardize(data.splits["train"], [data.splits["val"], data.splits["test"]])
         data.splits = {"train": tr, "val": va, "test": te}
@@ -342,8 +401,21 @@ class TriModalRecipe:
         }
 
     def _build_options(self, ctx: RecipeContext, data: TriModalData) -> dict[str, Any]:
-        skip = {"lr", "weight_decay", "batch_size", "epochs", "patience", "tag", "path", "metrics", "context",
-                "standardize", "threads", "text_source", "transcripts"}
+        skip = {
+            "lr",
+            "weight_decay",
+            "batch_size",
+            "epochs",
+            "patience",
+            "tag",
+            "path",
+            "metrics",
+            "context",
+            "standardize",
+            "threads",
+            "text_source",
+            "transcripts",
+        }
         opts: dict[str, Any] = {"text_pool": data.text_pool}
         opts.update({k: v for k, v in ctx.options.items() if k not in skip})
         return opts
@@ -386,9 +458,13 @@ class TriModalRecipe:
                 nb += 1
             m = compute_metrics(data, predict(model, val, ctx.device), val.labels)
             score = selection_score(data, m)
-            rec = {"epoch": epoch, "task_loss": round(sums["task"] / max(nb, 1), 4),
-                   "aux_loss": round(sums["aux"] / max(nb, 1), 4), "val_score": round(score, 4),
-                   "elapsed_s": round(time.time() - t0, 1)}
+            rec = {
+                "epoch": epoch,
+                "task_loss": round(sums["task"] / max(nb, 1), 4),
+                "aux_loss": round(sums["aux"] / max(nb, 1), 4),
+                "val_score": round(score, 4),
+                "elapsed_s": round(time.time() - t0, 1),
+            }
             history.append(rec)
             bar.set_postfix(loss=rec["task_loss"], val=rec["val_score"])
             if score > best["score"]:
@@ -410,34 +486,56 @@ class TriModalRecipe:
             "dataset": self.dataset,
             "task": data.dims.task,
             "labels": list(data.labels),
-            "dims": {"text": data.dims.text, "audio": data.dims.audio, "vision": data.dims.vision,
-                     "n_outputs": data.dims.n_outputs},
+            "dims": {
+                "text": data.dims.text,
+                "audio": data.dims.audio,
+                "vision": data.dims.vision,
+                "n_outputs": data.dims.n_outputs,
+            },
             "build_options": build_opts,
             "config": cfg,
-            "data": {"splits": data.info["n"], "views": data.views, "split_rule": data.split_rule,
-                     "source": str(ctx.data_dir), "limit_per_split": ctx.limit,
-                     "standardized": data.info.get("standardized", []),
-                     **{k: v for k, v in data.info.items() if k not in {"n", "standardized"}}},
-            "training": {**st, "seed": ctx.seed, "best_epoch": best["epoch"], "epochs_run": len(history),
-                         "train_seconds": round(train_s, 1), "optimizer": "Adam",
-                         "selection": "best validation " + ("(accuracy + weighted F1)/2"
-                                                            if data.metric == "classification" else "MAE"),
-                         "notes": self.spec.notes},
+            "data": {
+                "splits": data.info["n"],
+                "views": data.views,
+                "split_rule": data.split_rule,
+                "source": str(ctx.data_dir),
+                "limit_per_split": ctx.limit,
+                "standardized": data.info.get("standardized", []),
+                **{k: v for k, v in data.info.items() if k not in {"n", "standardized"}},
+            },
+            "training": {
+                **st,
+                "seed": ctx.seed,
+                "best_epoch": best["epoch"],
+                "epochs_run": len(history),
+                "train_seconds": round(train_s, 1),
+                "optimizer": "Adam",
+                "selection": "best validation "
+                + ("(accuracy + weighted F1)/2" if data.metric == "classification" else "MAE"),
+                "notes": self.spec.notes,
+            },
             "metrics": metrics,
             "metric_line": {k: format_metric_line(v) for k, v in metrics.items()},
             "history": history,
             "command": ctx.command,
             "options": {k: str(v) for k, v in ctx.options.items()},
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": {"node": platform.node(), "python": platform.python_version(), "torch": torch.__version__,
-                        "threads": torch.get_num_threads(), "device": ctx.device},
+            "machine": {
+                "node": platform.node(),
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "device": ctx.device,
+            },
         }
         save_checkpoint(out_dir, model, card)
         if data.stats:
             save_standardizers(out_dir, data.stats, f"{self.dataset} train split, {data.info['n']['train']} samples")
-        print(f"saved {out_dir}: best epoch {best['epoch']} ({train_s:.0f}s)\n"
-              f"  val  {format_metric_line(metrics['val'])}\n  test {format_metric_line(metrics['test'])}",
-              flush=True)
+        print(
+            f"saved {out_dir}: best epoch {best['epoch']} ({train_s:.0f}s)\n"
+            f"  val  {format_metric_line(metrics['val'])}\n  test {format_metric_line(metrics['test'])}",
+            flush=True,
+        )
         return out_dir
 
     def evaluate(self, ctx: RecipeContext, split: str) -> dict[str, Any]:
@@ -446,14 +544,17 @@ class TriModalRecipe:
         card = read_card(path)
         data = prepare_data(self.dataset, ctx)
         d = card["dims"]
-        model = self.spec.build(TriModalDims(d["text"], d["audio"], d["vision"], d["n_outputs"]),
-                                card["build_options"])
+        model = self.spec.build(TriModalDims(d["text"], d["audio"], d["vision"], d["n_outputs"]), card["build_options"])
         load_weights(model, path)
         model.to(ctx.device)
         sp = data.splits[split]
         m: dict[str, Any] = compute_metrics(data, predict(model, sp, ctx.device), sp.labels)
-        out: dict[str, Any] = {"model": self.model_name, "dataset": self.dataset, "split": split,
-                               "checkpoint": str(path)}
+        out: dict[str, Any] = {
+            "model": self.model_name,
+            "dataset": self.dataset,
+            "split": split,
+            "checkpoint": str(path),
+        }
         out.update(m)
         out["line"] = format_metric_line(m)
         return out
@@ -465,8 +566,11 @@ def save_checkpoint(out_dir: Path, model: nn.Module, card: dict[str, Any]) -> No
 
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(out_dir / "model.safetensors"),
-              metadata={"model": str(card.get("model")), "version": str(card.get("version"))})
+    save_file(
+        state,
+        str(out_dir / "model.safetensors"),
+        metadata={"model": str(card.get("model")), "version": str(card.get("version"))},
+    )
     (out_dir / "card.json").write_text(json.dumps(card, indent=2, default=str), encoding="utf-8")
 
 
@@ -488,8 +592,9 @@ def load_trimodal(path: Path, device: str = "cpu") -> tuple[nn.Module, dict[str,
     """Rebuild a trained tri-modal model from its checkpoint directory."""
     card = read_card(path)
     d = card["dims"]
-    model = TRIMODAL_MODELS[card["model"]].build(TriModalDims(d["text"], d["audio"], d["vision"], d["n_outputs"]),
-                                                 card["build_options"])
+    model = TRIMODAL_MODELS[card["model"]].build(
+        TriModalDims(d["text"], d["audio"], d["vision"], d["n_outputs"]), card["build_options"]
+    )
     return load_weights(model, path).to(device), card
 
 
@@ -514,7 +619,12 @@ def refit_standardizers(ckpt_dir: Path, ctx: RecipeContext) -> Path | None:
     card = read_card(ckpt_dir)
     if not card.get("data", {}).get("standardized"):
         return None
-    data = prepare_data(card["dataset"], RecipeContext(ctx.data_dir, ctx.checkpoints_dir, ctx.cache_dir,
-                                                       device=ctx.device, options={"standardize": True}))
-    return save_standardizers(Path(ckpt_dir), data.stats,
-                              f"{card['dataset']} train split, {data.info['n']['train']} samples (refitted)")
+    data = prepare_data(
+        card["dataset"],
+        RecipeContext(
+            ctx.data_dir, ctx.checkpoints_dir, ctx.cache_dir, device=ctx.device, options={"standardize": True}
+        ),
+    )
+    return save_standardizers(
+        Path(ckpt_dir), data.stats, f"{card['dataset']} train split, {data.info['n']['train']} samples (refitted)"
+    )

@@ -40,9 +40,7 @@ def scored_from_row(row: dict[str, str], watch_ids: dict[str, int]) -> ScoredPos
     )
 
 
-def airline_stream(
-    path: Path, watch_ids: dict[str, int] | None = None, dedupe: bool = True
-) -> Iterator[ScoredPost]:
+def airline_stream(path: Path, watch_ids: dict[str, int] | None = None, dedupe: bool = True) -> Iterator[ScoredPost]:
     """Every tweet in event-time order (ties by file order); duplicated tweet ids once if ``dedupe``."""
     ids = watch_ids or {a: i + 1 for i, a in enumerate(AIRLINES)}
     rows: list[tuple[float, int, dict[str, str]]] = []

@@ -188,9 +188,7 @@ class TrendProcessor:
         ids = list(ids)
         if ids:
             with self.engine.begin() as conn:
-                conn.execute(
-                    text("UPDATE alert_firings SET published_at = now() WHERE id = ANY(:ids)"), {"ids": ids}
-                )
+                conn.execute(text("UPDATE alert_firings SET published_at = now() WHERE id = ANY(:ids)"), {"ids": ids})
 
     # --- steps --------------------------------------------------------------------------------
 
@@ -269,10 +267,7 @@ class TrendProcessor:
 
     def _watermark(self, conn: Connection) -> datetime | None:
         rows = conn.execute(
-            text(
-                "SELECT partition, max_event_time, updated_at, now() AS now "
-                "FROM trend_watermarks WHERE source = :s"
-            ),
+            text("SELECT partition, max_event_time, updated_at, now() AS now FROM trend_watermarks WHERE source = :s"),
             {"s": self.cfg.source},
         ).all()
         if not rows:
@@ -324,9 +319,7 @@ class TrendProcessor:
     def _evaluate_rules(self, conn: Connection, closed: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rules = [
             Rule.from_row(r)
-            for r in conn.execute(text("SELECT * FROM alert_rules WHERE enabled ORDER BY id"))
-            .mappings()
-            .all()
+            for r in conn.execute(text("SELECT * FROM alert_rules WHERE enabled ORDER BY id")).mappings().all()
         ]
         rules = [r for r in rules if r.window_size in self._spec_by_name]
         if not rules:
@@ -513,9 +506,7 @@ class _HistoryCache:
         ws = win["window_start"]
         if rule.seasonality == "hour_of_day" and 86400 % spec.step_s == 0:
             same = [
-                ws - timedelta(days=d) + timedelta(seconds=k * spec.step_s)
-                for d in range(1, 8)
-                for k in (-1, 0, 1)
+                ws - timedelta(days=d) + timedelta(seconds=k * spec.step_s) for d in range(1, 8) for k in (-1, 0, 1)
             ]
             seasonal = take(same, len(same))
             if len(seasonal) >= rule.min_baseline:

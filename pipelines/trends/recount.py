@@ -37,8 +37,9 @@ def closed_windows(engine: Engine, size: str) -> dict[tuple[int, Any], dict[str,
 def closed_through(engine: Engine, source: str) -> datetime | None:
     """How far the trends worker reading `source` (a posts.scored topic) has closed windows."""
     with engine.connect() as c:
-        return c.execute(text("SELECT closed_through FROM trend_progress WHERE source = :s"),
-                         {"s": source}).scalar_one_or_none()
+        return c.execute(
+            text("SELECT closed_through FROM trend_progress WHERE source = :s"), {"s": source}
+        ).scalar_one_or_none()
 
 
 def hourly_mismatches(engine: Engine, through: datetime) -> tuple[int, list[str]]:
@@ -69,5 +70,8 @@ def late_explained(engine: Engine, through: datetime) -> int:
     """Closed hourly windows that differ from the recount only by the posts they counted as late."""
     expected = {k: v for k, v in recount_hourly(engine).items() if k[1] + timedelta(hours=1) <= through}
     got = closed_windows(engine, "1h")
-    return sum(1 for k, e in expected.items() if k in got and got[k]["n_posts"] != e["n_posts"]
-               and got[k]["n_posts"] + got[k]["late_posts"] == e["n_posts"])
+    return sum(
+        1
+        for k, e in expected.items()
+        if k in got and got[k]["n_posts"] != e["n_posts"] and got[k]["n_posts"] + got[k]["late_posts"] == e["n_posts"]
+    )

@@ -31,8 +31,9 @@ def clean(text: str) -> str:
     return _NOISE.sub(" ", text.lower()).replace("'", "").replace("\u2019", "")
 
 
-def distinguishing_terms(window: Sequence[str], baseline: Sequence[str], top: int = 8,
-                         min_posts: int = 2, min_lift: float = 1.5) -> list[dict[str, Any]]:
+def distinguishing_terms(
+    window: Sequence[str], baseline: Sequence[str], top: int = 8, min_posts: int = 2, min_lift: float = 1.5
+) -> list[dict[str, Any]]:
     """The `top` terms of `window` against `baseline`, best first: term, score, posts in each.
 
     A term inside a better-ranked one (``bag`` under ``lost bag``) is skipped,
@@ -40,8 +41,9 @@ def distinguishing_terms(window: Sequence[str], baseline: Sequence[str], top: in
     """
     if not window:
         return []
-    vec = CountVectorizer(preprocessor=clean, stop_words=_STOP, ngram_range=(1, 2),
-                          token_pattern=r"(?u)\b[a-z][a-z]+\b", binary=True)
+    vec = CountVectorizer(
+        preprocessor=clean, stop_words=_STOP, ngram_range=(1, 2), token_pattern=r"(?u)\b[a-z][a-z]+\b", binary=True
+    )
     try:
         docs = vec.fit_transform([*window, *baseline])
     except ValueError:  # nothing but stop-words and handles
@@ -64,9 +66,16 @@ def distinguishing_terms(window: Sequence[str], baseline: Sequence[str], top: in
     for score, term, nw, nb in scored:
         if any(_overlaps(term, p["term"]) for p in picked):
             continue
-        picked.append({"term": str(term), "score": round(float(score), 5), "window_posts": nw, "baseline_posts": nb,
-                       "window_share": round(nw / n_win, 4),
-                       "baseline_share": round(nb / len(baseline), 4) if baseline else None})
+        picked.append(
+            {
+                "term": str(term),
+                "score": round(float(score), 5),
+                "window_posts": nw,
+                "baseline_posts": nb,
+                "window_share": round(nw / n_win, 4),
+                "baseline_share": round(nb / len(baseline), 4) if baseline else None,
+            }
+        )
         if len(picked) >= top:
             break
     return picked
@@ -86,8 +95,10 @@ def reason_mix(reasons: Iterable[str | None]) -> list[dict[str, Any]]:
     """Share of each reason among the posts that have one, largest first."""
     counts = Counter(r for r in reasons if r)
     total = sum(counts.values())
-    return [{"reason": r, "posts": n, "share": round(n / total, 4)}
-            for r, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    return [
+        {"reason": r, "posts": n, "share": round(n / total, 4)}
+        for r, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
 
 
 def compare_mix(window: Iterable[str | None], baseline: Iterable[str | None]) -> list[dict[str, Any]]:

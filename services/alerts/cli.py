@@ -11,9 +11,7 @@ from services.alerts import manage
 from services.alerts.policy import UrlPolicy
 from services.config import get_settings
 
-alerts_app = typer.Typer(
-    help="Alert rules, webhook endpoints, silences and the dispatcher.", no_args_is_help=True
-)
+alerts_app = typer.Typer(help="Alert rules, webhook endpoints, silences and the dispatcher.", no_args_is_help=True)
 rules_app = typer.Typer(help="Alert rules evaluated when a trend window closes.", no_args_is_help=True)
 endpoints_app = typer.Typer(help="Signed webhook targets.", no_args_is_help=True)
 silences_app = typer.Typer(help="Mute notifications for a while.", no_args_is_help=True)
@@ -64,9 +62,7 @@ def resend(
 def rules_add(
     name: str,
     kind: Annotated[str, typer.Option(help="threshold | spike | surge | dip")],
-    metric: Annotated[
-        str | None, typer.Option(help="n_posts, n_negative, share_negative, mean_score ...")
-    ] = None,
+    metric: Annotated[str | None, typer.Option(help="n_posts, n_negative, share_negative, mean_score ...")] = None,
     window: Annotated[str, typer.Option(help="window size: 1m, 5m, 1h, 1h@5m")] = "1h",
     watch_id: Annotated[int | None, typer.Option(help="one watch; default all")] = None,
     op: Annotated[str, typer.Option(help="threshold comparison")] = ">=",
@@ -214,9 +210,7 @@ def silences_expire(silence_id: int) -> None:
 
 @alerts_app.command("bench")
 def bench(
-    database_url: Annotated[
-        str, typer.Option(help="a SCRATCH database: the replay clears its trend and alert tables")
-    ],
+    database_url: Annotated[str, typer.Option(help="a SCRATCH database: the replay clears its trend and alert tables")],
     out: Annotated[str, typer.Option(help="Markdown report; the JSON goes beside it")] = "docs/alerts-quality.md",
 ) -> None:
     """Alert quality on the real airline stream: incidents from the human labels, every rule set

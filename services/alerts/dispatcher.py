@@ -288,15 +288,11 @@ class Dispatcher:
             self._notify(s, g, f, "repeat" if g.last_notified_status == "firing" else "initial", at, now)
             s.flush()
 
-    def _notify(
-        self, s: Session, g: AlertGroup, f: AlertFiring, reason: str, at: datetime, now: datetime
-    ) -> None:
+    def _notify(self, s: Session, g: AlertGroup, f: AlertFiring, reason: str, at: datetime, now: datetime) -> None:
         """Notifications to every endpoint; ``at`` is the event time of the decision."""
         rule = s.get(AlertRule, f.rule_id) if f.rule_id is not None else None
         watch = s.get(Watch, f.watch_id)
-        endpoints = s.scalars(
-            select(WebhookEndpoint).where(WebhookEndpoint.enabled).order_by(WebhookEndpoint.id)
-        ).all()
+        endpoints = s.scalars(select(WebhookEndpoint).where(WebhookEndpoint.enabled).order_by(WebhookEndpoint.id)).all()
         endpoints = [e for e in endpoints if severity_rank(f.severity) >= severity_rank(e.min_severity)]
         firing = _row(f)
         firing["why"] = stored_why(s.connection(), firing)
@@ -374,11 +370,7 @@ class Dispatcher:
             for n, ep in rows:
                 n.state, n.attempts = "sending", n.attempts + 1
                 n.lease_until = now + timedelta(seconds=max(self.cfg.lease_s, ep.timeout_s + 5))
-                out.append(
-                    _Claim(
-                        n.id, n.attempts, n.msg_id, n.body, ep.url, ep.secret, ep.timeout_s, ep.max_attempts
-                    )
-                )
+                out.append(_Claim(n.id, n.attempts, n.msg_id, n.body, ep.url, ep.secret, ep.timeout_s, ep.max_attempts))
             return out
 
     def _attempt(self, c: _Claim) -> _Result:
@@ -412,9 +404,7 @@ class Dispatcher:
         if outcome == "retry" and c.attempt >= c.max_attempts:
             outcome = "dead"
         if outcome == "retry":
-            next_at = now + timedelta(
-                seconds=backoff_s(c.attempt, self.cfg.backoff_base_s, self.cfg.backoff_max_s)
-            )
+            next_at = now + timedelta(seconds=backoff_s(c.attempt, self.cfg.backoff_base_s, self.cfg.backoff_max_s))
         state = {"ok": "delivered", "retry": "pending"}.get(outcome, "dead")  # dead | blocked -> dead
         with Session(self.engine) as s, s.begin():
             s.add(

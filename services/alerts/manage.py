@@ -174,9 +174,7 @@ def _endpoint_dict(ep: WebhookEndpoint, reveal: bool) -> dict[str, Any]:
 
 def list_endpoints(db: str | Engine) -> list[dict[str, Any]]:
     with Session(_engine(db)) as s:
-        return [
-            _endpoint_dict(e, False) for e in s.scalars(select(WebhookEndpoint).order_by(WebhookEndpoint.id))
-        ]
+        return [_endpoint_dict(e, False) for e in s.scalars(select(WebhookEndpoint).order_by(WebhookEndpoint.id))]
 
 
 def delete_endpoint(db: str | Engine, endpoint: int | str) -> bool:
@@ -251,9 +249,12 @@ def resend_dead(db: str | Engine, notification_ids: list[int] | None = None, end
     The body and `msg_id` are kept, so a receiver that got an earlier attempt after all sees the
     same `webhook-id` and can drop the repeat. The attempt budget starts afresh.
     """
-    stmt = (update(Notification).where(Notification.state == "dead")
-            .values(state="pending", attempts=0, next_attempt_at=func.now(), lease_until=None)
-            .returning(Notification.id))
+    stmt = (
+        update(Notification)
+        .where(Notification.state == "dead")
+        .values(state="pending", attempts=0, next_attempt_at=func.now(), lease_until=None)
+        .returning(Notification.id)
+    )
     if notification_ids is not None:
         stmt = stmt.where(Notification.id.in_(notification_ids))
     if endpoint is not None:

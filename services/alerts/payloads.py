@@ -86,9 +86,7 @@ def slack_payload(data: dict[str, Any], now: datetime) -> str:
     icon = (
         ":white_check_mark:"
         if data["status"] == "resolved"
-        else {"critical": ":rotating_light:", "warning": ":warning:"}.get(
-            r["severity"], ":information_source:"
-        )
+        else {"critical": ":rotating_light:", "warning": ":warning:"}.get(r["severity"], ":information_source:")
     )
     who = w["name"] or f"watch {w['id']}"
     title = f"{icon} [{data['status'].upper()}] {r['name']}: {who}"
@@ -110,24 +108,22 @@ def slack_payload(data: dict[str, Any], now: datetime) -> str:
     if why.get("reasons") or why.get("phrases"):
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": why_line(why)[:2900]}})
     if why.get("samples"):
-        lines = [f"<{p['url']}|@{p['author_handle'] or p['author_id']}> {p['created_at']}: {_quote(p['text'])}"
-                 for p in why["samples"]]
+        lines = [
+            f"<{p['url']}|@{p['author_handle'] or p['author_id']}> {p['created_at']}: {_quote(p['text'])}"
+            for p in why["samples"]
+        ]
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:2900]}})
     elif a["sample_post_ids"]:
         blocks.append(
             {
                 "type": "context",
-                "elements": [
-                    {"type": "mrkdwn", "text": "Sample posts: " + ", ".join(a["sample_post_ids"][:5])}
-                ],
+                "elements": [{"type": "mrkdwn", "text": "Sample posts: " + ", ".join(a["sample_post_ids"][:5])}],
             }
         )
     blocks.append(
         {
             "type": "context",
-            "elements": [
-                {"type": "mrkdwn", "text": f"<{data['dashboard_url']}|Open dashboard> · {_iso(now)}"}
-            ],
+            "elements": [{"type": "mrkdwn", "text": f"<{data['dashboard_url']}|Open dashboard> · {_iso(now)}"}],
         }
     )
     return json.dumps({"text": title, "blocks": blocks}, separators=(",", ":"))

@@ -96,9 +96,7 @@ class UrlPolicy:
             or _in(ip, _EXTRA_BLOCKED)
         )
         if special:
-            raise PolicyError(
-                f"{ip} is a private/loopback/reserved address (allow it with an allow-list CIDR)"
-            )
+            raise PolicyError(f"{ip} is a private/loopback/reserved address (allow it with an allow-list CIDR)")
 
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")

@@ -167,8 +167,9 @@ def score(
     for inc in incidents:
         hit = [e for e in episodes if e.watch_id == inc.watch_id and inc.start <= e.opened <= inc.last]
         open_at_start = [
-            e for e in episodes if e.watch_id == inc.watch_id and e.opened < inc.start
-            and (e.resolved is None or e.resolved > inc.start)
+            e
+            for e in episodes
+            if e.watch_id == inc.watch_id and e.opened < inc.start and (e.resolved is None or e.resolved > inc.start)
         ]
         covering = hit[:1] or open_at_start[:1]
         late = int((hit[0].opened - inc.start) / HOUR) if hit else (0 if open_at_start else None)
@@ -192,9 +193,7 @@ def score(
             american["first"] = late == 0
             end_19 = datetime(2015, 2, 22, 19, tzinfo=UTC) - PT  # 19:00 PT as UTC
             american["through_19"] = e is not None and (e.resolved is None or e.resolved > end_19)
-    false = [
-        e for e in episodes if not any(i.start <= e.opened <= i.last for i in by_watch[e.watch_id])
-    ]
+    false = [e for e in episodes if not any(i.start <= e.opened <= i.last for i in by_watch[e.watch_id])]
     summary = {
         "incidents": len(incidents),
         "incidents_alerted": alerted,
@@ -364,8 +363,7 @@ def render_markdown(res: dict[str, Any]) -> str:
             "rule: " + ", ".join(f"{k}={v}" for k, v in r["rule"].items()),
             "",
             "dispatcher outcomes: " + ", ".join(f"{k}: {v}" for k, v in sorted(r["outcomes"].items())),
-            "; notifications (reason:state): "
-            + ", ".join(f"{k}: {v}" for k, v in sorted(r["notifications"].items())),
+            "; notifications (reason:state): " + ", ".join(f"{k}: {v}" for k, v in sorted(r["notifications"].items())),
             "",
             "| airline | first hour (PT) | hours | late (windows) | stayed firing through | resolved at (PT) |",
             "|---|---|---|---|---|---|",

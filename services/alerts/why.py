@@ -44,18 +44,23 @@ def post_path(post_id: str) -> str:
     return f"/#/post/{quote(post_id, safe='')}"
 
 
-def posts_of(conn: Connection, watch: int, a: datetime, b: datetime, label: str,
-             cap: int = BASELINE_CAP) -> list[dict[str, Any]]:
+def posts_of(
+    conn: Connection, watch: int, a: datetime, b: datetime, label: str, cap: int = BASELINE_CAP
+) -> list[dict[str, Any]]:
     """The watch's posts labelled `label` in [a, b), newest first, with their reasons."""
-    return [dict(r) for r in conn.execute(text(_POSTS_SQL), {"w": watch, "a": a, "b": b, "label": label,
-                                                             "cap": cap}).mappings()]
+    return [
+        dict(r)
+        for r in conn.execute(text(_POSTS_SQL), {"w": watch, "a": a, "b": b, "label": label, "cap": cap}).mappings()
+    ]
 
 
 def _episode_spans(conn: Connection, rule_id: int | None, watch: int, size_s: int) -> list[tuple[datetime, datetime]]:
     if rule_id is None:
         return []
-    starts = conn.execute(text("SELECT window_start FROM alert_episode_windows WHERE rule_id = :r AND watch_id = :w"),
-                          {"r": rule_id, "w": watch}).scalars()
+    starts = conn.execute(
+        text("SELECT window_start FROM alert_episode_windows WHERE rule_id = :r AND watch_id = :w"),
+        {"r": rule_id, "w": watch},
+    ).scalars()
     return [(s, s + timedelta(seconds=size_s)) for s in starts]
 
 
@@ -84,8 +89,11 @@ def compute_why(conn: Connection, firing: dict[str, Any], rule: dict[str, Any] |
         clean_s = _clean_seconds(start, ws, spans)
         if clean_s >= span.total_seconds() / 2:
             break
-    baseline = [p for p in posts_of(conn, firing["watch_id"], start, ws, label, BASELINE_CAP)
-                if not any(s <= p["created_at"] < e for s, e in spans)]
+    baseline = [
+        p
+        for p in posts_of(conn, firing["watch_id"], start, ws, label, BASELINE_CAP)
+        if not any(s <= p["created_at"] < e for s, e in spans)
+    ]
     per_window = len(baseline) * spec.size_s / clean_s if clean_s > 0 else None
     by_id = {p["post_id"]: p for p in window}
     chosen = [by_id[i] for i in firing.get("sample_post_ids") or [] if i in by_id]
@@ -93,16 +101,28 @@ def compute_why(conn: Connection, firing: dict[str, Any], rule: dict[str, Any] |
     return {
         **explain(label, window, baseline, per_window),
         "baseline_from": _iso(start),
-        "samples": [{
-            "post_id": p["post_id"], "text": p["text"][:TEXT_CHARS], "author_id": p["author_id"],
-            "author_handle": p["handle"], "created_at": _iso(p["created_at"]), "reason": p["reason"],
-            "path": post_path(p["post_id"]),
-        } for p in chosen[:SAMPLES]],
+        "samples": [
+            {
+                "post_id": p["post_id"],
+                "text": p["text"][:TEXT_CHARS],
+                "author_id": p["author_id"],
+                "author_handle": p["handle"],
+                "created_at": _iso(p["created_at"]),
+                "reason": p["reason"],
+                "path": post_path(p["post_id"]),
+            }
+            for p in chosen[:SAMPLES]
+        ],
     }
 
 
-def explain(label: str, window: list[dict[str, Any]], baseline: list[dict[str, Any]],
-            baseline_per_window: float | None, window_count: int | None = None) -> dict[str, Any]:
+def explain(
+    label: str,
+    window: list[dict[str, Any]],
+    baseline: list[dict[str, Any]],
+    baseline_per_window: float | None,
+    window_count: int | None = None,
+) -> dict[str, Any]:
     """Volume against the baseline's rate, reason mix beside the baseline's, distinguishing phrases
     (`window_count`: the window's volume when `window` is a capped sample of it)."""
     per, n = baseline_per_window, len(window) if window_count is None else window_count
@@ -144,8 +164,10 @@ def stored_why(conn: Connection, firing: dict[str, Any]) -> dict[str, Any]:
         row = conn.execute(text("SELECT * FROM alert_rules WHERE id = :r"), {"r": firing["rule_id"]}).mappings().first()
         rule = dict(row) if row else None
     why = compute_why(conn, firing, rule)
-    conn.execute(text("UPDATE alert_firings SET why = CAST(:why AS jsonb) WHERE id = :id AND why IS NULL"),
-                 {"why": json.dumps(why, separators=(",", ":")), "id": firing["id"]})
+    conn.execute(
+        text("UPDATE alert_firings SET why = CAST(:why AS jsonb) WHERE id = :id AND why IS NULL"),
+        {"why": json.dumps(why, separators=(",", ":")), "id": firing["id"]},
+    )
     return why
 
 

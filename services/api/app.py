@@ -45,8 +45,10 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
-DASHBOARD_CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
-                 "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+DASHBOARD_CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
 
 
 def _version() -> str:
@@ -62,11 +64,19 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
     api = api or settings.api
     if not (s.database_url and s.redis_url):
         raise ValueError("the API needs database_url and redis_url (run it through `voxpop api` or `voxpop up`)")
-    st = AppState(settings=s, api=api, engine=engine_for(s.database_url), redis=redis.Redis.from_url(s.redis_url),
-                  database_url=s.database_url, redis_url=s.redis_url, kafka_bootstrap=s.kafka_bootstrap)
+    st = AppState(
+        settings=s,
+        api=api,
+        engine=engine_for(s.database_url),
+        redis=redis.Redis.from_url(s.redis_url),
+        database_url=s.database_url,
+        redis_url=s.redis_url,
+        kafka_bootstrap=s.kafka_bootstrap,
+    )
     hub = LiveHub(s.redis_url)
-    probe = KafkaProbe(s.kafka_bootstrap, s.scorer_group, s.topic_raw, s.topic_dlq, api.lag_cache_s,
-                       api.kafka_timeout_s)
+    probe = KafkaProbe(
+        s.kafka_bootstrap, s.scorer_group, s.topic_raw, s.topic_dlq, api.lag_cache_s, api.kafka_timeout_s
+    )
     registry, req_count, req_latency = build_registry(st, probe)
 
     @asynccontextmanager
@@ -75,9 +85,14 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
         await hub.close()
         probe.close()
 
-    app = FastAPI(title="VoxPop API", version=_version(), lifespan=lifespan, openapi_tags=TAGS,
-                  description="Streaming multimodal opinion monitor. Authenticate with an API key "
-                              "(`X-API-Key` or `Authorization: Bearer`); scopes read < write < admin.")
+    app = FastAPI(
+        title="VoxPop API",
+        version=_version(),
+        lifespan=lifespan,
+        openapi_tags=TAGS,
+        description="Streaming multimodal opinion monitor. Authenticate with an API key "
+        "(`X-API-Key` or `Authorization: Bearer`); scopes read < write < admin.",
+    )
     app.state.voxpop = st
     app.state.live = hub
 
@@ -97,8 +112,9 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
     @app.exception_handler(sqlalchemy.exc.DataError)
     async def data_error(_request: Request, exc: sqlalchemy.exc.DataError) -> JSONResponse:
         msg = str(exc.orig).splitlines()[0] if exc.orig else "invalid value"
-        return JSONResponse({"detail": [{"loc": ["body"], "msg": f"invalid value: {msg}", "type": "value_error"}]},
-                            status_code=422)
+        return JSONResponse(
+            {"detail": [{"loc": ["body"], "msg": f"invalid value: {msg}", "type": "value_error"}]}, status_code=422
+        )
 
     @app.exception_handler(sqlalchemy.exc.OperationalError)
     async def db_down(_request: Request, exc: sqlalchemy.exc.OperationalError) -> JSONResponse:
@@ -110,9 +126,11 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
         log.warning("redis unavailable: %s", exc)
         return JSONResponse({"detail": "redis unavailable, try again shortly"}, status_code=503)
 
-    auth_errors = {401: {"model": S.ErrorOut, "description": "no key, or an unknown or revoked key"},
-                   403: {"model": S.ErrorOut, "description": "the key's scope does not allow this call"},
-                   503: {"model": S.ErrorOut, "description": "a server the API needs is unavailable"}}
+    auth_errors = {
+        401: {"model": S.ErrorOut, "description": "no key, or an unknown or revoked key"},
+        403: {"model": S.ErrorOut, "description": "the key's scope does not allow this call"},
+        503: {"model": S.ErrorOut, "description": "a server the API needs is unavailable"},
+    }
     for r in (manage.router, data.router, alerts.router, reports.router, live_router):
         app.include_router(r, responses=auth_errors)
 
@@ -129,8 +147,12 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
             st.redis.ping()
         except Exception:
             redis_ok = False
-        return {"status": "ok" if db_ok and redis_ok else "degraded", "database": db_ok, "redis": redis_ok,
-                "version": _version()}
+        return {
+            "status": "ok" if db_ok and redis_ok else "degraded",
+            "database": db_ok,
+            "redis": redis_ok,
+            "version": _version(),
+        }
 
     metrics_deps = [] if api.metrics_public else [Depends(require("read"))]
 
@@ -140,8 +162,9 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
 
     @app.get("/", include_in_schema=False)
     def dashboard() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": DASHBOARD_CSP,
-                                                            "Cache-Control": "no-cache"})
+        return FileResponse(
+            STATIC / "index.html", headers={"Content-Security-Policy": DASHBOARD_CSP, "Cache-Control": "no-cache"}
+        )
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -69,13 +69,18 @@ State = Annotated[AppState, Depends(state)]
 def require(scope: str):
     """Dependency factory: the caller's key must carry ``scope`` (read < write < admin)."""
 
-    def check(request: Request, x_api_key: Annotated[str | None, Security(_header)] = None,
-              bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None
-              ) -> keys.Principal:
+    def check(
+        request: Request,
+        x_api_key: Annotated[str | None, Security(_header)] = None,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+    ) -> keys.Principal:
         token = x_api_key or (bearer.credentials if bearer else None)
         if not token:
-            raise HTTPException(401, "missing API key: send it as X-API-Key or Authorization: Bearer",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401,
+                "missing API key: send it as X-API-Key or Authorization: Bearer",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         principal = state(request).authenticate(token)
         if not principal.allows(scope):
             raise HTTPException(403, f"this key has scope '{principal.scope}'; this call needs '{scope}'")

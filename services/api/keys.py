@@ -46,8 +46,12 @@ def create_key(engine: Engine, name: str, scope: str) -> tuple[dict[str, Any], s
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    row = {"name": name, "prefix": token[:12], "token_sha256": hash_token(token),
-           "scopes": list(SCOPES[: scope_rank(scope) + 1])}
+    row = {
+        "name": name,
+        "prefix": token[:12],
+        "token_sha256": hash_token(token),
+        "scopes": list(SCOPES[: scope_rank(scope) + 1]),
+    }
     with engine.begin() as conn:
         out = conn.execute(insert(ApiKey).values(row).returning(*ApiKey.__table__.c)).mappings().one()
     return public_row(out), token
@@ -55,8 +59,15 @@ def create_key(engine: Engine, name: str, scope: str) -> tuple[dict[str, Any], s
 
 def public_row(r: Any) -> dict[str, Any]:
     scopes = list(r["scopes"])
-    return {"id": r["id"], "name": r["name"], "prefix": r["prefix"], "scope": max(scopes, key=scope_rank),
-            "created_at": r["created_at"], "last_used_at": r["last_used_at"], "revoked_at": r["revoked_at"]}
+    return {
+        "id": r["id"],
+        "name": r["name"],
+        "prefix": r["prefix"],
+        "scope": max(scopes, key=scope_rank),
+        "created_at": r["created_at"],
+        "last_used_at": r["last_used_at"],
+        "revoked_at": r["revoked_at"],
+    }
 
 
 def list_keys(engine: Engine) -> list[dict[str, Any]]:
@@ -67,8 +78,9 @@ def list_keys(engine: Engine) -> list[dict[str, Any]]:
 def revoke_key(engine: Engine, key_id: int) -> dict[str, Any] | None:
     """Mark a key revoked (kept for the audit trail); None if no such key."""
     with engine.begin() as conn:
-        conn.execute(update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
-                     .values(revoked_at=datetime.now(UTC)))
+        conn.execute(
+            update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(revoked_at=datetime.now(UTC))
+        )
         r = conn.execute(select(ApiKey).where(ApiKey.id == key_id)).mappings().first()
     return public_row(r) if r else None
 

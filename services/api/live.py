@@ -93,13 +93,23 @@ class LiveHub:
 router = APIRouter(prefix="/api", tags=["live"])
 
 
-@router.get("/live", response_class=EventSourceResponse,
-            responses={200: {"description": "event stream: `batch` (new scored posts per watch and label), "
-                                            "`trend` (windows updated/closed), `alert` (firing/resolved), "
-                                            "`resync` (refetch: events may have been missed)"}})
-async def live(request: Request, st: State, _: Reader,
-               events: Annotated[list[str] | None, Query(max_length=4, description="batch, trend, alert")] = None
-               ) -> AsyncIterator[ServerSentEvent]:
+@router.get(
+    "/live",
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "description": "event stream: `batch` (new scored posts per watch and label), "
+            "`trend` (windows updated/closed), `alert` (firing/resolved), "
+            "`resync` (refetch: events may have been missed)"
+        }
+    },
+)
+async def live(
+    request: Request,
+    st: State,
+    _: Reader,
+    events: Annotated[list[str] | None, Query(max_length=4, description="batch, trend, alert")] = None,
+) -> AsyncIterator[ServerSentEvent]:
     """Live updates as server-sent events; a comment line is sent when idle to keep proxies open."""
     hub: LiveHub = request.app.state.live
     wanted = set(events or CHANNELS.values()) | {"resync"}

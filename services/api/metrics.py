@@ -33,8 +33,9 @@ REDIS_COUNTERS = {
 class KafkaProbe:
     """Committed offsets of the scorer group vs end offsets of posts.raw, and the DLQ's size."""
 
-    def __init__(self, bootstrap: str | None, group: str, topic: str, dlq: str, cache_s: float,
-                 timeout_s: float) -> None:
+    def __init__(
+        self, bootstrap: str | None, group: str, topic: str, dlq: str, cache_s: float, timeout_s: float
+    ) -> None:
         self.bootstrap, self.group, self.topic, self.dlq = bootstrap, group, topic, dlq
         self.cache_s, self.timeout_ms = cache_s, int(timeout_s * 1000)
         self._at, self._value = 0.0, None
@@ -45,11 +46,16 @@ class KafkaProbe:
         from kafka import KafkaAdminClient, KafkaConsumer
 
         if self._admin is None:
-            self._admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="voxpop-api-metrics",
-                                           request_timeout_ms=self.timeout_ms)
+            self._admin = KafkaAdminClient(
+                bootstrap_servers=self.bootstrap, client_id="voxpop-api-metrics", request_timeout_ms=self.timeout_ms
+            )
         if self._consumer is None:
-            self._consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, client_id="voxpop-api-metrics",
-                                           request_timeout_ms=max(self.timeout_ms, 11000), enable_auto_commit=False)
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                client_id="voxpop-api-metrics",
+                request_timeout_ms=max(self.timeout_ms, 11000),
+                enable_auto_commit=False,
+            )
         return self._admin, self._consumer
 
     def _read(self) -> dict[str, Any]:
@@ -140,8 +146,9 @@ class PipelineCollector:
                 h = HistogramMetricFamily(f"voxpop_{name}", f"{name.replace('_', ' ')} per scorer micro-batch")
                 h.add_metric([], pairs, total)
                 yield h
-            late = GaugeMetricFamily("voxpop_trends_late_posts", "posts that arrived after their window closed",
-                                     labels=["size"])
+            late = GaugeMetricFamily(
+                "voxpop_trends_late_posts", "posts that arrived after their window closed", labels=["size"]
+            )
             for size, v in (r.hgetall(rk.TRENDS_LATE_TOTAL) or {}).items():
                 late.add_metric([size.decode()], float(v))
             yield late
@@ -164,13 +171,17 @@ class PipelineCollector:
         yield up
         if v is None:
             return
-        lag = GaugeMetricFamily("voxpop_consumer_lag", "end offset - committed offset of the scorer group",
-                                labels=["group", "topic", "partition"])
+        lag = GaugeMetricFamily(
+            "voxpop_consumer_lag",
+            "end offset - committed offset of the scorer group",
+            labels=["group", "topic", "partition"],
+        )
         for p, n in sorted(v["lag"].items()):
             lag.add_metric([self.probe.group, self.probe.topic, str(p)], float(n))
         yield lag
-        total = GaugeMetricFamily("voxpop_consumer_lag_total", "scorer lag summed over partitions",
-                                  labels=["group", "topic"])
+        total = GaugeMetricFamily(
+            "voxpop_consumer_lag_total", "scorer lag summed over partitions", labels=["group", "topic"]
+        )
         total.add_metric([self.probe.group, self.probe.topic], float(sum(v["lag"].values())))
         yield total
         dlq = GaugeMetricFamily("voxpop_dlq_records", "records held in the dead-letter topic", labels=["topic"])
@@ -207,6 +218,11 @@ def build_registry(st, probe: KafkaProbe) -> tuple[CollectorRegistry, Counter, H
     reg = CollectorRegistry()
     reg.register(PipelineCollector(st, probe))
     requests = Counter("voxpop_api_requests", "API requests", ["method", "route", "status"], registry=reg)
-    latency = Histogram("voxpop_api_request_seconds", "API request latency", ["route"], registry=reg,
-                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+    latency = Histogram(
+        "voxpop_api_request_seconds",
+        "API request latency",
+        ["route"],
+        registry=reg,
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    )
     return reg, requests, latency

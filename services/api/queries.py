@@ -108,13 +108,17 @@ def _where(f: PostFilter) -> tuple[list[str], dict[str, Any]]:
         p["author"] = f.author
     if f.q:  # the post's own text or what was said in its audio (transcripts)
         if f.search == "words":
-            w.append("(to_tsvector('simple', p.text) @@ websearch_to_tsquery('simple', :q) OR EXISTS (SELECT 1 FROM "
-                     "transcripts t WHERE t.post_id = p.id AND to_tsvector('simple', t.text) @@ "
-                     "websearch_to_tsquery('simple', :q)))")
+            w.append(
+                "(to_tsvector('simple', p.text) @@ websearch_to_tsquery('simple', :q) OR EXISTS (SELECT 1 FROM "
+                "transcripts t WHERE t.post_id = p.id AND to_tsvector('simple', t.text) @@ "
+                "websearch_to_tsquery('simple', :q)))"
+            )
             p["q"] = f.q
         else:
-            w.append("(p.text ILIKE :q ESCAPE '\\' OR EXISTS (SELECT 1 FROM transcripts t WHERE t.post_id = p.id "
-                     "AND t.text ILIKE :q ESCAPE '\\'))")
+            w.append(
+                "(p.text ILIKE :q ESCAPE '\\' OR EXISTS (SELECT 1 FROM transcripts t WHERE t.post_id = p.id "
+                "AND t.text ILIKE :q ESCAPE '\\'))"
+            )
             p["q"] = _like(f.q)
     if f.modality:
         w.append(":modality = ANY(p.modalities)")
@@ -155,8 +159,9 @@ def decode_cursor(cursor: str, order: str) -> tuple[Any, str]:
         raise QueryError("malformed cursor: pass back next_cursor exactly as returned") from None
 
 
-def list_posts(conn: Connection, f: PostFilter, order: str = "newest", limit: int = 50,
-               cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+def list_posts(
+    conn: Connection, f: PostFilter, order: str = "newest", limit: int = 50, cursor: str | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
     """One keyset page of posts (with newest prediction, media and watch ids)."""
     col, direction = ORDERS[order]
     where, params = _where(f)
@@ -183,8 +188,7 @@ def list_posts(conn: Connection, f: PostFilter, order: str = "newest", limit: in
     nxt = None
     if more and rows:
         last = rows[-1]
-        nxt = encode_cursor(order, last["created_at"] if order in ("newest", "oldest") else last["score"],
-                            last["id"])
+        nxt = encode_cursor(order, last["created_at"] if order in ("newest", "oldest") else last["score"], last["id"])
     return rows, nxt
 
 
@@ -195,18 +199,29 @@ def attach_media_and_watches(conn: Connection, rows: list[dict[str, Any]]) -> No
     av: dict[str, list[dict[str, Any]]] = defaultdict(list)
     if ids:
         p = {"ids": ids}
-        for m in conn.execute(text("SELECT * FROM media WHERE post_id = ANY(:ids) ORDER BY post_id, idx")
-                              .bindparams(bindparam("ids", type_=ARRAY(String))), p).mappings():
+        for m in conn.execute(
+            text("SELECT * FROM media WHERE post_id = ANY(:ids) ORDER BY post_id, idx").bindparams(
+                bindparam("ids", type_=ARRAY(String))
+            ),
+            p,
+        ).mappings():
             media[m["post_id"]].append(dict(m))
-        for w in conn.execute(text("SELECT post_id, watch_id FROM post_watches WHERE post_id = ANY(:ids) "
-                                   "ORDER BY watch_id").bindparams(bindparam("ids", type_=ARRAY(String))), p):
+        for w in conn.execute(
+            text("SELECT post_id, watch_id FROM post_watches WHERE post_id = ANY(:ids) ORDER BY watch_id").bindparams(
+                bindparam("ids", type_=ARRAY(String))
+            ),
+            p,
+        ):
             watches[w[0]].append(w[1])
-        av_sql = text("SELECT * FROM predictions WHERE post_id = ANY(:ids) AND starts_with(model_name, 'av:') "
-                      "ORDER BY post_id, model_name").bindparams(bindparam("ids", type_=ARRAY(String)))
+        av_sql = text(
+            "SELECT * FROM predictions WHERE post_id = ANY(:ids) AND starts_with(model_name, 'av:') "
+            "ORDER BY post_id, model_name"
+        ).bindparams(bindparam("ids", type_=ARRAY(String)))
         for pr in conn.execute(av_sql, p).mappings():
             av[pr["post_id"]].append(dict(pr))
         t_sql = text("SELECT * FROM transcripts WHERE post_id = ANY(:ids)").bindparams(
-            bindparam("ids", type_=ARRAY(String)))
+            bindparam("ids", type_=ARRAY(String))
+        )
         spoken = {t["post_id"]: dict(t) for t in conn.execute(t_sql, p).mappings()}
     else:
         spoken = {}
@@ -229,48 +244,79 @@ def dominant(weights: dict[str, float] | None) -> str | None:
 
 
 def prediction_out(r: dict[str, Any]) -> dict[str, Any]:
-    return {"model_name": r["model_name"], "model_version": r["model_version"], "label": r["label"],
-            "score": r["score"], "probabilities": r["probabilities"] or {}, "emotion": r["emotion"],
-            "modality_weights": r["modality_weights"] or {}, "dominant_modality": dominant(r["modality_weights"]),
-            "user_prior_count": r["user_prior_count"] or 0, "scored_at": r["scored_at"],
-            "reason": r.get("reason"), "reason_probability": r.get("reason_probability")}
+    return {
+        "model_name": r["model_name"],
+        "model_version": r["model_version"],
+        "label": r["label"],
+        "score": r["score"],
+        "probabilities": r["probabilities"] or {},
+        "emotion": r["emotion"],
+        "modality_weights": r["modality_weights"] or {},
+        "dominant_modality": dominant(r["modality_weights"]),
+        "user_prior_count": r["user_prior_count"] or 0,
+        "scored_at": r["scored_at"],
+        "reason": r.get("reason"),
+        "reason_probability": r.get("reason_probability"),
+    }
 
 
 def post_out(r: dict[str, Any]) -> dict[str, Any]:
     """Row from :func:`list_posts` -> the ``PostOut`` shape."""
     pred = prediction_out(r) if r.get("label") is not None else None
     return {
-        "id": r["id"], "platform": r["platform"], "author": {"id": r["author_id"], "handle": r["author_handle"]},
-        "text": r["text"], "lang": r["lang"], "created_at": r["created_at"], "thread_id": r["thread_id"],
-        "reply_to": r["reply_to"], "modalities": list(r["modalities"] or []), "watches": r["watches"],
-        "media": [{"idx": m["idx"], "kind": m["kind"], "mime": m["mime"], "bytes": m["bytes"], "status": m["status"],
-                   "url": f"/api/posts/{r['id']}/media/{m['idx']}"} for m in r["media"]],
+        "id": r["id"],
+        "platform": r["platform"],
+        "author": {"id": r["author_id"], "handle": r["author_handle"]},
+        "text": r["text"],
+        "lang": r["lang"],
+        "created_at": r["created_at"],
+        "thread_id": r["thread_id"],
+        "reply_to": r["reply_to"],
+        "modalities": list(r["modalities"] or []),
+        "watches": r["watches"],
+        "media": [
+            {
+                "idx": m["idx"],
+                "kind": m["kind"],
+                "mime": m["mime"],
+                "bytes": m["bytes"],
+                "status": m["status"],
+                "url": f"/api/posts/{r['id']}/media/{m['idx']}",
+            }
+            for m in r["media"]
+        ],
         "prediction": pred,
         "av_predictions": [prediction_out(a) for a in r.get("av_predictions", [])],
         "transcript": transcript_out(r.get("transcript")),
-        "dominant_view": dominant_view(r.get("modality_weights") if pred else None,
-                                       [a["modality_weights"] or {} for a in r.get("av_predictions", [])]),
+        "dominant_view": dominant_view(
+            r.get("modality_weights") if pred else None,
+            [a["modality_weights"] or {} for a in r.get("av_predictions", [])],
+        ),
     }
 
 
 def transcript_out(t: dict[str, Any] | None) -> dict[str, Any] | None:
     if t is None:
         return None
-    keys = ("text", "language", "language_probability", "status", "model", "segments", "audio_s", "speech_s",
-            "asr_ms")
+    keys = ("text", "language", "language_probability", "status", "model", "segments", "audio_s", "speech_s", "asr_ms")
     return {k: t[k] for k in keys}
 
 
 # --- trends ---------------------------------------------------------------------------------------
 def data_extent(conn: Connection, watch_ids: list[int]) -> tuple[datetime | None, datetime | None]:
     """Oldest and newest post time of these watches (so replays of old data have a sensible default)."""
-    r = conn.execute(text("SELECT min(created_at), max(created_at) FROM post_watches WHERE watch_id = ANY(:w)")
-                     .bindparams(bindparam("w", type_=ARRAY(Integer))), {"w": watch_ids}).one()
+    r = conn.execute(
+        text("SELECT min(created_at), max(created_at) FROM post_watches WHERE watch_id = ANY(:w)").bindparams(
+            bindparam("w", type_=ARRAY(Integer))
+        ),
+        {"w": watch_ids},
+    ).one()
     return r[0], r[1]
 
 
-def trends(conn: Connection, watches: dict[int, str], since: datetime, until: datetime, step: timedelta
-           ) -> list[dict[str, Any]]:
+def trends(
+    conn: Connection, watches: dict[int, str], since: datetime, until: datetime, step: timedelta
+) -> list[dict[str, Any]]:
     """Per watch and bucket: counts per label, mean score, shares, unique authors, share of voice.
 
     One pass with GROUPING SETS: (watch, bucket, label) rows give the label mix, (watch, bucket)
@@ -285,7 +331,8 @@ def trends(conn: Connection, watches: dict[int, str], since: datetime, until: da
         SELECT watch_id, t, label, grouping(label) AS g, count(*) AS n, sum(score) AS s,
                count(DISTINCT author_id) AS ua
         FROM base GROUP BY GROUPING SETS ((watch_id, t, label), (watch_id, t))""").bindparams(
-        bindparam("w", type_=ARRAY(Integer)))
+        bindparam("w", type_=ARRAY(Integer))
+    )
     rows = conn.execute(sql, {"step": step, "origin": ORIGIN, "w": ids, "since": since, "until": until}).mappings()
     cells: dict[tuple[int, datetime], dict[str, Any]] = {}
     totals_sql = text(f"""
@@ -294,8 +341,7 @@ def trends(conn: Connection, watches: dict[int, str], since: datetime, until: da
         FROM post_watches pw JOIN posts p ON p.id = pw.post_id {LATEST_PRED.replace("LEFT JOIN", "JOIN")}
         WHERE pw.watch_id = ANY(:w) AND pw.created_at >= :since AND pw.created_at < :until
         GROUP BY pw.watch_id""").bindparams(bindparam("w", type_=ARRAY(Integer)))
-    totals = {r["watch_id"]: r for r in conn.execute(totals_sql, {"w": ids, "since": since, "until": until})
-              .mappings()}
+    totals = {r["watch_id"]: r for r in conn.execute(totals_sql, {"w": ids, "since": since, "until": until}).mappings()}
     for r in rows:
         c = cells.setdefault((r["watch_id"], r["t"]), {"counts": {}, "n": 0, "s": 0.0, "ua": 0})
         if r["g"]:
@@ -318,26 +364,44 @@ def trends(conn: Connection, watches: dict[int, str], since: datetime, until: da
             n = c["n"] if c else 0
             counts = {lab: 0 for lab in ("negative", "neutral", "positive")}
             counts.update(c["counts"] if c else {})
-            pts.append({"t": t, "n": n, "counts": counts, "mean_score": c["s"] / n if n else None,
-                        "share_negative": counts["negative"] / n if n else None,
-                        "share_positive": counts["positive"] / n if n else None,
-                        "unique_authors": c["ua"] if c else 0,
-                        "share_of_voice": n / all_n[t] if all_n.get(t) else None})
+            pts.append(
+                {
+                    "t": t,
+                    "n": n,
+                    "counts": counts,
+                    "mean_score": c["s"] / n if n else None,
+                    "share_negative": counts["negative"] / n if n else None,
+                    "share_positive": counts["positive"] / n if n else None,
+                    "unique_authors": c["ua"] if c else 0,
+                    "share_of_voice": n / all_n[t] if all_n.get(t) else None,
+                }
+            )
         tot = totals.get(wid)
-        out.append({"watch_id": wid, "watch_name": name, "total": tot["n"] if tot else 0,
-                    "mean_score": float(tot["mean"]) if tot and tot["mean"] is not None else None,
-                    "share_negative": float(tot["neg"]) if tot and tot["neg"] is not None else None,
-                    "unique_authors": tot["ua"] if tot else 0, "points": pts})
+        out.append(
+            {
+                "watch_id": wid,
+                "watch_name": name,
+                "total": tot["n"] if tot else 0,
+                "mean_score": float(tot["mean"]) if tot and tot["mean"] is not None else None,
+                "share_negative": float(tot["neg"]) if tot and tot["neg"] is not None else None,
+                "unique_authors": tot["ua"] if tot else 0,
+                "points": pts,
+            }
+        )
     return out
 
 
 # --- authors --------------------------------------------------------------------------------------
-def top_authors(conn: Connection, watch_id: int | None, since: datetime | None, until: datetime | None,
-                sort: str, limit: int) -> list[dict[str, Any]]:
+def top_authors(
+    conn: Connection, watch_id: int | None, since: datetime | None, until: datetime | None, sort: str, limit: int
+) -> list[dict[str, Any]]:
     f = PostFilter(watch_id=watch_id, since=since, until=until)
     where, params = _where(f)
-    order = {"posts": "posts DESC", "negative": "share_negative DESC NULLS LAST, posts DESC",
-             "positive": "mean_score DESC NULLS LAST, posts DESC"}[sort]
+    order = {
+        "posts": "posts DESC",
+        "negative": "share_negative DESC NULLS LAST, posts DESC",
+        "positive": "mean_score DESC NULLS LAST, posts DESC",
+    }[sort]
     sql = text(f"""SELECT a.id, a.handle, count(*) AS posts, avg(pr.score) AS mean_score,
                           avg((pr.label = 'negative')::int)::float AS share_negative,
                           max(p.created_at) AS last_post_at
@@ -348,20 +412,43 @@ def top_authors(conn: Connection, watch_id: int | None, since: datetime | None, 
 
 
 def author_detail(conn: Connection, author_id: str, limit: int) -> dict[str, Any] | None:
-    a = conn.execute(text("SELECT * FROM authors WHERE id = :a OR lower(handle) = lower(:a) "
-                          "ORDER BY (id = :a) DESC LIMIT 1"), {"a": author_id}).mappings().first()
+    a = (
+        conn.execute(
+            text("SELECT * FROM authors WHERE id = :a OR lower(handle) = lower(:a) ORDER BY (id = :a) DESC LIMIT 1"),
+            {"a": author_id},
+        )
+        .mappings()
+        .first()
+    )
     if a is None:
         return None
-    hist = conn.execute(text(f"""
+    hist = (
+        conn.execute(
+            text(f"""
         SELECT * FROM (
           SELECT p.id AS post_id, p.created_at, pr.label, pr.score, pr.user_prior_count, left(p.text, 280) AS text,
                  avg(pr.score) OVER (ORDER BY p.created_at, p.id) AS running_mean
           FROM posts p {LATEST_PRED.replace("LEFT JOIN", "JOIN")} WHERE p.author_id = :a
-        ) h ORDER BY created_at DESC, post_id DESC LIMIT :lim"""), {"a": a["id"], "lim": limit}).mappings().all()
+        ) h ORDER BY created_at DESC, post_id DESC LIMIT :lim"""),
+            {"a": a["id"], "lim": limit},
+        )
+        .mappings()
+        .all()
+    )
     hist = [dict(h) for h in reversed(hist)]
-    agg = conn.execute(text(f"""SELECT pr.label, count(*) AS n, sum(pr.score) AS s FROM posts p
+    agg = (
+        conn.execute(
+            text(f"""SELECT pr.label, count(*) AS n, sum(pr.score) AS s FROM posts p
                                 {LATEST_PRED.replace("LEFT JOIN", "JOIN")} WHERE p.author_id = :a GROUP BY pr.label"""),
-                       {"a": a["id"]}).mappings().all()
+            {"a": a["id"]},
+        )
+        .mappings()
+        .all()
+    )
     n = sum(r["n"] for r in agg)
-    return {**dict(a), "mean_score": (sum(float(r["s"]) for r in agg) / n) if n else None,
-            "label_counts": {r["label"]: r["n"] for r in agg}, "history": hist}
+    return {
+        **dict(a),
+        "mean_score": (sum(float(r["s"]) for r in agg) / n) if n else None,
+        "label_counts": {r["label"]: r["n"] for r in agg},
+        "history": hist,
+    }

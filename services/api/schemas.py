@@ -88,8 +88,16 @@ class RuleIn(_In):
     watch_id: DbId | None = Field(None, description="None = every watch")
     window_size: str = Field("1h", max_length=16, description="a window size the trends app computes")
     kind: Literal["threshold", "spike", "surge", "dip"] = "threshold"
-    metric: Literal["n_posts", "n_negative", "n_neutral", "n_positive", "unique_authors", "mean_score",
-                    "share_negative", "share_positive"] = "share_negative"
+    metric: Literal[
+        "n_posts",
+        "n_negative",
+        "n_neutral",
+        "n_positive",
+        "unique_authors",
+        "mean_score",
+        "share_negative",
+        "share_positive",
+    ] = "share_negative"
     op: Literal[">", ">=", "<", "<="] = ">="
     threshold: float | None = Field(None, allow_inf_nan=False)
     z_score: float | None = Field(None, gt=0, allow_inf_nan=False)
@@ -119,8 +127,19 @@ class RulePatch(_In):
     watch_id: DbId | None = None
     window_size: str | None = Field(None, max_length=16)
     kind: Literal["threshold", "spike", "surge", "dip"] | None = None
-    metric: Literal["n_posts", "n_negative", "n_neutral", "n_positive", "unique_authors", "mean_score",
-                    "share_negative", "share_positive"] | None = None
+    metric: (
+        Literal[
+            "n_posts",
+            "n_negative",
+            "n_neutral",
+            "n_positive",
+            "unique_authors",
+            "mean_score",
+            "share_negative",
+            "share_positive",
+        ]
+        | None
+    ) = None
     op: Literal[">", ">=", "<", "<="] | None = None
     threshold: float | None = Field(None, allow_inf_nan=False)
     z_score: float | None = Field(None, gt=0, allow_inf_nan=False)
@@ -232,8 +251,9 @@ class WebhookIn(_In):
     timeout_s: float = Field(5.0, gt=0, le=60)
     max_attempts: int = Field(8, ge=1, le=50)
     enabled: bool = True
-    secret: str | None = Field(None, pattern=r"^whsec_[A-Za-z0-9+/=]{24,}$",
-                               description="Standard Webhooks secret; generated when omitted")
+    secret: str | None = Field(
+        None, pattern=r"^whsec_[A-Za-z0-9+/=]{24,}$", description="Standard Webhooks secret; generated when omitted"
+    )
 
 
 class WebhookPatch(_In):
@@ -289,8 +309,10 @@ class PredictionOut(BaseModel):
     dominant_modality: str | None = Field(..., description="the view with the largest fusion weight")
     user_prior_count: int = Field(..., description="author's earlier posts behind the per-user (eta) term")
     scored_at: datetime
-    reason: str | None = Field(None, description="complaint reason of a negative post (\"Can't Tell\": the head "
-                               "abstained); None for other posts")
+    reason: str | None = Field(
+        None,
+        description='complaint reason of a negative post ("Can\'t Tell": the head abstained); None for other posts',
+    )
     reason_probability: float | None = Field(None, description="the reason head's top probability")
 
 
@@ -326,8 +348,10 @@ class PostOut(BaseModel):
     media: list[MediaOut]
     prediction: PredictionOut | None
     av_predictions: list[PredictionOut] = Field(
-        default_factory=list, description="tri-modal heads' predictions for audio/video posts (model 'av:...'), "
-                                          "each with the modality that dominated")
+        default_factory=list,
+        description="tri-modal heads' predictions for audio/video posts (model 'av:...'), "
+        "each with the modality that dominated",
+    )
     transcript: TranscriptOut | None = Field(None, description="speech recognised in its audio / video track")
     dominant_view: str | None = Field(None, description="what drove its sentiment: words, voice, frames, image")
 

@@ -20,8 +20,12 @@ from pipelines.datasets import airline, meld, mvsa, tweeteval
 from pipelines.datasets.base import Record
 from pipelines.scoring import Encoded, InferenceEngine
 
-BENCH_SETS = {"airline": airline.load, "tweeteval": tweeteval.load, "mvsa-multiple": mvsa.load_multiple,
-              "meld": meld.load}
+BENCH_SETS = {
+    "airline": airline.load,
+    "tweeteval": tweeteval.load,
+    "mvsa-multiple": mvsa.load_multiple,
+    "meld": meld.load,
+}
 TEST_HISTORY_ONLY = {"meld"}
 
 
@@ -50,23 +54,35 @@ def _score(eng: InferenceEngine, rows: list[Record]) -> tuple[dict[str, float], 
         x = feats[i].numpy()
         state[r.author] = (mean + (x - mean) / (cnt + 1), cnt + 1)
     enc = Encoded(x={"text": feats[keep]}, mask={"text": torch.ones(len(keep), dtype=torch.bool)})
-    probs = eng.predict(enc, {"text": torch.from_numpy(np.stack(u))}, {"text": torch.tensor(n, dtype=torch.float)}
-                        ).probs
+    probs = eng.predict(
+        enc, {"text": torch.from_numpy(np.stack(u))}, {"text": torch.tensor(n, dtype=torch.float)}
+    ).probs
     pred = probs.argmax(1).numpy()
     gold = np.array([head.labels.index(rows[i].label) for i in keep])
-    return {"accuracy": round(float((pred == gold).mean()), 4),
-            "macro_f1": round(float(f1_score(gold, pred, average="macro")), 4), "n": len(keep)}, pred
+    return {
+        "accuracy": round(float((pred == gold).mean()), 4),
+        "macro_f1": round(float(f1_score(gold, pred, average="macro")), 4),
+        "n": len(keep),
+    }, pred
 
 
-def precision_accuracy(data_dir: Path, precisions: tuple[str, ...], model: str = "production", compile: bool = False,
-                       only: tuple[str, ...] | None = None) -> dict[str, dict[str, dict[str, float]]]:
+def precision_accuracy(
+    data_dir: Path,
+    precisions: tuple[str, ...],
+    model: str = "production",
+    compile: bool = False,
+    only: tuple[str, ...] | None = None,
+) -> dict[str, dict[str, dict[str, float]]]:
     """{precision: {dataset: {accuracy, macro_f1, n}}} for every benchmark set present (`compile`: compiled
     encoders, pipelines/compiled.py; then "fp32" in `precisions` is the compiled fp32 labels are compared with)."""
     from pipelines.datasets.registry import available
 
     present = set(available(data_dir))
-    sets = {name: _test_rows(load(data_dir), name in TEST_HISTORY_ONLY)
-            for name, load in BENCH_SETS.items() if name in present and (only is None or name in only)}
+    sets = {
+        name: _test_rows(load(data_dir), name in TEST_HISTORY_ONLY)
+        for name, load in BENCH_SETS.items()
+        if name in present and (only is None or name in only)
+    }
     out: dict[str, dict[str, dict[str, float]]] = {}
     preds: dict[str, dict[str, np.ndarray]] = {}
     for prec in precisions:

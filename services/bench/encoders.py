@@ -56,6 +56,7 @@ def text_ceiling(head: ScoringHead, texts: list[str], precision: str, batch: int
             for i in range(0, len(tx), batch):
                 chunk = tx[i : i + batch]
                 eng.encode(chunk, tokens=eng.tokenize(chunk))
+
         return go
 
     label = f"text {precision} b{batch}" + (f" bucket{bucket}" if bucket else "")
@@ -65,8 +66,12 @@ def text_ceiling(head: ScoringHead, texts: list[str], precision: str, batch: int
 def text_single(head: ScoringHead, texts: list[str]) -> Rate:
     eng = InferenceEngine(head, precision="fp32")
     warm, timed = _split_warm(texts, 1)
-    return _timed(lambda: [eng.encode([t]) for t in warm], lambda: [eng.encode([t]) for t in timed], len(timed),
-                  "text fp32 one post at a time")
+    return _timed(
+        lambda: [eng.encode([t]) for t in warm],
+        lambda: [eng.encode([t]) for t in timed],
+        len(timed),
+        "text fp32 one post at a time",
+    )
 
 
 def image_ceiling(paths: list[Path], precision: str, batch: int = 32) -> Rate:
@@ -85,8 +90,16 @@ def image_ceiling(paths: list[Path], precision: str, batch: int = 32) -> Rate:
     return _timed(run, run, len(imgs), f"image {precision} b{batch}")
 
 
-def text_ceiling_per_core(model: str, texts: list[str], precision: str, procs: int, bucket: int = 32,
-                          batch: int = 64, seconds: float = 8.0, compile: bool = False) -> Rate:
+def text_ceiling_per_core(
+    model: str,
+    texts: list[str],
+    precision: str,
+    procs: int,
+    bucket: int = 32,
+    batch: int = 64,
+    seconds: float = 8.0,
+    compile: bool = False,
+) -> Rate:
     """`procs` encoder-only processes of one torch thread each, timed over the same window.
 
     On small CPUs one single-threaded process per core beats one process with every core (no
@@ -106,10 +119,22 @@ def text_ceiling_per_core(model: str, texts: list[str], precision: str, procs: i
 
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(texts, f)
-    cmd = [sys.executable, "-m", "services.bench.encoders", model, precision, f.name, str(bucket), str(batch),
-           str(seconds), "1" if compile else "0"]
-    kids = [subprocess.Popen([*cmd, str(i), str(procs)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            for i in range(procs)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "services.bench.encoders",
+        model,
+        precision,
+        f.name,
+        str(bucket),
+        str(batch),
+        str(seconds),
+        "1" if compile else "0",
+    ]
+    kids = [
+        subprocess.Popen([*cmd, str(i), str(procs)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for i in range(procs)
+    ]
     try:
         for k in kids:  # each child loads, compiles and warms up, then says so
             assert k.stdout is not None and k.stdin is not None
@@ -118,23 +143,36 @@ def text_ceiling_per_core(model: str, texts: list[str], precision: str, procs: i
         for k in kids:
             k.stdin.write("go\n")
             k.stdin.flush()
-        rates = [json.loads(k.communicate(timeout=max(300.0, 20 * seconds))[0].strip().splitlines()[-1])
-                 for k in kids]
+        rates = [json.loads(k.communicate(timeout=max(300.0, 20 * seconds))[0].strip().splitlines()[-1]) for k in kids]
     finally:
         for k in kids:
             if k.poll() is None:
                 k.kill()
         Path(f.name).unlink(missing_ok=True)
     if any(r["repeated"] for r in rates):
-        log.warning("a ceiling child ran out of new posts and encoded %d again: give it more than %d posts",
-                    max(r["repeated"] for r in rates), len(texts))
-    return Rate(f"text {precision}{' compiled' if compile else ''} b{batch} bucket{bucket} x{procs} processes",
-                sum(r["posts"] for r in rates),
-                max(r["seconds"] for r in rates))
+        log.warning(
+            "a ceiling child ran out of new posts and encoded %d again: give it more than %d posts",
+            max(r["repeated"] for r in rates),
+            len(texts),
+        )
+    return Rate(
+        f"text {precision}{' compiled' if compile else ''} b{batch} bucket{bucket} x{procs} processes",
+        sum(r["posts"] for r in rates),
+        max(r["seconds"] for r in rates),
+    )
 
 
-def _child(model: str, precision: str, texts_path: str, bucket: str, batch: str, seconds: str, compile: str,
-           part: str, parts: str) -> None:
+def _child(
+    model: str,
+    precision: str,
+    texts_path: str,
+    bucket: str,
+    batch: str,
+    seconds: str,
+    compile: str,
+    part: str,
+    parts: str,
+) -> None:
     import json
     import sys
 

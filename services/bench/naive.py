@@ -42,24 +42,42 @@ def naive_pipeline(run: Run, posts: list[Incoming], model: str = "production") -
                 n = int(st[1] or 0)
                 out = eng.predict(enc, {"text": torch.from_numpy(mean)[None]}, {"text": torch.tensor([float(n)])})
                 x = enc.x["text"][0].numpy()
-                rds.hset(f"naive:{post.author.id}", mapping={"mean": (mean + (x - mean) / (n + 1)).tobytes(),
-                                                              "n": n + 1})
+                rds.hset(
+                    f"naive:{post.author.id}", mapping={"mean": (mean + (x - mean) / (n + 1)).tobytes(), "n": n + 1}
+                )
                 p = out.probs[0]
                 with db.begin() as c:
-                    c.execute(text("INSERT INTO authors (id, platform, handle, first_seen, last_seen, post_count) "
-                                   "VALUES (:a, :pl, :h, :t, :t, 1) ON CONFLICT (id) DO UPDATE SET "
-                                   "post_count = authors.post_count + 1"),
-                              {"a": post.author.id, "pl": post.platform, "h": post.author.handle, "t": post.created_at})
-                    c.execute(text("INSERT INTO posts (id, platform, author_id, text, created_at, modalities, extra) "
-                                   "VALUES (:i, :pl, :a, :tx, :t, '{text}', '{}') ON CONFLICT DO NOTHING"),
-                              {"i": post.id, "pl": post.platform, "a": post.author.id, "tx": post.text,
-                               "t": post.created_at})
-                    c.execute(text("INSERT INTO predictions (post_id, model_name, model_version, label, probabilities,"
-                                   " score, modality_weights, user_prior_count, timings_ms) VALUES (:i, :m, :v, :l, "
-                                   "CAST(:p AS jsonb), :s, '{}', :n, '{}') ON CONFLICT DO NOTHING"),
-                              {"i": post.id, "m": head.name, "v": head.version, "l": head.labels[int(p.argmax())],
-                               "p": f'{{"{head.labels[0]}": {float(p[0])}}}', "n": n,
-                               "s": float(sentiment_score(head.labels, out.probs)[0])})
+                    c.execute(
+                        text(
+                            "INSERT INTO authors (id, platform, handle, first_seen, last_seen, post_count) "
+                            "VALUES (:a, :pl, :h, :t, :t, 1) ON CONFLICT (id) DO UPDATE SET "
+                            "post_count = authors.post_count + 1"
+                        ),
+                        {"a": post.author.id, "pl": post.platform, "h": post.author.handle, "t": post.created_at},
+                    )
+                    c.execute(
+                        text(
+                            "INSERT INTO posts (id, platform, author_id, text, created_at, modalities, extra) "
+                            "VALUES (:i, :pl, :a, :tx, :t, '{text}', '{}') ON CONFLICT DO NOTHING"
+                        ),
+                        {"i": post.id, "pl": post.platform, "a": post.author.id, "tx": post.text, "t": post.created_at},
+                    )
+                    c.execute(
+                        text(
+                            "INSERT INTO predictions (post_id, model_name, model_version, label, probabilities,"
+                            " score, modality_weights, user_prior_count, timings_ms) VALUES (:i, :m, :v, :l, "
+                            "CAST(:p AS jsonb), :s, '{}', :n, '{}') ON CONFLICT DO NOTHING"
+                        ),
+                        {
+                            "i": post.id,
+                            "m": head.name,
+                            "v": head.version,
+                            "l": head.labels[int(p.argmax())],
+                            "p": f'{{"{head.labels[0]}": {float(p[0])}}}',
+                            "n": n,
+                            "s": float(sentiment_score(head.labels, out.probs)[0]),
+                        },
+                    )
                 consumer.commit()
                 done += 1
     seconds = time.perf_counter() - (t0 or time.perf_counter())

@@ -21,8 +21,16 @@ def profile_scorer(run: Run, posts: list[Incoming], out_dir: Path, batch: int = 
     s = run.settings
     rds = redis.Redis.from_url(run.ep.redis_url)
     scorer = Scorer(s, run.ep.database_url, rds, make_producer(run.ep.kafka_bootstrap))
-    recs = [SimpleNamespace(topic=s.topic_raw, partition=0, offset=i, key=p.post.author.id.encode(),
-                            value=p.post.model_dump_json().encode()) for i, p in enumerate(posts)]
+    recs = [
+        SimpleNamespace(
+            topic=s.topic_raw,
+            partition=0,
+            offset=i,
+            key=p.post.author.id.encode(),
+            value=p.post.model_dump_json().encode(),
+        )
+        for i, p in enumerate(posts)
+    ]
     scorer.process(recs[:batch])  # warm-up
     prof = Profiler(interval=0.002)
     prof.start()

@@ -34,8 +34,9 @@ def machine() -> dict[str, str]:
     """The CPU as /proc/cpuinfo names it; family and model tell generations apart ("AMD EPYC" alone does not)."""
     flags = cpu_flags()
     try:
-        info = dict(ln.split(":", 1) for ln in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
-                    if ":" in ln)
+        info = dict(
+            ln.split(":", 1) for ln in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines() if ":" in ln
+        )
         info = {k.strip(): v.strip() for k, v in info.items()}
         model = info["model name"]
         if "cpu family" in info:
@@ -44,9 +45,15 @@ def machine() -> dict[str, str]:
         model = platform.processor()
     import torch
 
-    return {"cpu": model, "cores": str(os.cpu_count()), "python": sys.version.split()[0], "torch": torch.__version__,
-            "isa": " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16")
-                            if f in flags)}
+    return {
+        "cpu": model,
+        "cores": str(os.cpu_count()),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "isa": " ".join(
+            f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16") if f in flags
+        ),
+    }
 
 
 ACCURACY_TOLERANCE_PTS = 0.5  # a precision "keeps accuracy" if it loses at most this much on every set
@@ -60,8 +67,12 @@ def worth_running(probe: dict[str, float]) -> tuple[list[str], dict[str, str]]:
     the accuracy sets would take an hour there. Returns (precisions to run, {skipped: why}).
     """
     keep = [p for p in probe if p == "fp32" or probe[p] >= probe["fp32"]]
-    why = {p: f"encoder {probe[p]:.1f} posts/s vs fp32 {probe['fp32']:.1f} on a short probe: slower than fp32 here, "
-              "so never the fast path; not run further" for p in probe if p not in keep}
+    why = {
+        p: f"encoder {probe[p]:.1f} posts/s vs fp32 {probe['fp32']:.1f} on a short probe: slower than fp32 here, "
+        "so never the fast path; not run further"
+        for p in probe
+        if p not in keep
+    }
     return keep, why
 
 
@@ -90,11 +101,12 @@ class Bench:
 
     def enough(self, k: int = 1, b: int = 64) -> list:
         """At least 16 full batches per scorer, so the steady-state window spans many commits."""
-        return self.posts[:max(self.n_sat, 16 * k * b)]
+        return self.posts[: max(self.n_sat, 16 * k * b)]
 
 
-def run_bench(settings: Settings, quick: bool = False, out_dir: Path | None = None,
-              only: list[str] | None = None) -> dict:
+def run_bench(
+    settings: Settings, quick: bool = False, out_dir: Path | None = None, only: list[str] | None = None
+) -> dict:
     """Run the phases in order, writing the report after each: a crash or a failed phase keeps what finished.
 
     `only`: re-run these phases over the last report in `out_dir` (the rest of it is kept).
@@ -113,13 +125,23 @@ def run_bench(settings: Settings, quick: bool = False, out_dir: Path | None = No
             raise FileNotFoundError(f"--only re-runs phases over {prev}, which does not exist: run the whole bench")
         res = json.loads(prev.read_text())
     command += "".join(f" --only {p}" for p in only or ())
-    res.update({"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "command": command,
-                "model": f"{head.name}@{head.version}"})
+    res.update(
+        {
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": machine(),
+            "command": command,
+            "model": f"{head.name}@{head.version}",
+        }
+    )
     res.setdefault("phases", {})
     b = Bench(settings, quick, out_dir, posts=airline_posts(settings.data_dir))
     state = Path(tempfile.mkdtemp(prefix="voxpop-bench-"))
-    stack = Settings(state_dir=state, database_url=settings.database_url, redis_url=settings.redis_url,
-                     kafka_bootstrap=settings.kafka_bootstrap)
+    stack = Settings(
+        state_dir=state,
+        database_url=settings.database_url,
+        redis_url=settings.redis_url,
+        kafka_bootstrap=settings.kafka_bootstrap,
+    )
     b.ep, b.logs = local_stack.resolve_endpoints(stack), state / "logs"
     b.logs.mkdir()
     try:
@@ -138,8 +160,11 @@ def run_bench(settings: Settings, quick: bool = False, out_dir: Path | None = No
                 res["phases"][name] = {"status": "ok", "seconds": round(time.monotonic() - t0, 1)}
             except Exception as e:  # noqa: BLE001 (a failed phase is reported; the others still run)
                 log.exception("bench phase %s failed", name)
-                res["phases"][name] = {"status": "failed", "why": f"{type(e).__name__}: {e}",
-                                       "seconds": round(time.monotonic() - t0, 1)}
+                res["phases"][name] = {
+                    "status": "failed",
+                    "why": f"{type(e).__name__}: {e}",
+                    "seconds": round(time.monotonic() - t0, 1),
+                }
             write_report(res, out_dir)
     finally:
         local_stack.down(stack)
@@ -169,14 +194,20 @@ def phase_encoders(b: Bench, res: dict, head) -> None:
     ceil = {p: encoders.text_ceiling(head, texts, p).per_s for p in precisions}
     ceil_bucket = {p: encoders.text_ceiling(head, texts, p, bucket=call).per_s for p in precisions}
     # the encoder alone, one single-threaded process per core, at each batch size the scorer runs
-    per_core = {p: {bs: encoders.text_ceiling_per_core(s.scorer_model, stream, p, b.cores, bucket=call,
-                                                       batch=bs).per_s for bs in b.batches} for p in precisions}
+    per_core = {
+        p: {
+            bs: encoders.text_ceiling_per_core(s.scorer_model, stream, p, b.cores, bucket=call, batch=bs).per_s
+            for bs in b.batches
+        }
+        for p in precisions
+    }
     imgs = sorted((s.data_dir / "mvsa-single" / "images").glob("*.jpg"))[:64]
     img = {p: encoders.image_ceiling(imgs, p).per_s for p in ("fp32", "bf16") if p in precisions} if imgs else {}
     res["encoder_ceiling_posts_per_s"] = {p: round(v, 1) for p, v in ceil.items()}
     res["encoder_ceiling_bucketed_posts_per_s"] = {p: round(v, 1) for p, v in ceil_bucket.items()}
-    res["encoder_ceiling_per_core_posts_per_s"] = {p: {str(bs): round(v, 1) for bs, v in d.items()}
-                                                   for p, d in per_core.items()}
+    res["encoder_ceiling_per_core_posts_per_s"] = {
+        p: {str(bs): round(v, 1) for bs, v in d.items()} for p, d in per_core.items()
+    }
     res["encoder_single_post_per_s"] = round(encoders.text_single(head, texts[:250]).per_s, 1)
     res["image_encoder_images_per_s"] = {p: round(v, 1) for p, v in img.items()}
     res["bucket_by_precision"] = {p: call if ceil_bucket[p] > ceil[p] else 0 for p in precisions}
@@ -186,12 +217,14 @@ def phase_accuracy(b: Bench, res: dict, head) -> None:
     precisions = res.get("precisions_run") or list(PRECISIONS)
     sets = QUICK_ACCURACY_SETS if b.quick else None
     res["accuracy_sets"] = list(sets) if sets else "all present"
-    acc = res["accuracy_by_precision"] = precision_accuracy(b.settings.data_dir, tuple(precisions),
-                                                            b.settings.scorer_model, only=sets)
+    acc = res["accuracy_by_precision"] = precision_accuracy(
+        b.settings.data_dir, tuple(precisions), b.settings.scorer_model, only=sets
+    )
     # the largest loss against fp32 over the benchmark sets, in points of accuracy and of macro-F1
     res["accuracy_loss_pts_vs_fp32"] = {
         p: {m: round(100 * max(acc["fp32"][d][m] - acc[p][d][m] for d in acc[p]), 2) for m in ("accuracy", "macro_f1")}
-        for p in precisions}
+        for p in precisions
+    }
 
 
 def phase_saturation(b: Bench, res: dict, head) -> None:
@@ -201,8 +234,11 @@ def phase_saturation(b: Bench, res: dict, head) -> None:
         sweep.append(saturation(s, b.ep, b.enough(), b.logs, precision=prec, bucket=bucket[prec]))
         if b.cores > 1:
             for bs in b.batches:
-                sweep.append(saturation(s, b.ep, b.enough(b.cores, bs), b.logs, k=b.cores, batch=bs, precision=prec,
-                                        bucket=bucket[prec]))
+                sweep.append(
+                    saturation(
+                        s, b.ep, b.enough(b.cores, bs), b.logs, k=b.cores, batch=bs, precision=prec, bucket=bucket[prec]
+                    )
+                )
     for bs in (32, 128) if b.quick else (16, 32, 128, 256):
         sweep.append(saturation(s, b.ep, b.enough(1, bs), b.logs, batch=bs, bucket=bucket["fp32"]))
     if not b.quick:
@@ -211,13 +247,19 @@ def phase_saturation(b: Bench, res: dict, head) -> None:
         r["ceiling_posts_per_s"] = round(_ceiling(res, r["precision"], r["batch"]), 1) or None
     res["sweep"] = sweep
     # per precision: its best layout, against the encoder ceiling at that layout's batch size
-    best = {p: max((r for r in sweep if r["precision"] == p and r["wait_ms"] == 50
-                    and r["batch"] in (64, *b.batches)), key=lambda r: r["posts_per_s"]) for p in precisions}
+    best = {
+        p: max(
+            (r for r in sweep if r["precision"] == p and r["wait_ms"] == 50 and r["batch"] in (64, *b.batches)),
+            key=lambda r: r["posts_per_s"],
+        )
+        for p in precisions
+    }
     e2e = res["e2e_posts_per_s"] = {p: r["posts_per_s"] for p, r in best.items()}
     res["e2e_layout"] = {p: {"scorers": r["scorers"], "batch": r["batch"]} for p, r in best.items()}
     res["e2e_over_ceiling_by_precision"] = {p: round(e2e[p] / best[p]["ceiling_posts_per_s"], 3) for p in e2e}
     res["e2e_over_best_ceiling_by_precision"] = {
-        p: round(e2e[p] / max(_ceiling(res, p, bs) for bs in (64, *b.batches)), 3) for p in e2e}
+        p: round(e2e[p] / max(_ceiling(res, p, bs) for bs in (64, *b.batches)), 3) for p in e2e
+    }
     # "the fastest path" is the fastest precision that keeps accuracy; the fastest of all is reported too
     loss = res["accuracy_loss_pts_vs_fp32"]
     keeps = [p for p in precisions if max(loss[p].values()) <= ACCURACY_TOLERANCE_PTS]
@@ -235,10 +277,19 @@ def phase_compiled(b: Bench, res: dict, head) -> None:
         res["compiled"] = {"skipped": "--quick does not compile (each compile takes about a minute per process)"}
         return
     bs = b.batches[-1]
-    res["compiled"] = compiled_runs(b.settings, b.ep, [p.post.text for p in b.posts], b.enough(b.cores, bs), b.logs,
-                                    [p for p in res["precisions_run"] if p != "int8"], b.cores, bs,
-                                    res["bucket_by_precision"], res["e2e_posts_per_s"],
-                                    res["accuracy_by_precision"]["fp32"])
+    res["compiled"] = compiled_runs(
+        b.settings,
+        b.ep,
+        [p.post.text for p in b.posts],
+        b.enough(b.cores, bs),
+        b.logs,
+        [p for p in res["precisions_run"] if p != "int8"],
+        b.cores,
+        bs,
+        res["bucket_by_precision"],
+        res["e2e_posts_per_s"],
+        res["accuracy_by_precision"]["fp32"],
+    )
     rss = [v["peak_rss_mb"] for v in res["compiled"].values() if isinstance(v, dict)]
     res["scorer_peak_rss_mb"] = max([res["scorer_peak_rss_mb"], *rss])
 
@@ -246,36 +297,59 @@ def phase_compiled(b: Bench, res: dict, head) -> None:
 def phase_latency(b: Bench, res: dict, head) -> None:
     fastest = res["fastest_precision"]
     lay = res["e2e_layout"][fastest]
-    env = {"scorer_precision": fastest, "scorer_bucket_call_tokens": res["bucket_by_precision"][fastest],
-           "scorer_max_batch": lay["batch"], "scorer_threads": max(1, b.cores // lay["scorers"])}
+    env = {
+        "scorer_precision": fastest,
+        "scorer_bucket_call_tokens": res["bucket_by_precision"][fastest],
+        "scorer_max_batch": lay["batch"],
+        "scorer_threads": max(1, b.cores // lay["scorers"]),
+    }
     lat = {}
     for share in (0.25, 0.5, 0.75):
         rate = share * res["e2e_posts_per_s"][fastest]
-        lat[f"{int(share * 100)}%"] = latency_at(b.settings, b.ep, b.posts[b.n_sat:], rate, 15 if b.quick else 30,
-                                                 b.logs, k=lay["scorers"], **env)
+        lat[f"{int(share * 100)}%"] = latency_at(
+            b.settings, b.ep, b.posts[b.n_sat :], rate, 15 if b.quick else 30, b.logs, k=lay["scorers"], **env
+        )
     res["latency"] = lat
     res["latency_layout"] = {"scorers": lay["scorers"], **env}
     res["p99_ms_at_half_load"] = lat["50%"]["p99_ms"]
 
 
 def phase_naive(b: Bench, res: dict, head) -> None:
-    res["naive"] = naive_pipeline(Run(b.settings, b.ep), b.posts[:150 if b.quick else 300])
+    res["naive"] = naive_pipeline(Run(b.settings, b.ep), b.posts[: 150 if b.quick else 300])
     res["e2e_over_naive"] = round(res["e2e_posts_per_s"][res["fastest_precision"]] / res["naive"]["posts_per_s"], 2)
 
 
 def phase_profile(b: Bench, res: dict, head) -> None:
     fastest = res["profile_precision"] = res["fastest_precision"]  # the path the latency runs and deployments use
-    res["profile_share_pct"] = profile_scorer(Run(b.settings.model_copy(update={"scorer_precision": fastest}), b.ep),
-                                              b.posts[:640], b.out_dir / "profiles")
+    res["profile_share_pct"] = profile_scorer(
+        Run(b.settings.model_copy(update={"scorer_precision": fastest}), b.ep), b.posts[:640], b.out_dir / "profiles"
+    )
 
 
-PHASE_RUNS = {"encoders": phase_encoders, "accuracy": phase_accuracy, "saturation": phase_saturation,
-              "compiled": phase_compiled, "latency": phase_latency, "naive": phase_naive, "profile": phase_profile}
+PHASE_RUNS = {
+    "encoders": phase_encoders,
+    "accuracy": phase_accuracy,
+    "saturation": phase_saturation,
+    "compiled": phase_compiled,
+    "latency": phase_latency,
+    "naive": phase_naive,
+    "profile": phase_profile,
+}
 
 
-def compiled_runs(settings: Settings, ep, texts: list[str], posts: list, logs: Path, precisions: list[str],
-                  cores: int, batch: int, bucket: dict[str, int], eager_e2e: dict[str, float],
-                  eager_fp32_acc: dict[str, dict[str, float]]) -> dict:
+def compiled_runs(
+    settings: Settings,
+    ep,
+    texts: list[str],
+    posts: list,
+    logs: Path,
+    precisions: list[str],
+    cores: int,
+    batch: int,
+    bucket: dict[str, int],
+    eager_e2e: dict[str, float],
+    eager_fp32_acc: dict[str, dict[str, float]],
+) -> dict:
     """fp32 and bf16 again with the encoder compiled (VOXPOP_SCORER_COMPILE): its own ceiling, end to end.
 
     Same layout as the eager runs' largest batch, one scorer per core; the ceiling children compile too,
@@ -285,20 +359,31 @@ def compiled_runs(settings: Settings, ep, texts: list[str], posts: list, logs: P
     why = compiler_missing()
     if why:
         return {"skipped": why}
-    acc = precision_accuracy(settings.data_dir, ("fp32", *(p for p in precisions if p != "fp32")),
-                             settings.scorer_model, compile=True)
+    acc = precision_accuracy(
+        settings.data_dir, ("fp32", *(p for p in precisions if p != "fp32")), settings.scorer_model, compile=True
+    )
     out: dict = {}
     for p in precisions:
-        ceil = encoders.text_ceiling_per_core(settings.scorer_model, texts, p, cores, bucket=bucket[p], batch=batch,
-                                              compile=True).per_s
-        row = saturation(settings, ep, posts, logs, k=cores, batch=batch, precision=p, bucket=bucket[p],
-                         scorer_compile=True)
-        out[p] = {"scorers": cores, "batch": batch, "ceiling_posts_per_s": round(ceil, 1),
-                  "e2e_posts_per_s": row["posts_per_s"], "e2e_over_ceiling": round(row["posts_per_s"] / ceil, 3),
-                  "over_eager_e2e": round(row["posts_per_s"] / eager_e2e[p], 3), "peak_rss_mb": row["peak_rss_mb"],
-                  "accuracy": acc[p], "accuracy_loss_pts_vs_eager_fp32": {
-                      m: round(100 * max(eager_fp32_acc[d][m] - acc[p][d][m] for d in acc[p]), 2)
-                      for m in ("accuracy", "macro_f1")}}
+        ceil = encoders.text_ceiling_per_core(
+            settings.scorer_model, texts, p, cores, bucket=bucket[p], batch=batch, compile=True
+        ).per_s
+        row = saturation(
+            settings, ep, posts, logs, k=cores, batch=batch, precision=p, bucket=bucket[p], scorer_compile=True
+        )
+        out[p] = {
+            "scorers": cores,
+            "batch": batch,
+            "ceiling_posts_per_s": round(ceil, 1),
+            "e2e_posts_per_s": row["posts_per_s"],
+            "e2e_over_ceiling": round(row["posts_per_s"] / ceil, 3),
+            "over_eager_e2e": round(row["posts_per_s"] / eager_e2e[p], 3),
+            "peak_rss_mb": row["peak_rss_mb"],
+            "accuracy": acc[p],
+            "accuracy_loss_pts_vs_eager_fp32": {
+                m: round(100 * max(eager_fp32_acc[d][m] - acc[p][d][m] for d in acc[p]), 2)
+                for m in ("accuracy", "macro_f1")
+            },
+        }
     if {"fp32", "bf16"} <= out.keys():
         out["bf16_over_fp32"] = round(out["bf16"]["e2e_posts_per_s"] / out["fp32"]["e2e_posts_per_s"], 3)
     if "bf16" in out:  # the k8s overlay's path against the default fp32 path a user starts from

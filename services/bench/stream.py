@@ -57,11 +57,18 @@ class Run:
 
     @property
     def settings(self) -> Settings:
-        return self.base.model_copy(update={
-            "database_url": self.ep.database_url, "redis_url": self.ep.redis_url,
-            "kafka_bootstrap": self.ep.kafka_bootstrap, "topic_raw": f"bench.raw.{self.tag}",
-            "topic_scored": f"bench.scored.{self.tag}", "topic_dlq": f"bench.dlq.{self.tag}",
-            "topic_alerts": f"bench.alerts.{self.tag}", "scorer_group": f"bench-{self.tag}"})
+        return self.base.model_copy(
+            update={
+                "database_url": self.ep.database_url,
+                "redis_url": self.ep.redis_url,
+                "kafka_bootstrap": self.ep.kafka_bootstrap,
+                "topic_raw": f"bench.raw.{self.tag}",
+                "topic_scored": f"bench.scored.{self.tag}",
+                "topic_dlq": f"bench.dlq.{self.tag}",
+                "topic_alerts": f"bench.alerts.{self.tag}",
+                "scorer_group": f"bench-{self.tag}",
+            }
+        )
 
     def reset(self) -> None:
         migrate(self.ep.database_url)
@@ -71,15 +78,32 @@ class Run:
         ensure_topics(self.ep.kafka_bootstrap, self.settings)
 
     def gate(self) -> IngestGate:
-        return IngestGate(self.settings, make_producer(self.ep.kafka_bootstrap),
-                          redis.Redis.from_url(self.ep.redis_url), engine_for(self.ep.database_url))
+        return IngestGate(
+            self.settings,
+            make_producer(self.ep.kafka_bootstrap),
+            redis.Redis.from_url(self.ep.redis_url),
+            engine_for(self.ep.database_url),
+        )
 
     def env(self, **extra: object) -> dict[str, str]:
         s = self.settings
-        return child_environ(**settings_environ(s, ("database_url", "redis_url", "kafka_bootstrap", "topic_raw",
-                                                     "topic_scored", "topic_dlq", "topic_alerts", "scorer_group",
-                                                     "data_dir")),
-                             **{f"VOXPOP_{k.upper()}": str(v) for k, v in extra.items()})
+        return child_environ(
+            **settings_environ(
+                s,
+                (
+                    "database_url",
+                    "redis_url",
+                    "kafka_bootstrap",
+                    "topic_raw",
+                    "topic_scored",
+                    "topic_dlq",
+                    "topic_alerts",
+                    "scorer_group",
+                    "data_dir",
+                ),
+            ),
+            **{f"VOXPOP_{k.upper()}": str(v) for k, v in extra.items()},
+        )
 
     def stored(self) -> int:
         with engine_for(self.ep.database_url).connect() as c:
@@ -95,8 +119,15 @@ class Scorers:
         pins = one_core_each(k)  # as `voxpop up` does
         for i in range(k):
             log = self.logs[i].open("wb")
-            self.procs.append(subprocess.Popen([sys.executable, "-m", "services.cli", "score"], cwd=ROOT,
-                                               env={**run.env(**env), **pins[i]}, stdout=log, stderr=subprocess.STDOUT))
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "services.cli", "score"],
+                    cwd=ROOT,
+                    env={**run.env(**env), **pins[i]},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         self.peak_rss_mb = 0.0
         self._stop = threading.Event()
         threading.Thread(target=self._sample, daemon=True).start()
@@ -166,25 +197,54 @@ def wait_stored(run: Run, n: int, timeout_s: float, scorers: Scorers | None = No
         time.sleep(0.25)
 
 
-def saturation(base: Settings, ep: Endpoints, posts: list[Incoming], log_dir: Path, *, k: int = 1,
-               batch: int = 64, wait_ms: int = 50, precision: str = "fp32", bucket: int = 0,
-               **scorer_env: object) -> dict:
+def saturation(
+    base: Settings,
+    ep: Endpoints,
+    posts: list[Incoming],
+    log_dir: Path,
+    *,
+    k: int = 1,
+    batch: int = 64,
+    wait_ms: int = 50,
+    precision: str = "fp32",
+    bucket: int = 0,
+    **scorer_env: object,
+) -> dict:
     """Pre-load the topic, then let K scorers drain it: posts/s between the first and last commit."""
     run = Run(base, ep)
     run.reset()
     run.gate().submit([Incoming(raw=p.raw, post=p.post.model_copy(), source="bench") for p in posts])
-    sc = Scorers(run, k, log_dir, scorer_max_batch=batch, scorer_max_wait_ms=wait_ms, scorer_precision=precision,
-                 scorer_bucket_call_tokens=bucket, scorer_threads=max(1, (os.cpu_count() or 2) // k), **scorer_env)
+    sc = Scorers(
+        run,
+        k,
+        log_dir,
+        scorer_max_batch=batch,
+        scorer_max_wait_ms=wait_ms,
+        scorer_precision=precision,
+        scorer_bucket_call_tokens=bucket,
+        scorer_threads=max(1, (os.cpu_count() or 2) // k),
+        **scorer_env,
+    )
     try:
         wait_stored(run, len(posts), 900, sc)
     finally:
         sc.stop()
     with engine_for(ep.database_url).connect() as c:
-        stored = np.array(c.execute(text("SELECT extract(epoch FROM stored_at) FROM posts ORDER BY 1")).scalars().all(),
-                          dtype=np.float64)
-    return {"scorers": k, "batch": batch, "wait_ms": wait_ms, "precision": precision, "bucket": bucket,
-            "posts": len(posts), "posts_per_s": rate_between(stored, 0.1, 0.9),
-            "posts_per_s_whole_run": rate_between(stored, 0.0, 1.0), "peak_rss_mb": round(sc.peak_rss_mb, 1)}
+        stored = np.array(
+            c.execute(text("SELECT extract(epoch FROM stored_at) FROM posts ORDER BY 1")).scalars().all(),
+            dtype=np.float64,
+        )
+    return {
+        "scorers": k,
+        "batch": batch,
+        "wait_ms": wait_ms,
+        "precision": precision,
+        "bucket": bucket,
+        "posts": len(posts),
+        "posts_per_s": rate_between(stored, 0.1, 0.9),
+        "posts_per_s_whole_run": rate_between(stored, 0.0, 1.0),
+        "peak_rss_mb": round(sc.peak_rss_mb, 1),
+    }
 
 
 def rate_between(stored_at: np.ndarray, lo: float, hi: float) -> float | None:
@@ -207,8 +267,10 @@ def rate_between(stored_at: np.ndarray, lo: float, hi: float) -> float | None:
 def scored_latencies(run: Run, n: int, exclude: set[str], timeout_s: float = 60) -> np.ndarray:
     """ms from ingest to publication on posts.scored (after the database commit), per post."""
     c = KafkaConsumer(bootstrap_servers=run.ep.kafka_bootstrap, group_id=None, enable_auto_commit=False)
-    tps = [TopicPartition(run.settings.topic_scored, p) for p in sorted(c.partitions_for_topic(
-        run.settings.topic_scored) or [])]
+    tps = [
+        TopicPartition(run.settings.topic_scored, p)
+        for p in sorted(c.partitions_for_topic(run.settings.topic_scored) or [])
+    ]
     c.assign(tps)
     c.seek_to_beginning(*tps)
     out: dict[str, float] = {}
@@ -224,8 +286,16 @@ def scored_latencies(run: Run, n: int, exclude: set[str], timeout_s: float = 60)
     return np.array(list(out.values()))
 
 
-def latency_at(base: Settings, ep: Endpoints, posts: list[Incoming], rate: float, seconds: float,
-               log_dir: Path, k: int = 1, **scorer_env: object) -> dict:
+def latency_at(
+    base: Settings,
+    ep: Endpoints,
+    posts: list[Incoming],
+    rate: float,
+    seconds: float,
+    log_dir: Path,
+    k: int = 1,
+    **scorer_env: object,
+) -> dict:
     """Offer `rate` posts/s for `seconds` to K warm scorers; ingest-to-stored percentiles."""
     run = Run(base, ep)
     run.reset()
@@ -249,6 +319,10 @@ def latency_at(base: Settings, ep: Endpoints, posts: list[Incoming], rate: float
     finally:
         sc.stop()
     lat = scored_latencies(run, len(todo), {p.post.id for p in warm})
-    return {"offered_per_s": round(offered, 1), "posts": int(len(lat)),
-            "p50_ms": round(float(np.percentile(lat, 50)), 1), "p95_ms": round(float(np.percentile(lat, 95)), 1),
-            "p99_ms": round(float(np.percentile(lat, 99)), 1)}
+    return {
+        "offered_per_s": round(offered, 1),
+        "posts": int(len(lat)),
+        "p50_ms": round(float(np.percentile(lat, 50)), 1),
+        "p95_ms": round(float(np.percentile(lat, 95)), 1),
+        "p99_ms": round(float(np.percentile(lat, 99)), 1),
+    }

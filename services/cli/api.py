@@ -50,8 +50,9 @@ def reasons_train(
     save_head(head, threshold, report, s.checkpoints_dir / "reasons-minilm-lr", enc.version)
     Path(out).write_text(reasons_markdown(report, seconds))
     Path(out).with_suffix(".json").write_text(_json.dumps(report, indent=1) + "\n")
-    typer.echo(f"wrote {out}: macro-F1 head {report['head']['macro_f1']:.3f}, "
-               f"keywords {report['keywords']['macro_f1']:.3f}")
+    typer.echo(
+        f"wrote {out}: macro-F1 head {report['head']['macro_f1']:.3f}, keywords {report['keywords']['macro_f1']:.3f}"
+    )
 
 
 def _migrated_db() -> str:
@@ -89,8 +90,9 @@ def api(host: str | None = None, port: int | None = None) -> None:
     _logging()
     s = get_settings()
     ep = _endpoints(s)
-    s = s.model_copy(update={"database_url": ep.database_url, "redis_url": ep.redis_url,
-                             "kafka_bootstrap": ep.kafka_bootstrap})
+    s = s.model_copy(
+        update={"database_url": ep.database_url, "redis_url": ep.redis_url, "kafka_bootstrap": ep.kafka_bootstrap}
+    )
     _migrated_db()
     api_s = s.api
     if api_s.bootstrap_key:
@@ -158,13 +160,24 @@ def report(
     stop = date.fromisoformat(end) if end else last_full_period_end(period, datetime.now(UTC))
     secret = rs.webhook_secret.get_secret_value() if rs.webhook_secret else None
     try:
-        row = generate_report(engine_for(_migrated_db()), int(watch) if watch.isdigit() else watch, period, stop,
-                              out or rs.dir or Path(s.state_dir) / "reports", trigger="manual",
-                              webhook_url=webhook or rs.webhook_url, webhook_secret=secret, force=force)
+        row = generate_report(
+            engine_for(_migrated_db()),
+            int(watch) if watch.isdigit() else watch,
+            period,
+            stop,
+            out or rs.dir or Path(s.state_dir) / "reports",
+            trigger="manual",
+            webhook_url=webhook or rs.webhook_url,
+            webhook_secret=secret,
+            force=force,
+        )
     except LookupError as e:
         raise typer.BadParameter(str(e)) from None
-    typer.echo(json.dumps({k: row[k] for k in ("id", "status", "files", "summary", "webhook_status", "error")},
-                          default=str, indent=2))
+    typer.echo(
+        json.dumps(
+            {k: row[k] for k in ("id", "status", "files", "summary", "webhook_status", "error")}, default=str, indent=2
+        )
+    )
 
 
 @app.command()
@@ -185,8 +198,14 @@ def scheduler(
     sched = build_scheduler(url, blocking=True)
     install_jobs(sched, rs)
     if run_now:
-        sched.add_job("services.scheduler.jobs:run_reports", "date", run_date=datetime.now(UTC),
-                      id="reports-weekly-now", kwargs={"period": "weekly"}, replace_existing=True)
+        sched.add_job(
+            "services.scheduler.jobs:run_reports",
+            "date",
+            run_date=datetime.now(UTC),
+            id="reports-weekly-now",
+            kwargs={"period": "weekly"},
+            replace_existing=True,
+        )
     log = logging.getLogger("voxpop.scheduler")
     now = datetime.now(UTC)
     for job in sched.get_jobs():

@@ -7,8 +7,9 @@ import typer
 from services.config import Settings, export_endpoints, get_settings, process_defaults
 from services.logs import configure_logging
 
-app = typer.Typer(help="VoxPop: streaming multimodal opinion monitor.", no_args_is_help=True,
-                  pretty_exceptions_show_locals=False)
+app = typer.Typer(
+    help="VoxPop: streaming multimodal opinion monitor.", no_args_is_help=True, pretty_exceptions_show_locals=False
+)
 services_app = typer.Typer(help="Embedded PostgreSQL, Redis and Kafka-protocol broker.", no_args_is_help=True)
 ingest_app = typer.Typer(help="Put posts on the stream.", no_args_is_help=True)
 watches_app = typer.Typer(help="Watched brands and topics.", no_args_is_help=True)
@@ -44,9 +45,13 @@ def _gate(settings: Settings, ep):
     from services.storage.watches import load_watch_specs
     from services.stream.kafka import make_producer
 
-    return IngestGate(settings, make_producer(ep.kafka_bootstrap), redis.Redis.from_url(ep.redis_url),
-                      engine_for(ep.database_url),
-                      WatchCache(lambda: load_watch_specs(ep.database_url), settings.watch_refresh_s))
+    return IngestGate(
+        settings,
+        make_producer(ep.kafka_bootstrap),
+        redis.Redis.from_url(ep.redis_url),
+        engine_for(ep.database_url),
+        WatchCache(lambda: load_watch_specs(ep.database_url), settings.watch_refresh_s),
+    )
 
 
 def main() -> None:  # pragma: no cover

@@ -18,8 +18,9 @@ from services.config import Settings, get_settings
 
 
 # --------------------------------------------------------------------------- models
-def _recipe_ctx(seed: int, epochs: int | None, limit: int | None, sets: list[str] | None,
-                checkpoint: Path | None = None):
+def _recipe_ctx(
+    seed: int, epochs: int | None, limit: int | None, sets: list[str] | None, checkpoint: Path | None = None
+):
     from pipelines.recipes import RecipeContext
 
     s = get_settings()
@@ -30,9 +31,18 @@ def _recipe_ctx(seed: int, epochs: int | None, limit: int | None, sets: list[str
             opts[k] = json.loads(v)
         except ValueError:
             opts[k] = v
-    return RecipeContext(data_dir=s.data_dir, checkpoints_dir=s.checkpoints_dir, cache_dir=s.feature_cache_dir,
-                         seed=seed, epochs=epochs, limit=limit, device=s.scorer_device, options=opts,
-                         command="voxpop " + " ".join(sys.argv[1:]), checkpoint=checkpoint)
+    return RecipeContext(
+        data_dir=s.data_dir,
+        checkpoints_dir=s.checkpoints_dir,
+        cache_dir=s.feature_cache_dir,
+        seed=seed,
+        epochs=epochs,
+        limit=limit,
+        device=s.scorer_device,
+        options=opts,
+        command="voxpop " + " ".join(sys.argv[1:]),
+        checkpoint=checkpoint,
+    )
 
 
 @app.command()
@@ -95,8 +105,13 @@ def evaluate(
 
 @app.command()
 def predict(
-    path: Annotated[Path, typer.Argument(help="CSV or JSONL with text[, image, author, thread], or one audio or "
-                                              "video file (wav, mp3, ogg, m4a, mp4, webm, ...)")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV or JSONL with text[, image, author, thread], or one audio or "
+            "video file (wav, mp3, ogg, m4a, mp4, webm, ...)"
+        ),
+    ],
     model: str = "production",
     out: Annotated[Path | None, typer.Option(help="write JSON lines here instead of stdout")] = None,
     text_col: str = "text",
@@ -118,8 +133,15 @@ def predict(
         return _predict_media(s, path, model, caption, out)
     sink = out.open("w") if out else sys.stdout
     try:
-        for rec in predict_file(path, model, text_col=text_col, image_col=image_col, author_col=author_col,
-                                thread_col=thread_col, device=s.scorer_device):
+        for rec in predict_file(
+            path,
+            model,
+            text_col=text_col,
+            image_col=image_col,
+            author_col=author_col,
+            thread_col=thread_col,
+            device=s.scorer_device,
+        ):
             sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
     finally:
         if out:
@@ -130,9 +152,16 @@ def _transcriber(s: Settings, size: str | None = None):
     from pipelines.asr import ASRUnavailable, Transcriber
 
     try:
-        return Transcriber(size or (s.asr_model if s.asr_model != "off" else "base"), cache_dir=s.asr_cache_dir,
-                           device=s.asr_device or s.scorer_device, compute_type=s.asr_compute_type,
-                           threads=s.asr_threads, beam_size=s.asr_beam_size, vad=s.asr_vad, language=s.asr_language)
+        return Transcriber(
+            size or (s.asr_model if s.asr_model != "off" else "base"),
+            cache_dir=s.asr_cache_dir,
+            device=s.asr_device or s.scorer_device,
+            compute_type=s.asr_compute_type,
+            threads=s.asr_threads,
+            beam_size=s.asr_beam_size,
+            vad=s.asr_vad,
+            language=s.asr_language,
+        )
     except ASRUnavailable as e:
         typer.echo(f"speech recognition unavailable: {e}", err=True)
         raise typer.Exit(2) from None
@@ -143,8 +172,18 @@ def _predict_media(s: Settings, path: Path, model: str, caption: str, out: Path 
     from pipelines.predict_media import predict_media
 
     try:
-        rec = predict_media(path, _transcriber(s), model, tuple(s.scorer_av_models), s.checkpoints_dir, caption,
-                            s.scorer_device, s.media_max_seconds, s.video_frames, s.media_decode_timeout_s)
+        rec = predict_media(
+            path,
+            _transcriber(s),
+            model,
+            tuple(s.scorer_av_models),
+            s.checkpoints_dir,
+            caption,
+            s.scorer_device,
+            s.media_max_seconds,
+            s.video_frames,
+            s.media_decode_timeout_s,
+        )
     except DecodeError as e:
         typer.echo(f"{path}: {e}", err=True)
         raise typer.Exit(1) from None
@@ -187,8 +226,12 @@ def asr_bench(
     work = s.state_dir / "asr-bench"
     if not from_results:
         run(s.data_dir, work, s.asr_cache_dir, tuple(sizes or ("base", "small")), log=typer.echo)
-    write_doc(json.loads((work / "asr-results.json").read_text()), s.checkpoints_dir, out,
-              command="voxpop " + " ".join(sys.argv[1:]))
+    write_doc(
+        json.loads((work / "asr-results.json").read_text()),
+        s.checkpoints_dir,
+        out,
+        command="voxpop " + " ".join(sys.argv[1:]),
+    )
     typer.echo(f"wrote {out} and {out.with_suffix('.json')}")
 
 
@@ -206,8 +249,16 @@ def benchmarks(
 
     _logging("WARNING")
     s = get_settings()
-    doc = build(s.data_dir, checkpoints_dir or s.checkpoints_dir, s.feature_cache_dir, out, from_cards=from_cards,
-                only=only, threads=threads, command="voxpop " + " ".join(sys.argv[1:]))
+    doc = build(
+        s.data_dir,
+        checkpoints_dir or s.checkpoints_dir,
+        s.feature_cache_dir,
+        out,
+        from_cards=from_cards,
+        only=only,
+        threads=threads,
+        command="voxpop " + " ".join(sys.argv[1:]),
+    )
     for g in doc["derived"]["goals"]:
         typer.echo(f"{g['dataset']:>15} {g['model']:<11} {g['checkpoint']:<36} goal met: {g['text']}")
     typer.echo(f"wrote {out} and {out.with_suffix('.json')} in {doc['meta']['runtime_s']} s")
@@ -218,10 +269,13 @@ def benchmarks(
 def bench(
     as_json: Annotated[bool, typer.Option("--json", help="print the figures as one JSON object")] = False,
     quick: Annotated[bool, typer.Option(help="smaller runs (about a third of the time)")] = False,
-    out: Annotated[Path | None, typer.Option(help="folder for performance.md/.json, plots and profiles "
-                                                   "(default: docs/)")] = None,
-    only: Annotated[list[str] | None, typer.Option(help="re-run this phase over the last report (repeatable): "
-                                                        + ", ".join(BENCH_PHASES))] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="folder for performance.md/.json, plots and profiles (default: docs/)")
+    ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(help="re-run this phase over the last report (repeatable): " + ", ".join(BENCH_PHASES)),
+    ] = None,
 ) -> None:
     """Measure encoder ceilings, end-to-end throughput, latency, the naive pipeline; write docs/performance.*"""
     from services.bench.run import run_bench

@@ -24,8 +24,16 @@ def services_up() -> None:
 
     _logging()
     ep = _endpoints(get_settings())
-    typer.echo(json.dumps({"database_url": mask_url(ep.database_url), "redis_url": mask_url(ep.redis_url),
-                           "kafka_bootstrap": mask_url(ep.kafka_bootstrap)}, indent=2))
+    typer.echo(
+        json.dumps(
+            {
+                "database_url": mask_url(ep.database_url),
+                "redis_url": mask_url(ep.redis_url),
+                "kafka_bootstrap": mask_url(ep.kafka_bootstrap),
+            },
+            indent=2,
+        )
+    )
 
 
 @services_app.command("down")

@@ -81,8 +81,9 @@ def ingest_jetstream(
 
 @ingest_app.command("mastodon")
 def ingest_mastodon(
-    base_url: Annotated[str | None, typer.Option(help="instance, e.g. https://mastodon.social "
-                                                      "(default VOXPOP_MASTODON_URL)")] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="instance, e.g. https://mastodon.social (default VOXPOP_MASTODON_URL)")
+    ] = None,
     hashtag: Annotated[str | None, typer.Option(help="follow #tag instead of the public timeline")] = None,
     token: Annotated[str | None, typer.Option(help="access token (default VOXPOP_MASTODON_TOKEN)")] = None,
 ) -> None:
@@ -136,8 +137,10 @@ def reconcile(once: Annotated[bool, typer.Option("--once", help="one pass, then 
 def score(
     model: Annotated[str | None, typer.Option(help="registered head (default VOXPOP_SCORER_MODEL)")] = None,
     precision: Annotated[str | None, typer.Option(help="auto | fp32 | bf16 | int8")] = None,
-    compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="compile the text encoder "
-                                                  "(default VOXPOP_SCORER_COMPILE)")] = None,
+    compile: Annotated[
+        bool | None,
+        typer.Option("--compile/--no-compile", help="compile the text encoder (default VOXPOP_SCORER_COMPILE)"),
+    ] = None,
 ) -> None:
     """Run a scorer: consumer group on posts.raw -> PostgreSQL, Redis, posts.scored."""
     from services.scorer.worker import run_scorer
@@ -164,8 +167,15 @@ def watches_add(
     from services.storage.watches import upsert_watch
 
     s = get_settings()
-    wid = upsert_watch(_endpoints(s).database_url, name=name, kind=kind, keywords=keyword or [],
-                       handles=handle or [], hashtags=hashtag or [], languages=lang or [])
+    wid = upsert_watch(
+        _endpoints(s).database_url,
+        name=name,
+        kind=kind,
+        keywords=keyword or [],
+        handles=handle or [],
+        hashtags=hashtag or [],
+        languages=lang or [],
+    )
     typer.echo(f"watch {name!r} has id {wid}")
 
 

@@ -58,12 +58,33 @@ from services.supervisor import terminate
 from services.trends.replay import AIRLINE_RULES
 
 #: Settings the children get from the run (the rest comes from the caller's environment).
-ENV_FIELDS = ("database_url", "redis_url", "kafka_bootstrap", "topic_raw", "topic_scored", "topic_dlq",
-              "topic_alerts", "scorer_group", "data_dir", "scorer_max_batch", "scorer_threads",
-              "reconcile_grace_s", "reconcile_interval_s", "scorer_join_timeout_s", "scorer_av_models",
-              "push_port", "push_api_key")
-PROCESSES = {"push": ("ingest", "push"), "scorer0": ("score",), "scorer1": ("score",), "reconcile": ("reconcile",),
-             "trends": ("trends",), "alerts": ("alerts", "run")}
+ENV_FIELDS = (
+    "database_url",
+    "redis_url",
+    "kafka_bootstrap",
+    "topic_raw",
+    "topic_scored",
+    "topic_dlq",
+    "topic_alerts",
+    "scorer_group",
+    "data_dir",
+    "scorer_max_batch",
+    "scorer_threads",
+    "reconcile_grace_s",
+    "reconcile_interval_s",
+    "scorer_join_timeout_s",
+    "scorer_av_models",
+    "push_port",
+    "push_api_key",
+)
+PROCESSES = {
+    "push": ("ingest", "push"),
+    "scorer0": ("score",),
+    "scorer1": ("score",),
+    "reconcile": ("reconcile",),
+    "trends": ("trends",),
+    "alerts": ("alerts", "run"),
+}
 LOOPBACK = ["127.0.0.1/32"]
 
 
@@ -108,7 +129,7 @@ class Feeder:
         t0 = time.monotonic()
         with httpx.Client(timeout=30, headers={"X-API-Key": self.key}) as client:
             for i in range(0, len(self.posts), self.batch):
-                chunk = self.posts[i:i + self.batch]
+                chunk = self.posts[i : i + self.batch]
                 while True:
                     try:
                         r = client.post(self.url, json=chunk)
@@ -136,8 +157,9 @@ class Run:
         migrate(self.ep.database_url)
         self.db = engine_for(self.ep.database_url)
         csv = self.base.data_dir / "airline-tweets" / "airline_tweets_clean.csv"
-        self.posts = [r.post.model_dump(mode="json") for r in load_records(csv, PRESETS["airline"])
-                      if r.post is not None]
+        self.posts = [
+            r.post.model_dump(mode="json") for r in load_records(csv, PRESETS["airline"]) if r.post is not None
+        ]
         self.log_dir = log_dir
         self.kids: dict[str, subprocess.Popen] = {}
         self.s = self.base
@@ -147,24 +169,48 @@ class Run:
     def settings(self) -> Settings:
         self.tag = uuid.uuid4().hex[:8]
         t = self.tag
-        return self.base.model_copy(update={
-            "database_url": self.ep.database_url, "redis_url": self.ep.redis_url,
-            "kafka_bootstrap": self.ep.kafka_bootstrap, "topic_raw": f"f.raw.{t}", "topic_scored": f"f.scored.{t}",
-            "topic_dlq": f"f.dlq.{t}", "topic_alerts": f"f.alerts.{t}", "scorer_group": f"f-{t}",
-            "scorer_max_batch": 32, "scorer_threads": 1, "reconcile_grace_s": 10.0, "reconcile_interval_s": 5.0,
-            "scorer_join_timeout_s": 45.0, "scorer_av_models": [], "push_port": free_port(),
-            "push_api_key": SecretStr(secrets.token_urlsafe(24))})
+        return self.base.model_copy(
+            update={
+                "database_url": self.ep.database_url,
+                "redis_url": self.ep.redis_url,
+                "kafka_bootstrap": self.ep.kafka_bootstrap,
+                "topic_raw": f"f.raw.{t}",
+                "topic_scored": f"f.scored.{t}",
+                "topic_dlq": f"f.dlq.{t}",
+                "topic_alerts": f"f.alerts.{t}",
+                "scorer_group": f"f-{t}",
+                "scorer_max_batch": 32,
+                "scorer_threads": 1,
+                "reconcile_grace_s": 10.0,
+                "reconcile_interval_s": 5.0,
+                "scorer_join_timeout_s": 45.0,
+                "scorer_av_models": [],
+                "push_port": free_port(),
+                "push_api_key": SecretStr(secrets.token_urlsafe(24)),
+            }
+        )
 
     def env(self) -> dict[str, str]:
-        return child_environ(VOXPOP_TRENDS_APP_ID=f"trends-{self.tag}", VOXPOP_TRENDS_LATENESS_S="60",
-                             VOXPOP_TRENDS_IDLE_S="600", VOXPOP_TRENDS_SESSION_TIMEOUT_S="10",
-                             VOXPOP_ALERTS_GROUP_WAIT_S="0", VOXPOP_ALERTS_ALLOW_CIDRS=json.dumps(LOOPBACK),
-                             **settings_environ(self.s, ENV_FIELDS))
+        return child_environ(
+            VOXPOP_TRENDS_APP_ID=f"trends-{self.tag}",
+            VOXPOP_TRENDS_LATENESS_S="60",
+            VOXPOP_TRENDS_IDLE_S="600",
+            VOXPOP_TRENDS_SESSION_TIMEOUT_S="10",
+            VOXPOP_ALERTS_GROUP_WAIT_S="0",
+            VOXPOP_ALERTS_ALLOW_CIDRS=json.dumps(LOOPBACK),
+            **settings_environ(self.s, ENV_FIELDS),
+        )
 
     def spawn(self, name: str) -> subprocess.Popen:
         log = (self.log_dir / f"{self.tag}-{name}.log").open("ab")
-        p = subprocess.Popen([sys.executable, "-m", "services.cli", *PROCESSES[name]], env=self.env(),
-                             cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        p = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", *PROCESSES[name]],
+            env=self.env(),
+            cwd=PROJECT_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.kids[name] = p
         return p
 
@@ -236,8 +282,9 @@ class Run:
         for name in PROCESSES:
             self.spawn(name)
         posts = resample(self.posts, sc.posts)
-        feeder = Feeder(f"http://127.0.0.1:{self.s.push_port}/ingest/posts",
-                        self.s.push_api_key.get_secret_value(), posts, sc.rate).start()
+        feeder = Feeder(
+            f"http://127.0.0.1:{self.s.push_port}/ingest/posts", self.s.push_api_key.get_secret_value(), posts, sc.rate
+        ).start()
         probe = Probe(self, feeder).start()
         deadline = t0 + sc.deadline_s
         _until(lambda: self.stored() >= len(posts) // 4, deadline)
@@ -258,14 +305,16 @@ class Run:
             _until(lambda: self.unsettled_notifications() == 0, time.monotonic() + 300)
         time.sleep(2)
         probe.stop()
-        out = self.collect(sc, feeder, rx, recovery, t0, note + (f"; {len(resent)} dead re-sent" if resent else "")
-                           + probe.summary())
+        out = self.collect(
+            sc, feeder, rx, recovery, t0, note + (f"; {len(resent)} dead re-sent" if resent else "") + probe.summary()
+        )
         rx.stop()
         self.stop_kids()
         return out
 
-    def collect(self, sc: Scenario, feeder: Feeder, rx: Receiver, recovery: float | None, t0: float,
-                note: str) -> Outcome:
+    def collect(
+        self, sc: Scenario, feeder: Feeder, rx: Receiver, recovery: float | None, t0: float, note: str
+    ) -> Outcome:
         with self.db.connect() as c:
             stored_ids = {r[0] for r in c.execute(text("SELECT id FROM posts"))}
             bumps = int(c.execute(text("SELECT coalesce(sum(post_count), 0) FROM authors")).scalar_one())
@@ -277,12 +326,23 @@ class Run:
         if diffs:
             (self.log_dir / f"{self.tag}-window-diffs.txt").write_text("\n".join(diffs))
         return Outcome(
-            sc.name, len(feeder.acked), len(stored_ids), len(feeder.acked - stored_ids), bumps - len(stored_ids),
+            sc.name,
+            len(feeder.acked),
+            len(stored_ids),
+            len(feeder.acked - stored_ids),
+            bumps - len(stored_ids),
             _dlq_count(self.ep.kafka_bootstrap, self.s.topic_dlq),
             None if recovery is None else round(recovery, 1),
-            _redis_matches(redis.Redis.from_url(self.ep.redis_url), truth), checked,
-            len({d.split(")")[0] for d in diffs}), late, len(notes),
-            len(set(notes) & {r['id'] for r in rx.ok}), rx.bad, round(time.monotonic() - t0, 1), note)
+            _redis_matches(redis.Redis.from_url(self.ep.redis_url), truth),
+            checked,
+            len({d.split(")")[0] for d in diffs}),
+            late,
+            len(notes),
+            len(set(notes) & {r["id"] for r in rx.ok}),
+            rx.bad,
+            round(time.monotonic() - t0, 1),
+            note,
+        )
 
 
 @dataclass
@@ -316,8 +376,10 @@ class Probe:
             return ""
         q = max(1, len(self.rss_mb) // 4)
         first, last = sum(self.rss_mb[:q]) / q, sum(self.rss_mb[-q:]) / q
-        return (f"; lag max {max(self.lag)} posts once scoring began; scorers' RSS {first:.0f} MB (first "
-                f"quarter) -> {last:.0f} MB (last quarter); client retries {self.feeder.retries}")
+        return (
+            f"; lag max {max(self.lag)} posts once scoring began; scorers' RSS {first:.0f} MB (first "
+            f"quarter) -> {last:.0f} MB (last quarter); client retries {self.feeder.retries}"
+        )
 
 
 @dataclass
@@ -395,6 +457,7 @@ def _poison(size: int) -> Callable[[Run], str]:
         prod.send(run.s.topic_raw, key=b"poison", value=b"{" + b"g" * (size - 1)).get(timeout=60)
         prod.close()
         return f"one {size / 1e6:.1f} MB record straight onto posts.raw (bypassing ingest)"
+
     return fault
 
 
@@ -410,6 +473,7 @@ def scenarios(webhook_down_s: float = 900, load_s: float = 600) -> list[Scenario
             if name == "kafka":
                 ensure_topics(run.ep.kafka_bootstrap, run.s)  # a memory broker comes back empty
             return f"{name} kill -9 and restart ({away:.1f} s away)"
+
         return fault
 
     full = 14640
@@ -425,15 +489,27 @@ def scenarios(webhook_down_s: float = 900, load_s: float = 600) -> list[Scenario
         Scenario("Redis kill -9 + restart", server("redis")),
         Scenario("poison record 10 MB", _poison(10_000_000)),
         Scenario("poison record 4.2 MB", _poison(4_200_000)),
-        Scenario(f"webhook receiver down {webhook_down_s / 60:g} min", lambda r: "receiver down from the start",
-                 posts=full, rate=150, receiver_down_s=webhook_down_s, deadline_s=webhook_down_s + 900),
-        Scenario(f"100 posts/s for {load_s / 60:g} min", lambda r: "steady load, no fault", posts=int(100 * load_s),
-                 rate=100, deadline_s=load_s + 900),
+        Scenario(
+            f"webhook receiver down {webhook_down_s / 60:g} min",
+            lambda r: "receiver down from the start",
+            posts=full,
+            rate=150,
+            receiver_down_s=webhook_down_s,
+            deadline_s=webhook_down_s + 900,
+        ),
+        Scenario(
+            f"100 posts/s for {load_s / 60:g} min",
+            lambda r: "steady load, no fault",
+            posts=int(100 * load_s),
+            rate=100,
+            deadline_s=load_s + 900,
+        ),
     ]
 
 
-def run_faults(only: list[str] | None = None, out: Path | None = None, webhook_down_s: float = 900,
-               load_s: float = 600) -> list[Outcome]:
+def run_faults(
+    only: list[str] | None = None, out: Path | None = None, webhook_down_s: float = 900, load_s: float = 600
+) -> list[Outcome]:
     out = out or PROJECT_ROOT / "docs"
     log_dir = Path(tempfile.mkdtemp(prefix="voxpop-faults-logs-"))
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints where a stuck run waits
@@ -461,8 +537,11 @@ def _merged(path: Path, results: list[Outcome], meta: dict) -> list[Outcome]:
         if old.get("cpu") != meta["cpu"]:
             return results  # numbers from another machine are not mixed into one table
         known = {f.name for f in fields(Outcome)}
-        keep = [Outcome(**{"windows_late": 0, **{k: v for k, v in r.items() if k in known}})
-                for r in old.get("runs", []) if r["scenario"] not in fresh]
+        keep = [
+            Outcome(**{"windows_late": 0, **{k: v for k, v in r.items() if k in known}})
+            for r in old.get("runs", [])
+            if r["scenario"] not in fresh
+        ]
     except (OSError, ValueError, TypeError):  # none yet, or an older format
         return results
     order = [sc.name for sc in scenarios()]
@@ -472,31 +551,43 @@ def _merged(path: Path, results: list[Outcome], meta: dict) -> list[Outcome]:
 
 def write(results: list[Outcome], out: Path) -> None:
     """docs/reliability.json, and the measured table between the markers of docs/reliability.md."""
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), "unknown CPU")
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        "unknown CPU",
+    )
     meta = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "cpu": cpu, "cores": os.cpu_count()}
     results = _merged(out / "reliability.json", results, meta)
     (out / "reliability.json").write_text(json.dumps({**meta, "runs": [asdict(r) for r in results]}, indent=2))
-    rows = ["| scenario | posts in | stored | lost | duplicated | DLQ | recovery s | author state consistent "
-            "| closed 1h windows = recount | webhooks delivered / created (bad signatures) | note |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
-    rows += [f"| {r.scenario} | {r.posts_in} | {r.stored} | {r.lost} | {r.duplicated} | {r.dlq} | "
-             f"{'-' if r.recovery_s is None else r.recovery_s} | {'yes' if r.state_consistent else 'NO'} | "
-             f"{r.windows_checked - r.window_diffs} / {r.windows_checked}"
-             f"{f' ({r.windows_late} more with their late posts)' if r.windows_late else ''} | "
-             f"{r.delivered} / {r.notifications} "
-             f"({r.bad_signatures}) | {r.note} |" for r in results]
+    rows = [
+        "| scenario | posts in | stored | lost | duplicated | DLQ | recovery s | author state consistent "
+        "| closed 1h windows = recount | webhooks delivered / created (bad signatures) | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows += [
+        f"| {r.scenario} | {r.posts_in} | {r.stored} | {r.lost} | {r.duplicated} | {r.dlq} | "
+        f"{'-' if r.recovery_s is None else r.recovery_s} | {'yes' if r.state_consistent else 'NO'} | "
+        f"{r.windows_checked - r.window_diffs} / {r.windows_checked}"
+        f"{f' ({r.windows_late} more with their late posts)' if r.windows_late else ''} | "
+        f"{r.delivered} / {r.notifications} "
+        f"({r.bad_signatures}) | {r.note} |"
+        for r in results
+    ]
     table = "\n".join(rows)
     doc = out / "reliability.md"
     text_ = doc.read_text() if doc.exists() else "# Reliability\n"
     start, end = "<!-- faults:begin -->", "<!-- faults:end -->"
-    block = (f"{start}\n## Measured fault runs (`voxpop faults`)\n\n{meta['when']}, {meta['cpu']}, "
-             f"{meta['cores']} cores; embedded PostgreSQL, Redis and Tansu; the push endpoint, two scorers (one "
-             f"thread each), the reconciler, the trends worker and the alerts dispatcher as processes; real airline "
-             f"posts fed through the push endpoint.\n\n{table}\n{end}")
+    block = (
+        f"{start}\n## Measured fault runs (`voxpop faults`)\n\n{meta['when']}, {meta['cpu']}, "
+        f"{meta['cores']} cores; embedded PostgreSQL, Redis and Tansu; the push endpoint, two scorers (one "
+        f"thread each), the reconciler, the trends worker and the alerts dispatcher as processes; real airline "
+        f"posts fed through the push endpoint.\n\n{table}\n{end}"
+    )
     if start in text_:
-        text_ = text_[:text_.index(start)] + block + text_[text_.index(end) + len(end):]
+        text_ = text_[: text_.index(start)] + block + text_[text_.index(end) + len(end) :]
     else:
         text_ = text_.rstrip() + "\n\n" + block + "\n"
     doc.write_text(text_)
-

@@ -84,8 +84,14 @@ class WatchCache:
 
 
 class IngestGate:
-    def __init__(self, settings: Settings, producer: KafkaProducer, rds: redis.Redis, db: Engine,
-                 watches: WatchCache | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        producer: KafkaProducer,
+        rds: redis.Redis,
+        db: Engine,
+        watches: WatchCache | None = None,
+    ) -> None:
         self.s, self.producer, self.redis, self.db = settings, producer, rds, db
         self.dlq = DeadLetter(producer, settings.topic_dlq)
         self.watches = watches
@@ -123,8 +129,9 @@ class IngestGate:
         new = ledger.accept(self.db, payloads)
         res.duplicates += [pid for pid in batch if pid not in new]
         res.accepted = [pid for pid in batch if pid in new]
-        res.unpublished = len(res.accepted) - self.publish({pid: payloads[pid] for pid in res.accepted},
-                                                           {pid: batch[pid].author.id for pid in res.accepted})
+        res.unpublished = len(res.accepted) - self.publish(
+            {pid: payloads[pid] for pid in res.accepted}, {pid: batch[pid].author.id for pid in res.accepted}
+        )
         pipe = self.redis.pipeline(transaction=False)
         pipe.incrby(KEYS.stats("ingest_accepted"), len(res.accepted))
         pipe.incrby(KEYS.stats("ingest_duplicates"), len(res.duplicates))
@@ -154,8 +161,12 @@ class IngestGate:
             except KafkaError as e:
                 failed.append(f"{type(e).__name__}: {e}")
         if len(landed) < len(payloads):
-            log.warning("%d of %d accepted posts not yet on %s (%s); the reconciler will publish them",
-                        len(payloads) - len(landed), len(payloads), self.s.topic_raw, failed[0] if failed else "?")
+            log.warning(
+                "%d of %d accepted posts not yet on %s (%s); the reconciler will publish them",
+                len(payloads) - len(landed),
+                len(payloads),
+                self.s.topic_raw,
+                failed[0] if failed else "?",
+            )
         ledger.mark_published(self.db, landed)
         return len(landed)
-

@@ -63,9 +63,7 @@ class JetstreamConfig(BaseModel):
     wanted_collections: list[str] = Field(default_factory=lambda: [POST_COLLECTION], max_length=100)
     wanted_dids: list[str] = Field(default_factory=list, max_length=10_000)
     keywords: list[str] = Field(default_factory=list, description="case-insensitive any-of on the text")
-    languages: list[str] = Field(
-        default_factory=list, description="keep posts in these languages; empty = all"
-    )
+    languages: list[str] = Field(default_factory=list, description="keep posts in these languages; empty = all")
     cursor: int | None = Field(None, ge=0, description="time_us to start from; None = live tail")
     rewind_s: float = Field(3.0, ge=0, description="replay this much before the last time_us on reconnect")
     include_updates: bool = Field(False, description="emit `update` commits of posts as Posts too")
@@ -292,11 +290,7 @@ class JetstreamClient:
         kind = event.get("kind")
         if kind == "identity":
             ident = event.get("identity")
-            if (
-                isinstance(ident, dict)
-                and isinstance(ident.get("handle"), str)
-                and isinstance(event.get("did"), str)
-            ):
+            if isinstance(ident, dict) and isinstance(ident.get("handle"), str) and isinstance(event.get("did"), str):
                 self._handles.put(event["did"], ident["handle"])
             self._skip("identity")
             return None

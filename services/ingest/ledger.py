@@ -41,8 +41,11 @@ def mark_published(db: Engine | Connection, where: dict[str, tuple[int, int]]) -
     """Record where each post landed on `posts.raw` (partition, offset), so a loss can be detected."""
     if not where:
         return
-    params: dict[str, Any] = {"post_id": list(where), "p": [p for p, _ in where.values()],
-                              "o": [o for _, o in where.values()]}
+    params: dict[str, Any] = {
+        "post_id": list(where),
+        "p": [p for p, _ in where.values()],
+        "o": [o for _, o in where.values()],
+    }
     if isinstance(db, Connection):
         db.execute(_PUBLISHED, params)
     else:
@@ -53,6 +56,7 @@ def mark_published(db: Engine | Connection, where: dict[str, tuple[int, int]]) -
 def prune(db: Engine, before: datetime) -> int:
     """Forget posts accepted before `before` (the dedup window) that have been stored."""
     with db.begin() as conn:
-        return conn.execute(text(
-            "DELETE FROM ingest_ledger l USING posts p WHERE l.post_id = p.id AND l.accepted_at < :t"),
-            {"t": before}).rowcount
+        return conn.execute(
+            text("DELETE FROM ingest_ledger l USING posts p WHERE l.post_id = p.id AND l.accepted_at < :t"),
+            {"t": before},
+        ).rowcount

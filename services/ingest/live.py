@@ -21,8 +21,9 @@ def to_incoming(ev: ConnectorEvent, source: str) -> Incoming:
     return Incoming(raw=ev.model_dump_json().encode(), post=ev, source=source)
 
 
-async def pump(events: AsyncIterator[ConnectorEvent], gate: IngestGate, source: str,
-               max_batch: int = 200, max_wait_s: float = 0.5) -> int:
+async def pump(
+    events: AsyncIterator[ConnectorEvent], gate: IngestGate, source: str, max_batch: int = 200, max_wait_s: float = 0.5
+) -> int:
     """Forward events to the gate in batches bounded by size and by time, so a quiet stream's
     last few posts do not wait for the next event; the blocking gate call runs in a thread."""
     batch: list[Incoming] = []

@@ -140,9 +140,7 @@ async def sleep_or_stop(delay: float, stop: asyncio.Event | None) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def close_on_stop(
-    stop: asyncio.Event | None, closer: Callable[[], Awaitable[object]]
-) -> AsyncIterator[None]:
+async def close_on_stop(stop: asyncio.Event | None, closer: Callable[[], Awaitable[object]]) -> AsyncIterator[None]:
     """While inside, a set `stop` event closes the live connection so a blocked read returns."""
     if stop is None:
         yield

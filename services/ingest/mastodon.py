@@ -81,9 +81,7 @@ class MastodonConfig(BaseModel):
     access_token: SecretStr | None = Field(None, description="user token; required by Mastodon >= 4.2")
     streaming_base_url: str | None = Field(None, description="None = ask /api/v2/instance, else base_url")
     keywords: list[str] = Field(default_factory=list, description="case-insensitive any-of on the text")
-    languages: list[str] = Field(
-        default_factory=list, description="keep posts in these languages; empty = all"
-    )
+    languages: list[str] = Field(default_factory=list, description="keep posts in these languages; empty = all")
     include_edits: bool = Field(False, description="emit `status.update` (edits) as Posts too")
     include_reblogs: bool = Field(False, description="boosts repeat someone else's post; off by default")
     since_id: str | None = Field(None, description="resume point from an earlier run: backfill from here")
@@ -91,9 +89,7 @@ class MastodonConfig(BaseModel):
     backfill_limit: int = Field(40, ge=1, le=40, description="statuses per REST page (Mastodon max 40)")
     backfill_max_pages: int = Field(10, ge=1)
     connect_timeout_s: float = Field(10.0, gt=0)
-    read_timeout_s: float = Field(
-        60.0, gt=0, description="no byte (not even a heartbeat) for this long = dead"
-    )
+    read_timeout_s: float = Field(60.0, gt=0, description="no byte (not even a heartbeat) for this long = dead")
     dedup_window: int = Field(50_000, ge=1)
     backoff: BackoffConfig = Field(default_factory=BackoffConfig)
     stop: asyncio.Event | None = Field(None, exclude=True, description="set to end the stream cleanly")
@@ -472,9 +468,7 @@ class MastodonClient:
                 break
             max_id = min(ids, key=_id_key)
         else:
-            log.warning(
-                "mastodon: backfill hit %d pages; older part of the gap skipped", self.cfg.backfill_max_pages
-            )
+            log.warning("mastodon: backfill hit %d pages; older part of the gap skipped", self.cfg.backfill_max_pages)
 
         def order(pair: tuple[dict[str, Any], bytes]) -> tuple[int, str]:
             sid = pair[0].get("id") if isinstance(pair[0], dict) else None
@@ -495,9 +489,7 @@ class MastodonClient:
         """
         stop = self.cfg.stop
         timeout = httpx.Timeout(self.cfg.connect_timeout_s, read=self.cfg.read_timeout_s)
-        async with httpx.AsyncClient(
-            headers=self._headers(), timeout=timeout, transport=self._transport
-        ) as http:
+        async with httpx.AsyncClient(headers=self._headers(), timeout=timeout, transport=self._transport) as http:
             stream_base = await self.discover_streaming(http)
             path, params = stream_request(self.cfg)
             while not (stop and stop.is_set()):
@@ -540,9 +532,7 @@ class MastodonClient:
                 if stop and stop.is_set():
                     return
                 if self._backoff.exhausted:
-                    raise ConnectorError(
-                        f"mastodon: gave up after {self._backoff.failures} reconnects ({why})"
-                    )
+                    raise ConnectorError(f"mastodon: gave up after {self._backoff.failures} reconnects ({why})")
                 delay = self._backoff.next_delay()
                 if retry_after is not None:
                     delay = max(delay, min(retry_after, 300.0))

@@ -79,8 +79,9 @@ def create_push_app(settings: Settings, gate: IngestGate) -> FastAPI:
         return {"status": "ok"}
 
     @app.post("/ingest/posts", response_model=PushResponse)
-    async def ingest_posts(request: Request, x_api_key: str | None = Header(None),
-                           authorization: str | None = Header(None)) -> PushResponse:
+    async def ingest_posts(
+        request: Request, x_api_key: str | None = Header(None), authorization: str | None = Header(None)
+    ) -> PushResponse:
         check_key(x_api_key, authorization)
         declared = int(request.headers.get("content-length") or 0)
         if declared > max_body:
@@ -96,13 +97,15 @@ def create_push_app(settings: Settings, gate: IngestGate) -> FastAPI:
             raise HTTPException(400, "body is not acceptable JSON: nested too deeply") from None
         records = doc.get("posts") if isinstance(doc, dict) else doc
         if not isinstance(records, list):
-            raise HTTPException(400, "send a JSON array of posts or an object {\"posts\": [...]}")
+            raise HTTPException(400, 'send a JSON array of posts or an object {"posts": [...]}')
         if len(records) > settings.push_max_batch:
             raise HTTPException(413, f"{len(records)} posts exceed the batch limit {settings.push_max_batch}")
         items = [_incoming(rec) for rec in records]
         res = await run_in_threadpool(gate.submit, items)  # producer flush blocks
         return PushResponse(
-            accepted=len(res.accepted), duplicates=len(res.duplicates), rejected=len(res.rejected),
+            accepted=len(res.accepted),
+            duplicates=len(res.duplicates),
+            rejected=len(res.rejected),
             errors=[RecordError(index=i, error=err) for i, err in res.rejected],
         )
 

@@ -105,9 +105,13 @@ class Reconciler:
                 lock_conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": int(Lock.RECONCILER)})
                 lock_conn.commit()
         if stats.published or stats.republished or stats.unfolded:
-            log.warning("reconciler: published %d accepted posts the broker never took, re-published %d it lost "
-                        "and %d stored ones whose posts.scored message it lost", stats.published, stats.republished,
-                        stats.unfolded)
+            log.warning(
+                "reconciler: published %d accepted posts the broker never took, re-published %d it lost "
+                "and %d stored ones whose posts.scored message it lost",
+                stats.published,
+                stats.republished,
+                stats.unfolded,
+            )
         return stats
 
     def _publish_unpublished(self, before: datetime) -> int:
@@ -120,8 +124,9 @@ class Reconciler:
 
     def _republish_lost(self, before: datetime) -> tuple[int, int]:
         with self.db.connect() as conn:
-            rows = conn.execute(_UNSTORED, {"before": before, "max": self.s.reconcile_max_republish,
-                                            "n": self.s.reconcile_batch}).all()
+            rows = conn.execute(
+                _UNSTORED, {"before": before, "max": self.s.reconcile_max_republish, "n": self.s.reconcile_batch}
+            ).all()
         if not rows:
             return 0, 0
         cands = [_Candidate(r.post_id, r.payload, r.kafka_partition, r.kafka_offset) for r in rows]
@@ -136,17 +141,28 @@ class Reconciler:
     def _republish_unfolded(self, before: datetime) -> int:
         """Once per grace: a post just sent round again is not sent again while its re-score is on the way."""
         with self.db.connect() as conn:
-            rows = conn.execute(_UNFOLDED, {"max": self.s.reconcile_max_republish, "source": self.s.topic_scored,
-                                            "before": before,
-                                            "grace": self.s.reconcile_grace_s, "n": self.s.reconcile_batch}).all()
+            rows = conn.execute(
+                _UNFOLDED,
+                {
+                    "max": self.s.reconcile_max_republish,
+                    "source": self.s.topic_scored,
+                    "before": before,
+                    "grace": self.s.reconcile_grace_s,
+                    "n": self.s.reconcile_batch,
+                },
+            ).all()
         if not rows:
             return 0
         payloads = {r.post_id: r.payload for r in rows}
         self.gate.publish(payloads, {pid: _author(p) for pid, p in payloads.items()})
         with self.db.begin() as conn:
-            conn.execute(_REPUBLISHED, {"post_id": list(payloads),
-                                        "reason": [f"stored, but never folded into trends from {self.s.topic_scored}"]
-                                        * len(payloads)})
+            conn.execute(
+                _REPUBLISHED,
+                {
+                    "post_id": list(payloads),
+                    "reason": [f"stored, but never folded into trends from {self.s.topic_scored}"] * len(payloads),
+                },
+            )
         return len(payloads)
 
     def _lost_in_broker(self, cands: list[_Candidate]) -> list[tuple[_Candidate, str]]:
@@ -155,14 +171,19 @@ class Reconciler:
         by_tp: dict[TopicPartition, list[_Candidate]] = defaultdict(list)
         for c in cands:
             by_tp[TopicPartition(topic, c.partition)].append(c)
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-                                 consumer_timeout_ms=5000)
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False, consumer_timeout_ms=5000
+        )
         lost: list[tuple[_Candidate, str]] = []
         try:
             known = consumer.partitions_for_topic(topic) or set()
             tps = [tp for tp in by_tp if tp.partition in known]
-            lost += [(c, f"partition {tp.partition} of {topic} no longer exists")
-                     for tp, cs in by_tp.items() if tp.partition not in known for c in cs]
+            lost += [
+                (c, f"partition {tp.partition} of {topic} no longer exists")
+                for tp, cs in by_tp.items()
+                if tp.partition not in known
+                for c in cs
+            ]
             if not tps:
                 return lost
             consumer.assign(tps)
@@ -179,8 +200,9 @@ class Reconciler:
             consumer.close()
         return lost
 
-    def _check_records(self, consumer: KafkaConsumer, tp: TopicPartition, cands: list[_Candidate]
-                       ) -> list[tuple[_Candidate, str]]:
+    def _check_records(
+        self, consumer: KafkaConsumer, tp: TopicPartition, cands: list[_Candidate]
+    ) -> list[tuple[_Candidate, str]]:
         """Read the partition over the candidates' offsets and compare each record's post id.
 
         The end is found by reading, not from ListOffsets: Tansu 0.6 answers "latest" with the
@@ -224,8 +246,9 @@ def _author(payload: str) -> str:
     return json.loads(payload)["author"]["id"]
 
 
-def run_reconciler(settings: Settings, gate: IngestGate, bootstrap: str, stop: threading.Event,
-                   once: bool = False) -> PassStats:
+def run_reconciler(
+    settings: Settings, gate: IngestGate, bootstrap: str, stop: threading.Event, once: bool = False
+) -> PassStats:
     """`voxpop reconcile`: a pass every `reconcile_interval_s` until stopped (or one pass)."""
     rec = Reconciler(settings, gate, bootstrap)
     while True:

@@ -39,8 +39,13 @@ class ColumnMap(BaseModel):
 
 PRESETS: dict[str, ColumnMap] = {
     "airline": ColumnMap(
-        id="tweet_id", text="text", author_id="user", author_handle="user", created_at="created_at",
-        platform="twitter", extra=["airline", "airline_sentiment", "negativereason", "ts_precision"],
+        id="tweet_id",
+        text="text",
+        author_id="user",
+        author_handle="user",
+        created_at="created_at",
+        platform="twitter",
+        extra=["airline", "airline_sentiment", "negativereason", "ts_precision"],
     ),
 }
 

@@ -53,8 +53,14 @@ def load_records(path: Path, cmap: ColumnMap, limit: int | None = None) -> list[
     return out
 
 
-def replay(records: list[Incoming], gate: IngestGate, speed: float = 0.0, batch_size: int = 500,
-           progress: bool = True, stop: threading.Event | None = None) -> ReplayStats:
+def replay(
+    records: list[Incoming],
+    gate: IngestGate,
+    speed: float = 0.0,
+    batch_size: int = 500,
+    progress: bool = True,
+    stop: threading.Event | None = None,
+) -> ReplayStats:
     """Send records in order; with speed > 0, each is sent when its own timestamp comes due."""
     stats = ReplayStats()
     t_wall0 = time.monotonic()

@@ -49,9 +49,16 @@ class Mastodon:
     def events(self, stop: asyncio.Event) -> AsyncIterator[ConnectorEvent]:
         from services.ingest.mastodon import MastodonConfig, stream_mastodon
 
-        return stream_mastodon(MastodonConfig(base_url=self.base_url, stream="hashtag" if self.hashtag else "public",
-                                              tag=self.hashtag, access_token=self.token, keywords=self.keywords,
-                                              stop=stop))
+        return stream_mastodon(
+            MastodonConfig(
+                base_url=self.base_url,
+                stream="hashtag" if self.hashtag else "public",
+                tag=self.hashtag,
+                access_token=self.token,
+                keywords=self.keywords,
+                stop=stop,
+            )
+        )
 
 
 #: name -> source class; `voxpop up --source NAME` runs `voxpop ingest NAME` for these.

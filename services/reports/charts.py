@@ -70,13 +70,26 @@ def sentiment_chart(points: list[dict[str, Any]], step: timedelta, title: str | 
     fig, ax = plt.subplots(figsize=(7.2, 2.2))
     xs = [p["t"] + step / 2 for p in points if p["n"]]
     ax.axhline(0, color="#cbd2d9", linewidth=1)
-    ax.plot(xs, [p["mean_score"] for p in points if p["n"]], color=ACCENT, marker="o", markersize=3.5,
-            linewidth=2, label="mean score")
+    ax.plot(
+        xs,
+        [p["mean_score"] for p in points if p["n"]],
+        color=ACCENT,
+        marker="o",
+        markersize=3.5,
+        linewidth=2,
+        label="mean score",
+    )
     ax.set_ylim(-1, 1)
     ax.set_ylabel("mean score", fontsize=8, color=ACCENT)
     ax2 = ax.twinx()
-    ax2.plot(xs, [100 * p["share_negative"] for p in points if p["n"]], color=LABEL_COLOURS["negative"],
-             linewidth=1.6, linestyle="--", label="% negative")
+    ax2.plot(
+        xs,
+        [100 * p["share_negative"] for p in points if p["n"]],
+        color=LABEL_COLOURS["negative"],
+        linewidth=1.6,
+        linestyle="--",
+        label="% negative",
+    )
     ax2.set_ylim(0, 100)
     ax2.set_ylabel("% negative", fontsize=8, color=LABEL_COLOURS["negative"])
     ax2.spines[["top", "left"]].set_visible(False)
@@ -90,8 +103,15 @@ def sentiment_chart(points: list[dict[str, Any]], step: timedelta, title: str | 
     if title:
         ax.set_title(title, loc="left", fontsize=10, color=INK, fontweight="bold")
     lines = ax.get_lines()[1:] + ax2.get_lines()
-    ax.legend(lines, [ln.get_label() for ln in lines], frameon=False, fontsize=8, ncol=2, loc="upper left",
-              bbox_to_anchor=(0, -0.12))
+    ax.legend(
+        lines,
+        [ln.get_label() for ln in lines],
+        frameon=False,
+        fontsize=8,
+        ncol=2,
+        loc="upper left",
+        bbox_to_anchor=(0, -0.12),
+    )
     return _png(fig)
 
 

@@ -85,27 +85,41 @@ class ReportData:
 
     def summary(self) -> dict[str, Any]:
         k = self.kpis
-        return {"posts": k.posts, "mean_score": k.mean_score, "share_negative": k.share_negative,
-                "share_positive": k.share_positive, "unique_authors": k.unique_authors,
-                "previous_posts": self.previous.posts, "previous_mean_score": self.previous.mean_score,
-                "previous_share_negative": self.previous.share_negative, "alerts": len(self.alerts),
-                "narrative": self.narrative}
+        return {
+            "posts": k.posts,
+            "mean_score": k.mean_score,
+            "share_negative": k.share_negative,
+            "share_positive": k.share_positive,
+            "unique_authors": k.unique_authors,
+            "previous_posts": self.previous.posts,
+            "previous_mean_score": self.previous.mean_score,
+            "previous_share_negative": self.previous.share_negative,
+            "alerts": len(self.alerts),
+            "narrative": self.narrative,
+        }
 
 
 def _kpis(conn, watch_id: int, start: datetime, end: datetime) -> Kpis:
-    r = conn.execute(text(f"""SELECT count(*) AS n, avg(pr.score) AS mean,
+    r = (
+        conn.execute(
+            text(f"""SELECT count(*) AS n, avg(pr.score) AS mean,
                                       avg((pr.label = 'negative')::int)::float AS neg,
                                       avg((pr.label = 'positive')::int)::float AS pos,
                                       count(DISTINCT p.author_id) AS ua
                                FROM post_watches pw JOIN posts p ON p.id = pw.post_id
                                {Q.LATEST_PRED.replace("LEFT JOIN", "JOIN")}
                                WHERE pw.watch_id = :w AND pw.created_at >= :s AND pw.created_at < :e"""),
-                     {"w": watch_id, "s": start, "e": end}).mappings().one()
+            {"w": watch_id, "s": start, "e": end},
+        )
+        .mappings()
+        .one()
+    )
     return Kpis(r["n"], r["mean"], r["neg"], r["pos"], r["ua"])
 
 
-def collect(engine: Engine, watch_id: int, period: str, end: date | datetime, top_n: int = 5,
-            with_rows: bool = True) -> ReportData:
+def collect(
+    engine: Engine, watch_id: int, period: str, end: date | datetime, top_n: int = 5, with_rows: bool = True
+) -> ReportData:
     start, stop = period_bounds(period, end)
     prev_start, _ = period_bounds(period, start)
     with engine.connect() as conn:
@@ -114,27 +128,43 @@ def collect(engine: Engine, watch_id: int, period: str, end: date | datetime, to
             raise LookupError(f"watch {watch_id} not found")
         kpis, previous = _kpis(conn, watch_id, start, stop), _kpis(conn, watch_id, prev_start, start)
         series = Q.trends(conn, {watch_id: w[1]}, start, stop, BUCKETS[period])[0]["points"]
-        sov = conn.execute(text("""SELECT w.name, count(pw.post_id) AS n FROM watches w
+        sov = conn.execute(
+            text("""SELECT w.name, count(pw.post_id) AS n FROM watches w
                                    LEFT JOIN post_watches pw ON pw.watch_id = w.id AND pw.created_at >= :s
                                         AND pw.created_at < :e
                                    WHERE w.active OR w.id = :w GROUP BY w.name ORDER BY n DESC, w.name"""),
-                           {"s": start, "e": stop, "w": watch_id}).all()
+            {"s": start, "e": stop, "w": watch_id},
+        ).all()
         f = Q.PostFilter(watch_id=watch_id, since=start, until=stop)
         neg, _ = Q.list_posts(conn, f, "most_negative", top_n)
         pos, _ = Q.list_posts(conn, f, "most_positive", top_n)
         authors = Q.top_authors(conn, watch_id, start, stop, "posts", 10)
-        alerts = [dict(r) for r in conn.execute(text(
-            """SELECT id, rule_name, status, severity, metric, observed, baseline, window_size, window_start,
+        alerts = [
+            dict(r)
+            for r in conn.execute(
+                text(
+                    """SELECT id, rule_name, status, severity, metric, observed, baseline, window_size, window_start,
                       window_end, n_posts FROM alert_firings
-               WHERE watch_id = :w AND window_end > :s AND window_end <= :e ORDER BY window_end, id"""),
-            {"w": watch_id, "s": start, "e": stop}).mappings()]
+               WHERE watch_id = :w AND window_end > :s AND window_end <= :e ORDER BY window_end, id"""
+                ),
+                {"w": watch_id, "s": start, "e": stop},
+            ).mappings()
+        ]
         neg_now = round((kpis.share_negative or 0) * kpis.posts)
         neg_prev = round((previous.share_negative or 0) * previous.posts)
-        themes = explain("negative", posts_of(conn, watch_id, start, stop, "negative"),
-                         posts_of(conn, watch_id, prev_start, start, "negative"), neg_prev or None, neg_now)
+        themes = explain(
+            "negative",
+            posts_of(conn, watch_id, start, stop, "negative"),
+            posts_of(conn, watch_id, prev_start, start, "negative"),
+            neg_prev or None,
+            neg_now,
+        )
         rows = []
         if with_rows:
-            rows = [dict(r) for r in conn.execute(text(f"""
+            rows = [
+                dict(r)
+                for r in conn.execute(
+                    text(f"""
                 SELECT p.id AS post_id, p.created_at, p.author_id, a.handle AS author_handle, pr.label, pr.score,
                        pr.probabilities->>'negative' AS p_negative, pr.probabilities->>'neutral' AS p_neutral,
                        pr.probabilities->>'positive' AS p_positive, pr.user_prior_count,
@@ -142,8 +172,25 @@ def collect(engine: Engine, watch_id: int, period: str, end: date | datetime, to
                 FROM post_watches pw JOIN posts p ON p.id = pw.post_id JOIN authors a ON a.id = p.author_id
                 {Q.LATEST_PRED.replace("LEFT JOIN", "JOIN")}
                 WHERE pw.watch_id = :w AND pw.created_at >= :s AND pw.created_at < :e
-                ORDER BY p.created_at, p.id"""), {"w": watch_id, "s": start, "e": stop}).mappings()]
-    return ReportData(watch_id=w[0], watch_name=w[1], period=period, start=start, end=stop, prev_start=prev_start,
-                      kpis=kpis, previous=previous, series=series, share_of_voice=[(n, c) for n, c in sov],
-                      top_positive=[Q.post_out(r) for r in pos], top_negative=[Q.post_out(r) for r in neg],
-                      top_authors=authors, alerts=alerts, rows=rows, themes=themes)
+                ORDER BY p.created_at, p.id"""),
+                    {"w": watch_id, "s": start, "e": stop},
+                ).mappings()
+            ]
+    return ReportData(
+        watch_id=w[0],
+        watch_name=w[1],
+        period=period,
+        start=start,
+        end=stop,
+        prev_start=prev_start,
+        kpis=kpis,
+        previous=previous,
+        series=series,
+        share_of_voice=[(n, c) for n, c in sov],
+        top_positive=[Q.post_out(r) for r in pos],
+        top_negative=[Q.post_out(r) for r in neg],
+        top_authors=authors,
+        alerts=alerts,
+        rows=rows,
+        themes=themes,
+    )

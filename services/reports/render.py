@@ -16,8 +16,22 @@ from services.reports import charts
 from services.reports.data import BUCKETS, PERIOD_NOUN, ReportData
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-CSV_FIELDS = ["post_id", "created_at", "author_id", "author_handle", "label", "score", "p_negative", "p_neutral",
-              "p_positive", "user_prior_count", "model_name", "model_version", "modalities", "text"]
+CSV_FIELDS = [
+    "post_id",
+    "created_at",
+    "author_id",
+    "author_handle",
+    "label",
+    "score",
+    "p_negative",
+    "p_neutral",
+    "p_positive",
+    "user_prior_count",
+    "model_name",
+    "model_version",
+    "modalities",
+    "text",
+]
 
 
 @dataclass
@@ -29,8 +43,11 @@ class Charts:
 
 def make_charts(r: ReportData) -> Charts:
     step = BUCKETS[r.period]
-    return Charts(volume=charts.volume_chart(r.series, step), sentiment=charts.sentiment_chart(r.series, step),
-                  share=charts.share_of_voice_chart(r.share_of_voice, r.watch_name))
+    return Charts(
+        volume=charts.volume_chart(r.series, step),
+        sentiment=charts.sentiment_chart(r.series, step),
+        share=charts.share_of_voice_chart(r.share_of_voice, r.watch_name),
+    )
 
 
 def _fmt(v: float | None, pct: bool = False, sign: bool = False) -> str:
@@ -52,14 +69,30 @@ def kpi_cards(r: ReportData) -> list[dict[str, str]]:
 
     vol_d = (k.posts - p.posts) / p.posts if p.posts else None
     cards = [
-        ("Posts", f"{k.posts:,}", f"{vol_d:+.0%} vs previous" if vol_d is not None else "no previous data",
-         trend(vol_d, True)),
-        ("Mean score", _fmt(k.mean_score, sign=True), _delta(r.delta("mean_score"), False),
-         trend(r.delta("mean_score"), True)),
-        ("Negative", _fmt(k.share_negative, pct=True), _delta(r.delta("share_negative"), True),
-         trend(r.delta("share_negative"), False)),
-        ("Positive", _fmt(k.share_positive, pct=True), _delta(r.delta("share_positive"), True),
-         trend(r.delta("share_positive"), True)),
+        (
+            "Posts",
+            f"{k.posts:,}",
+            f"{vol_d:+.0%} vs previous" if vol_d is not None else "no previous data",
+            trend(vol_d, True),
+        ),
+        (
+            "Mean score",
+            _fmt(k.mean_score, sign=True),
+            _delta(r.delta("mean_score"), False),
+            trend(r.delta("mean_score"), True),
+        ),
+        (
+            "Negative",
+            _fmt(k.share_negative, pct=True),
+            _delta(r.delta("share_negative"), True),
+            trend(r.delta("share_negative"), False),
+        ),
+        (
+            "Positive",
+            _fmt(k.share_positive, pct=True),
+            _delta(r.delta("share_positive"), True),
+            trend(r.delta("share_positive"), True),
+        ),
         ("Authors", f"{k.unique_authors:,}", f"{k.unique_authors - p.unique_authors:+,} vs previous", "flat"),
     ]
     return [{"label": a, "value": b, "delta": c, "trend": d} for a, b, c, d in cards]
@@ -75,9 +108,14 @@ def render_html(r: ReportData, ch: Charts) -> str:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
     b64 = {k: base64.b64encode(getattr(ch, k)).decode() for k in ("volume", "sentiment", "share")}
     return env.get_template("report.html").render(
-        r=r, kpis=kpi_cards(r), charts=b64, generated=datetime.now(UTC), one_second=timedelta(seconds=1),
+        r=r,
+        kpis=kpi_cards(r),
+        charts=b64,
+        generated=datetime.now(UTC),
+        one_second=timedelta(seconds=1),
         noun=PERIOD_NOUN[r.period],
-        fmt=lambda v: "–" if v is None else (f"{v:.2f}" if abs(v) < 10 else f"{v:,.0f}"))
+        fmt=lambda v: "–" if v is None else (f"{v:.2f}" if abs(v) < 10 else f"{v:,.0f}"),
+    )
 
 
 def render_csv(r: ReportData) -> str:
@@ -99,34 +137,66 @@ def render_pdf(r: ReportData, ch: Charts) -> bytes:
     from reportlab.platypus import Image, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
     ss = getSampleStyleSheet()
-    h1 = ParagraphStyle("h1", parent=ss["Heading1"], fontSize=17, leading=21, spaceAfter=2,
-                        textColor=colors.HexColor("#1f2933"))
-    h2 = ParagraphStyle("h2", parent=ss["Heading2"], fontSize=10.5, leading=13, spaceBefore=8, spaceAfter=4,
-                        textColor=colors.HexColor("#52606d"), keepWithNext=1)
+    h1 = ParagraphStyle(
+        "h1", parent=ss["Heading1"], fontSize=17, leading=21, spaceAfter=2, textColor=colors.HexColor("#1f2933")
+    )
+    h2 = ParagraphStyle(
+        "h2",
+        parent=ss["Heading2"],
+        fontSize=10.5,
+        leading=13,
+        spaceBefore=8,
+        spaceAfter=4,
+        textColor=colors.HexColor("#52606d"),
+        keepWithNext=1,
+    )
     card = ParagraphStyle("card", parent=ss["BodyText"], fontSize=8.5, leading=15)
     body = ParagraphStyle("b", parent=ss["BodyText"], fontSize=8.5, leading=11, alignment=TA_LEFT)
     sub = ParagraphStyle("s", parent=body, textColor=colors.HexColor("#52606d"), fontSize=9)
     width = A4[0] - 30 * mm
     buf = io.BytesIO()
-    doc = SimpleDocTemplate(buf, pagesize=A4, leftMargin=15 * mm, rightMargin=15 * mm, topMargin=13 * mm,
-                            bottomMargin=13 * mm, title=f"{r.watch_name} {r.period} sentiment report",
-                            author="VoxPop")
+    doc = SimpleDocTemplate(
+        buf,
+        pagesize=A4,
+        leftMargin=15 * mm,
+        rightMargin=15 * mm,
+        topMargin=13 * mm,
+        bottomMargin=13 * mm,
+        title=f"{r.watch_name} {r.period} sentiment report",
+        author="VoxPop",
+    )
     last = r.end - timedelta(seconds=1)
     story: list[Any] = [
         Paragraph(f"{_esc(r.watch_name)} — {r.period} brand-sentiment report", h1),
-        Paragraph(f"{r.start:%a %d %b %Y} – {last:%a %d %b %Y} (UTC), compared with the previous "
-                  f"{PERIOD_NOUN[r.period]}", sub),
+        Paragraph(
+            f"{r.start:%a %d %b %Y} – {last:%a %d %b %Y} (UTC), compared with the previous {PERIOD_NOUN[r.period]}", sub
+        ),
         Spacer(1, 5),
     ]
     cards = kpi_cards(r)
     tone = {"up": "#2f9e6e", "down": "#d64545", "flat": "#7b8794"}
-    cells = [[Paragraph(f"<font size=7.5 color='#52606d'>{c['label']}</font><br/>"
-                        f"<font size=14><b>{_esc(c['value'])}</b></font><br/>"
-                        f"<font size=7 color='{tone[c['trend']]}'>{_esc(c['delta'])}</font>", card) for c in cards]]
+    cells = [
+        [
+            Paragraph(
+                f"<font size=7.5 color='#52606d'>{c['label']}</font><br/>"
+                f"<font size=14><b>{_esc(c['value'])}</b></font><br/>"
+                f"<font size=7 color='{tone[c['trend']]}'>{_esc(c['delta'])}</font>",
+                card,
+            )
+            for c in cards
+        ]
+    ]
     t = Table(cells, colWidths=[width / 5] * 5)
-    t.setStyle(TableStyle([("BOX", (0, 0), (-1, -1), 0.5, colors.HexColor("#e4e7eb")),
-                           ("INNERGRID", (0, 0), (-1, -1), 0.5, colors.HexColor("#e4e7eb")),
-                           ("TOPPADDING", (0, 0), (-1, -1), 5), ("BOTTOMPADDING", (0, 0), (-1, -1), 6)]))
+    t.setStyle(
+        TableStyle(
+            [
+                ("BOX", (0, 0), (-1, -1), 0.5, colors.HexColor("#e4e7eb")),
+                ("INNERGRID", (0, 0), (-1, -1), 0.5, colors.HexColor("#e4e7eb")),
+                ("TOPPADDING", (0, 0), (-1, -1), 5),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 6),
+            ]
+        )
+    )
     story += [t]
     if r.narrative:
         story += [Paragraph("What drove it", h2), Paragraph(_esc(r.narrative), body)]
@@ -140,29 +210,71 @@ def render_pdf(r: ReportData, ch: Charts) -> bytes:
 
     def table(head: list[str], rows: list[list[Any]], widths: list[float]) -> Table:
         data = [[Paragraph(f"<b>{h}</b>", body) for h in head]] + [
-            [c if not isinstance(c, str) else Paragraph(_esc(c), body) for c in row] for row in rows]
+            [c if not isinstance(c, str) else Paragraph(_esc(c), body) for c in row] for row in rows
+        ]
         tb = Table(data, colWidths=[w * width for w in widths], repeatRows=1)
-        tb.setStyle(TableStyle([("LINEBELOW", (0, 0), (-1, -1), 0.4, colors.HexColor("#e4e7eb")),
-                                ("VALIGN", (0, 0), (-1, -1), "TOP"), ("TOPPADDING", (0, 0), (-1, -1), 2),
-                                ("BOTTOMPADDING", (0, 0), (-1, -1), 3)]))
+        tb.setStyle(
+            TableStyle(
+                [
+                    ("LINEBELOW", (0, 0), (-1, -1), 0.4, colors.HexColor("#e4e7eb")),
+                    ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                    ("TOPPADDING", (0, 0), (-1, -1), 2),
+                    ("BOTTOMPADDING", (0, 0), (-1, -1), 3),
+                ]
+            )
+        )
         return tb
 
     for title, posts in (("Most negative posts", r.top_negative), ("Most positive posts", r.top_positive)):
-        rows = [[f"{p['created_at']:%d %b %H:%M}", "@" + (p["author"]["handle"] or p["author"]["id"]), p["text"],
-                 f"{p['prediction']['score']:+.2f}"] for p in posts] or [["", "", "No posts in this period.", ""]]
-        story += [Paragraph(title.upper(), h2), table(["When", "Author", "Post", "Score"], rows,
-                                                      [0.13, 0.17, 0.6, 0.1])]
-    arows = [["@" + (a["handle"] or a["id"]), str(a["posts"]), f"{a['mean_score'] or 0:+.2f}",
-              f"{100 * (a['share_negative'] or 0):.0f}%"] for a in r.top_authors]
-    story += [Paragraph("TOP AUTHORS", h2), table(["Author", "Posts", "Mean score", "% negative"],
-                                                  arows or [["No authors in this period.", "", "", ""]],
-                                                  [0.46, 0.18, 0.18, 0.18])]
-    al = [[f"{a['window_start']:%d %b %H:%M} ({a['window_size']})", a["rule_name"], a["status"], a["severity"],
-           _fmt(a["observed"]), _fmt(a["baseline"])] for a in r.alerts]
-    story += [Paragraph("ALERTS IN THE PERIOD", h2),
-              table(["Window", "Rule", "Status", "Severity", "Observed", "Baseline"],
-                    al or [["No alerts fired for this watch in the period.", "", "", "", "", ""]],
-                    [0.24, 0.28, 0.12, 0.12, 0.12, 0.12])]
+        rows = [
+            [
+                f"{p['created_at']:%d %b %H:%M}",
+                "@" + (p["author"]["handle"] or p["author"]["id"]),
+                p["text"],
+                f"{p['prediction']['score']:+.2f}",
+            ]
+            for p in posts
+        ] or [["", "", "No posts in this period.", ""]]
+        story += [
+            Paragraph(title.upper(), h2),
+            table(["When", "Author", "Post", "Score"], rows, [0.13, 0.17, 0.6, 0.1]),
+        ]
+    arows = [
+        [
+            "@" + (a["handle"] or a["id"]),
+            str(a["posts"]),
+            f"{a['mean_score'] or 0:+.2f}",
+            f"{100 * (a['share_negative'] or 0):.0f}%",
+        ]
+        for a in r.top_authors
+    ]
+    story += [
+        Paragraph("TOP AUTHORS", h2),
+        table(
+            ["Author", "Posts", "Mean score", "% negative"],
+            arows or [["No authors in this period.", "", "", ""]],
+            [0.46, 0.18, 0.18, 0.18],
+        ),
+    ]
+    al = [
+        [
+            f"{a['window_start']:%d %b %H:%M} ({a['window_size']})",
+            a["rule_name"],
+            a["status"],
+            a["severity"],
+            _fmt(a["observed"]),
+            _fmt(a["baseline"]),
+        ]
+        for a in r.alerts
+    ]
+    story += [
+        Paragraph("ALERTS IN THE PERIOD", h2),
+        table(
+            ["Window", "Rule", "Status", "Severity", "Observed", "Baseline"],
+            al or [["No alerts fired for this watch in the period.", "", "", "", "", ""]],
+            [0.24, 0.28, 0.12, 0.12, 0.12, 0.12],
+        ),
+    ]
     doc.build(story)
     return buf.getvalue()
 

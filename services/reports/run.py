@@ -27,30 +27,51 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "watch"
 
 
-def _claim(engine: Engine, watch_id: int, watch_name: str, period: str, start: datetime, end: datetime,
-           trigger: str, force: bool, stale_s: int) -> tuple[int | None, dict[str, Any] | None]:
+def _claim(
+    engine: Engine,
+    watch_id: int,
+    watch_name: str,
+    period: str,
+    start: datetime,
+    end: datetime,
+    trigger: str,
+    force: bool,
+    stale_s: int,
+) -> tuple[int | None, dict[str, Any] | None]:
     """(run id we own, None) or (None, the existing run someone else did or is doing)."""
     with engine.begin() as conn:
-        rid = conn.execute(text(
-            """INSERT INTO report_runs (watch_id, watch_name, period, period_start, period_end, status, trigger,
+        rid = conn.execute(
+            text(
+                """INSERT INTO report_runs (watch_id, watch_name, period, period_start, period_end, status, trigger,
                                         files, summary)
                VALUES (:w, :n, :p, :s, :e, 'running', :t, '{}', '{}')
-               ON CONFLICT (watch_id, period, period_start) DO NOTHING RETURNING id"""),
-            {"w": watch_id, "n": watch_name, "p": period, "s": start, "e": end, "t": trigger}).scalar()
+               ON CONFLICT (watch_id, period, period_start) DO NOTHING RETURNING id"""
+            ),
+            {"w": watch_id, "n": watch_name, "p": period, "s": start, "e": end, "t": trigger},
+        ).scalar()
         if rid is not None:
             return rid, None
-        rid = conn.execute(text(
-            """UPDATE report_runs SET status = 'running', trigger = :t, error = NULL, created_at = now(),
+        rid = conn.execute(
+            text(
+                """UPDATE report_runs SET status = 'running', trigger = :t, error = NULL, created_at = now(),
                                       finished_at = NULL
                WHERE watch_id = :w AND period = :p AND period_start = :s
                  AND (:force OR status = 'failed'
                       OR (status = 'running' AND created_at < now() - make_interval(secs => :stale)))
-               RETURNING id"""), {"w": watch_id, "p": period, "s": start, "t": trigger, "force": force,
-                                  "stale": stale_s}).scalar()
+               RETURNING id"""
+            ),
+            {"w": watch_id, "p": period, "s": start, "t": trigger, "force": force, "stale": stale_s},
+        ).scalar()
         if rid is not None:
             return rid, None
-        row = conn.execute(text("SELECT * FROM report_runs WHERE watch_id = :w AND period = :p AND period_start = :s"),
-                           {"w": watch_id, "p": period, "s": start}).mappings().one()
+        row = (
+            conn.execute(
+                text("SELECT * FROM report_runs WHERE watch_id = :w AND period = :p AND period_start = :s"),
+                {"w": watch_id, "p": period, "s": start},
+            )
+            .mappings()
+            .one()
+        )
         return None, dict(row)
 
 
@@ -74,16 +95,27 @@ def deliver_webhook(url: str, payload: dict[str, Any], secret: str | None, timeo
         return f"failed:{type(e).__name__}"[:40]
 
 
-def generate_report(engine: Engine, watch: int | str, period: str, end: date | datetime, out_root: Path,
-                    trigger: str = "manual", webhook_url: str | None = None, webhook_secret: str | None = None,
-                    force: bool = False, stale_s: int = 900) -> dict[str, Any]:
+def generate_report(
+    engine: Engine,
+    watch: int | str,
+    period: str,
+    end: date | datetime,
+    out_root: Path,
+    trigger: str = "manual",
+    webhook_url: str | None = None,
+    webhook_secret: str | None = None,
+    force: bool = False,
+    stale_s: int = 900,
+) -> dict[str, Any]:
     """Write ``<out_root>/<watch>/<period>-<start>/`` with report.html, report.pdf, rows.csv; returns the run row.
 
     Idempotent per (watch, period, start): a second call returns the first run unless ``force``.
     """
     with engine.connect() as conn:
-        w = conn.execute(text("SELECT id, name FROM watches WHERE id = :i OR name = :n"),
-                         {"i": watch if isinstance(watch, int) else -1, "n": str(watch)}).first()
+        w = conn.execute(
+            text("SELECT id, name FROM watches WHERE id = :i OR name = :n"),
+            {"i": watch if isinstance(watch, int) else -1, "n": str(watch)},
+        ).first()
     if w is None:
         raise LookupError(f"watch {watch!r} not found")
     start, stop = period_bounds(period, end)
@@ -103,22 +135,47 @@ def generate_report(engine: Engine, watch: int | str, period: str, end: date | d
         summary = data.summary()
         hook = None
         if webhook_url:
-            hook = deliver_webhook(webhook_url, {"type": "report.generated", "run_id": rid, "watch": w[1],
-                                                 "period": period, "start": start, "end": stop, "summary": summary,
-                                                 "files": {k: str(v) for k, v in files.items()}}, webhook_secret)
+            hook = deliver_webhook(
+                webhook_url,
+                {
+                    "type": "report.generated",
+                    "run_id": rid,
+                    "watch": w[1],
+                    "period": period,
+                    "start": start,
+                    "end": stop,
+                    "summary": summary,
+                    "files": {k: str(v) for k, v in files.items()},
+                },
+                webhook_secret,
+            )
         with engine.begin() as conn:
-            row = conn.execute(text(
-                """UPDATE report_runs SET status = 'done', out_dir = :d, files = CAST(:f AS jsonb),
+            row = (
+                conn.execute(
+                    text(
+                        """UPDATE report_runs SET status = 'done', out_dir = :d, files = CAST(:f AS jsonb),
                           summary = CAST(:s AS jsonb), webhook_status = :h, finished_at = now()
-                   WHERE id = :id RETURNING *"""),
-                {"id": rid, "d": str(out), "f": json.dumps({k: str(v) for k, v in files.items()}),
-                 "s": json.dumps(summary), "h": hook}).mappings().one()
+                   WHERE id = :id RETURNING *"""
+                    ),
+                    {
+                        "id": rid,
+                        "d": str(out),
+                        "f": json.dumps({k: str(v) for k, v in files.items()}),
+                        "s": json.dumps(summary),
+                        "h": hook,
+                    },
+                )
+                .mappings()
+                .one()
+            )
         log.info("report %s %s %s written to %s (%d posts)", w[1], period, start.date(), out, summary["posts"])
         return dict(row)
     except Exception as e:
         with engine.begin() as conn:
-            conn.execute(text("UPDATE report_runs SET status = 'failed', error = :e, finished_at = now() "
-                              "WHERE id = :id"), {"id": rid, "e": f"{type(e).__name__}: {e}"[:2000]})
+            conn.execute(
+                text("UPDATE report_runs SET status = 'failed', error = :e, finished_at = now() WHERE id = :id"),
+                {"id": rid, "e": f"{type(e).__name__}: {e}"[:2000]},
+            )
         raise
 
 
@@ -126,4 +183,3 @@ def report_run(engine: Engine, run_id: int) -> dict[str, Any] | None:
     with engine.connect() as conn:
         r = conn.execute(text("SELECT * FROM report_runs WHERE id = :i"), {"i": run_id}).mappings().first()
     return dict(r) if r else None
-

@@ -82,9 +82,17 @@ def run_reports(period: str = "weekly", watch: str | None = None, end: str | Non
     done = []
     for wid, name in watches:
         try:
-            row = generate_report(engine, wid, period, stop, ctx.out_dir, trigger="scheduler",
-                                  webhook_url=ctx.reports.webhook_url, webhook_secret=secret,
-                                  stale_s=ctx.reports.stale_run_s)
+            row = generate_report(
+                engine,
+                wid,
+                period,
+                stop,
+                ctx.out_dir,
+                trigger="scheduler",
+                webhook_url=ctx.reports.webhook_url,
+                webhook_secret=secret,
+                stale_s=ctx.reports.stale_run_s,
+            )
             done.append(row["id"])
         except Exception:
             log.exception("report of %s (%s) failed; the other watches go on", name, period)
@@ -102,8 +110,10 @@ def retention() -> int:
         if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": int(Lock.REPORT_RETENTION)}).scalar():
             return 0
         try:
-            old = conn.execute(text("SELECT id, out_dir FROM report_runs WHERE finished_at < :t "
-                                    "AND out_dir IS NOT NULL"), {"t": datetime.now(UTC) - timedelta(days=days)}).all()
+            old = conn.execute(
+                text("SELECT id, out_dir FROM report_runs WHERE finished_at < :t AND out_dir IS NOT NULL"),
+                {"t": datetime.now(UTC) - timedelta(days=days)},
+            ).all()
             for rid, d in old:
                 shutil.rmtree(d, ignore_errors=True)
                 conn.execute(text("UPDATE report_runs SET out_dir = NULL, files = '{}' WHERE id = :i"), {"i": rid})
@@ -117,27 +127,45 @@ def retention() -> int:
 def build_scheduler(database_url: str, blocking: bool = True) -> BaseScheduler:
     store = SQLAlchemyJobStore(engine=engine_for(database_url), tablename="apscheduler_jobs")
     cls = BlockingScheduler if blocking else BackgroundScheduler
-    return cls(jobstores={"default": store}, executors={"default": ThreadPoolExecutor(2)},
-               job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 6 * 3600},
-               timezone=UTC)
+    return cls(
+        jobstores={"default": store},
+        executors={"default": ThreadPoolExecutor(2)},
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 6 * 3600},
+        timezone=UTC,
+    )
 
 
 def install_jobs(sched: BaseScheduler, rs: ReportSettings) -> list[str]:
     """The standing schedule (replace_existing: every replica may call this at start)."""
     ids = []
-    sched.add_job("services.scheduler.jobs:run_reports", CronTrigger.from_crontab(rs.weekly_cron, timezone=UTC),
-                  id="reports-weekly", name="weekly brand-sentiment reports", kwargs={"period": "weekly"},
-                  replace_existing=True)
+    sched.add_job(
+        "services.scheduler.jobs:run_reports",
+        CronTrigger.from_crontab(rs.weekly_cron, timezone=UTC),
+        id="reports-weekly",
+        name="weekly brand-sentiment reports",
+        kwargs={"period": "weekly"},
+        replace_existing=True,
+    )
     ids.append("reports-weekly")
     if rs.daily_cron:
-        sched.add_job("services.scheduler.jobs:run_reports", CronTrigger.from_crontab(rs.daily_cron, timezone=UTC),
-                      id="reports-daily", name="daily brand-sentiment reports", kwargs={"period": "daily"},
-                      replace_existing=True)
+        sched.add_job(
+            "services.scheduler.jobs:run_reports",
+            CronTrigger.from_crontab(rs.daily_cron, timezone=UTC),
+            id="reports-daily",
+            name="daily brand-sentiment reports",
+            kwargs={"period": "daily"},
+            replace_existing=True,
+        )
         ids.append("reports-daily")
     elif sched.get_job("reports-daily"):
         sched.remove_job("reports-daily")
-    sched.add_job("services.scheduler.jobs:retention", CronTrigger(hour=3, minute=17, timezone=UTC),
-                  id="retention", name="report file retention", replace_existing=True)
+    sched.add_job(
+        "services.scheduler.jobs:retention",
+        CronTrigger(hour=3, minute=17, timezone=UTC),
+        id="retention",
+        name="report file retention",
+        replace_existing=True,
+    )
     ids.append("retention")
     return ids
 
@@ -148,9 +176,17 @@ def wait_for_run(database_url: str, watch: str, period: str, timeout_s: float = 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with engine.connect() as conn:
-            r = conn.execute(text("SELECT * FROM report_runs WHERE watch_name = :w AND period = :p "
-                                  "AND status <> 'running' ORDER BY id DESC LIMIT 1"),
-                             {"w": watch, "p": period}).mappings().first()
+            r = (
+                conn.execute(
+                    text(
+                        "SELECT * FROM report_runs WHERE watch_name = :w AND period = :p "
+                        "AND status <> 'running' ORDER BY id DESC LIMIT 1"
+                    ),
+                    {"w": watch, "p": period},
+                )
+                .mappings()
+                .first()
+            )
         if r is not None:
             return dict(r)
         time.sleep(0.5)

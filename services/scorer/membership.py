@@ -70,8 +70,7 @@ def advance_epoch(db: Engine, bootstrap: str, base: str, seen: int, reason: str)
         old, new = group_name(base, now), group_name(base, now + 1)
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="voxpop-group-epoch")
         try:
-            offsets = {tp: o for tp, o in admin.list_group_offsets({old: None}).get(old, {}).items()
-                       if o.offset >= 0}
+            offsets = {tp: o for tp, o in admin.list_group_offsets({old: None}).get(old, {}).items() if o.offset >= 0}
             if offsets:
                 admin.alter_group_offsets(new, offsets)
         finally:
@@ -97,9 +96,19 @@ class GroupMembership:
     Only the polling thread touches it: `check()` once per loop may replace `consumer`.
     """
 
-    def __init__(self, db: Engine, bootstrap: str, base_group: str, topics: Iterable[str], *,
-                 join_timeout_s: float, epoch_check_s: float, leave_group: bool,
-                 listener: ConsumerRebalanceListener | None = None, **consumer_overrides) -> None:
+    def __init__(
+        self,
+        db: Engine,
+        bootstrap: str,
+        base_group: str,
+        topics: Iterable[str],
+        *,
+        join_timeout_s: float,
+        epoch_check_s: float,
+        leave_group: bool,
+        listener: ConsumerRebalanceListener | None = None,
+        **consumer_overrides,
+    ) -> None:
         self.db, self.bootstrap, self.base = db, bootstrap, base_group
         self.topics = list(topics)
         self.join_timeout_s, self.epoch_check_s, self.leave_group = join_timeout_s, epoch_check_s, leave_group
@@ -132,8 +141,13 @@ class GroupMembership:
         elif now - self._unstable_since > self.join_timeout_s:
             waited = now - self._unstable_since
             try:
-                self.epoch = advance_epoch(self.db, self.bootstrap, self.base, self.epoch,
-                                           f"a member of {self.group_id} was not in a stable group for {waited:.0f} s")
+                self.epoch = advance_epoch(
+                    self.db,
+                    self.bootstrap,
+                    self.base,
+                    self.epoch,
+                    f"a member of {self.group_id} was not in a stable group for {waited:.0f} s",
+                )
             except OperationalError as e:  # PostgreSQL away: the wedge is still there at the next check
                 log.warning("cannot move to a new group epoch yet (%s)", str(e).splitlines()[0][:200])
                 return False
@@ -145,8 +159,11 @@ class GroupMembership:
             try:
                 epoch = current_epoch(self.db, self.base)
             except OperationalError as e:  # PostgreSQL away: look again at the next check, keep consuming
-                log.warning("group epoch not readable (%s); checking again in %.0f s", str(e).splitlines()[0][:200],
-                            self.epoch_check_s)
+                log.warning(
+                    "group epoch not readable (%s); checking again in %.0f s",
+                    str(e).splitlines()[0][:200],
+                    self.epoch_check_s,
+                )
                 return False
             if epoch != self.epoch:
                 log.warning("consumer group moved from %s to epoch %d: following it", self.group_id, epoch)

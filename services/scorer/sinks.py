@@ -122,9 +122,13 @@ def _json(v: Any) -> str:
     return to_json(v).decode()
 
 
-def write_batch(engine: Engine, rows: list[PredictionRow], extra: list[PredictionRow] | None = None,
-                transcripts: list[TranscriptRow] | None = None,
-                author_states: list[dict[str, Any]] | None = None) -> tuple[set[str], datetime]:
+def write_batch(
+    engine: Engine,
+    rows: list[PredictionRow],
+    extra: list[PredictionRow] | None = None,
+    transcripts: list[TranscriptRow] | None = None,
+    author_states: list[dict[str, Any]] | None = None,
+) -> tuple[set[str], datetime]:
     """Store a batch; returns the ids that were new (not stored before) and the commit time.
 
     `rows` hold one primary prediction per post; `extra` more predictions of posts among `rows`
@@ -138,39 +142,88 @@ def write_batch(engine: Engine, rows: list[PredictionRow], extra: list[Predictio
         return set(), datetime.now().astimezone()
     authors: dict[str, dict[str, Any]] = {}
     for r in rows:
-        a = authors.setdefault(r.post.author.id, {
-            "id": r.post.author.id, "platform": r.post.platform, "handle": r.post.author.handle,
-            "first_seen": r.post.created_at, "last_seen": r.post.created_at})
+        a = authors.setdefault(
+            r.post.author.id,
+            {
+                "id": r.post.author.id,
+                "platform": r.post.platform,
+                "handle": r.post.author.handle,
+                "first_seen": r.post.created_at,
+                "last_seen": r.post.created_at,
+            },
+        )
         a["first_seen"] = min(a["first_seen"], r.post.created_at)
         a["last_seen"] = max(a["last_seen"], r.post.created_at)
     with engine.begin() as conn:
         now = conn.execute(select(func.now())).scalar_one()
         conn.execute(_UPSERT_AUTHORS, _columns(list(authors.values())))
-        posts = _columns([{
-            "id": r.post.id, "platform": r.post.platform, "author_id": r.post.author.id, "text": r.post.text,
-            "lang": r.post.lang, "created_at": r.post.created_at, "thread_id": r.post.thread_id,
-            "reply_to": r.post.reply_to, "modalities": ",".join(sorted(r.post.modalities)),
-            "extra": _json(r.post.extra), "ingested_at": r.post.ingested_at,
-        } for r in rows])
+        posts = _columns(
+            [
+                {
+                    "id": r.post.id,
+                    "platform": r.post.platform,
+                    "author_id": r.post.author.id,
+                    "text": r.post.text,
+                    "lang": r.post.lang,
+                    "created_at": r.post.created_at,
+                    "thread_id": r.post.thread_id,
+                    "reply_to": r.post.reply_to,
+                    "modalities": ",".join(sorted(r.post.modalities)),
+                    "extra": _json(r.post.extra),
+                    "ingested_at": r.post.ingested_at,
+                }
+                for r in rows
+            ]
+        )
         new_ids = set(conn.execute(_INSERT_POSTS, {**posts, "stored_at": now}).scalars())
-        media_rows = [{
-            "post_id": r.post.id, "idx": i, "kind": md.kind, "uri": md.uri, "sha256": md.sha256,
-            "bytes": md.bytes, "mime": md.mime,
-            "status": (r.media_status[i] if i < len(r.media_status) else "ok")[:MEDIA_STATUS_CHARS],
-        } for r in rows if r.post.id in new_ids for i, md in enumerate(r.post.media)]
+        media_rows = [
+            {
+                "post_id": r.post.id,
+                "idx": i,
+                "kind": md.kind,
+                "uri": md.uri,
+                "sha256": md.sha256,
+                "bytes": md.bytes,
+                "mime": md.mime,
+                "status": (r.media_status[i] if i < len(r.media_status) else "ok")[:MEDIA_STATUS_CHARS],
+            }
+            for r in rows
+            if r.post.id in new_ids
+            for i, md in enumerate(r.post.media)
+        ]
         if media_rows:
             conn.execute(_INSERT_MEDIA, media_rows)
         spoken = [_transcript_row(t) for t in transcripts or [] if t.post_id in new_ids]
         if spoken:
             conn.execute(_INSERT_TRANSCRIPTS, spoken)
-        conn.execute(_INSERT_PREDICTIONS, {**_columns([{
-            "post_id": r.post.id, "model_name": r.model_name, "model_version": r.model_version,
-            "label": r.label, "probabilities": _json(r.probabilities), "score": r.score, "emotion": r.emotion,
-            "modality_weights": _json(r.modality_weights), "user_prior_count": r.user_prior_count,
-            "timings_ms": _json(r.timings_ms), "reason": r.reason, "reason_probability": r.reason_probability,
-        } for r in [*rows, *(extra or [])]]), "scored_at": now})
-        match_rows = [{"post_id": r.post.id, "watch_id": w, "created_at": r.post.created_at}
-                      for r in rows for w in r.post.watches]
+        conn.execute(
+            _INSERT_PREDICTIONS,
+            {
+                **_columns(
+                    [
+                        {
+                            "post_id": r.post.id,
+                            "model_name": r.model_name,
+                            "model_version": r.model_version,
+                            "label": r.label,
+                            "probabilities": _json(r.probabilities),
+                            "score": r.score,
+                            "emotion": r.emotion,
+                            "modality_weights": _json(r.modality_weights),
+                            "user_prior_count": r.user_prior_count,
+                            "timings_ms": _json(r.timings_ms),
+                            "reason": r.reason,
+                            "reason_probability": r.reason_probability,
+                        }
+                        for r in [*rows, *(extra or [])]
+                    ]
+                ),
+                "scored_at": now,
+            },
+        )
+        match_rows = [
+            {"post_id": r.post.id, "watch_id": w, "created_at": r.post.created_at} for r in rows for w in r.post.watches
+        ]
         if match_rows:
             conn.execute(_INSERT_MATCHES, _columns(match_rows))
         counts = Counter(r.post.author.id for r in rows if r.post.id in new_ids)
@@ -183,21 +236,31 @@ def write_batch(engine: Engine, rows: list[PredictionRow], extra: list[Predictio
 
 def _transcript_row(t: TranscriptRow) -> dict[str, Any]:
     tr = t.transcript
-    return {"post_id": t.post_id, "media_idx": t.media_idx, "status": t.status[:80],
-            "model": tr.model if tr else None, "language": tr.language if tr else None,
-            "language_probability": tr.language_probability if tr else None, "text": tr.text if tr else "",
-            "segments": [{"start": s.start, "end": s.end, "text": s.text} for s in tr.segments] if tr else [],
-            "audio_s": tr.audio_s if tr else None, "speech_s": tr.speech_s if tr else None,
-            "asr_ms": tr.seconds * 1000 if tr else None}
+    return {
+        "post_id": t.post_id,
+        "media_idx": t.media_idx,
+        "status": t.status[:80],
+        "model": tr.model if tr else None,
+        "language": tr.language if tr else None,
+        "language_probability": tr.language_probability if tr else None,
+        "text": tr.text if tr else "",
+        "segments": [{"start": s.start, "end": s.end, "text": s.text} for s in tr.segments] if tr else [],
+        "audio_s": tr.audio_s if tr else None,
+        "speech_s": tr.speech_s if tr else None,
+        "asr_ms": tr.seconds * 1000 if tr else None,
+    }
 
 
-def stored_predictions(engine: Engine, post_ids: list[str], model_name: str, model_version: str
-                       ) -> dict[str, Any]:
+def stored_predictions(engine: Engine, post_ids: list[str], model_name: str, model_version: str) -> dict[str, Any]:
     """Predictions already stored for re-delivered posts (so `posts.scored` repeats them exactly)."""
     if not post_ids:
         return {}
     with engine.connect() as conn:
-        rows = conn.execute(select(m.Prediction).where(
-            m.Prediction.post_id.in_(post_ids), m.Prediction.model_name == model_name,
-            m.Prediction.model_version == model_version)).all()
+        rows = conn.execute(
+            select(m.Prediction).where(
+                m.Prediction.post_id.in_(post_ids),
+                m.Prediction.model_name == model_name,
+                m.Prediction.model_version == model_version,
+            )
+        ).all()
     return {r.post_id: r for r in rows}

@@ -62,8 +62,14 @@ class Outcome:
 class TranscriptQueue:
     """Bounded, deadline-aware transcription of posts' audio (see the module docstring)."""
 
-    def __init__(self, factory: Callable[[], Transcriber], workers: int = 1, timeout_s: float = 30.0,
-                 max_pending: int = 8, max_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        factory: Callable[[], Transcriber],
+        workers: int = 1,
+        timeout_s: float = 30.0,
+        max_pending: int = 8,
+        max_seconds: float = 60.0,
+    ) -> None:
         self._factory, self._model, self._error = factory, None, None
         self._load_lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asr")

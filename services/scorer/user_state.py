@@ -49,8 +49,9 @@ class UserStateStore:
         self.redis, self.db, self.dims = rds, db, dims
         self.rebuilt = 0  # (author, view) states this process reloaded from PostgreSQL
 
-    def load(self, authors: Sequence[str], post_ids: Sequence[str]
-             ) -> tuple[dict[tuple[str, str], ViewState], set[str]]:
+    def load(
+        self, authors: Sequence[str], post_ids: Sequence[str]
+    ) -> tuple[dict[tuple[str, str], ViewState], set[str]]:
         """States for every (author, view), and which of `post_ids` are already stored (never folded again)."""
         uniq = list(dict.fromkeys(authors))
         with self.db.connect() as conn:
@@ -91,8 +92,10 @@ class UserStateStore:
     @staticmethod
     def rows(changed: dict[tuple[str, str], ViewState]) -> list[dict[str, Any]]:
         """The `author_states` rows of the changed states (written by the batch's transaction)."""
-        return [{"author_id": a, "view": v, "n": st.n, "mean": st.mean.astype(np.float32).tobytes()}
-                for (a, v), st in changed.items()]
+        return [
+            {"author_id": a, "view": v, "n": st.n, "mean": st.mean.astype(np.float32).tobytes()}
+            for (a, v), st in changed.items()
+        ]
 
     def cache(self, changed: dict[tuple[str, str], ViewState]) -> None:
         """Copy states to Redis after PostgreSQL committed them (one MULTI/EXEC: all or nothing)."""
@@ -106,6 +109,7 @@ class UserStateStore:
     def get(self, author: str, view: str) -> ViewState | None:
         """The state as PostgreSQL holds it (what the next post of this author will see)."""
         with self.db.connect() as conn:
-            row = conn.execute(text("SELECT n, mean FROM author_states WHERE author_id = :a AND view = :v"),
-                               {"a": author, "v": view}).first()
+            row = conn.execute(
+                text("SELECT n, mean FROM author_states WHERE author_id = :a AND view = :v"), {"a": author, "v": view}
+            ).first()
         return None if row is None else ViewState(np.frombuffer(row.mean, np.float32).copy(), row.n)

@@ -76,8 +76,13 @@ from services.stream.kafka import (
 
 log = logging.getLogger("voxpop.scorer")
 
-INFRA_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, redis.ConnectionError,
-                redis.TimeoutError, KafkaError)
+INFRA_ERRORS = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    KafkaError,
+)
 INFRA_BACKOFF = exponential(0.5, 30.0)  # a batch that met an outage waits, then is tried again (never dropped)
 
 
@@ -178,8 +183,9 @@ class Intake:
         with self._cond:
             while True:
                 now = time.monotonic()
-                if self._parts and (self._count >= self.max_batch or self._ended
-                                    or now >= self._first_at + self.max_wait_s):
+                if self._parts and (
+                    self._count >= self.max_batch or self._ended or now >= self._first_at + self.max_wait_s
+                ):
                     parts, self._parts, self._count = self._parts, [], 0
                     self._cond.notify_all()
                     return Prepared.merge(parts)
@@ -203,33 +209,58 @@ class ScorerStats:
 
 
 class Scorer:
-    def __init__(self, settings: Settings, database_url: str, rds: redis.Redis, producer: KafkaProducer,
-                 head: ScoringHead | None = None, engine: InferenceEngine | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        database_url: str,
+        rds: redis.Redis,
+        producer: KafkaProducer,
+        head: ScoringHead | None = None,
+        engine: InferenceEngine | None = None,
+    ) -> None:
         self.s = settings
         usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
         if settings.scorer_cpus and not set(settings.scorer_cpus) <= usable:
-            raise ValueError(f"VOXPOP_SCORER_CPUS={settings.scorer_cpus} names cores this process cannot run on; "
-                             f"usable here: {sorted(usable)} (or leave it empty to let the OS schedule)")
+            raise ValueError(
+                f"VOXPOP_SCORER_CPUS={settings.scorer_cpus} names cores this process cannot run on; "
+                f"usable here: {sorted(usable)} (or leave it empty to let the OS schedule)"
+            )
         if settings.scorer_threads:
             torch.set_num_threads(settings.scorer_threads)
         self.head = head or load_head(settings.scorer_model, device=settings.scorer_device)
-        self.engine = engine or InferenceEngine(self.head, settings.scorer_precision, settings.scorer_device,
-                                                bucket_call_tokens=settings.scorer_bucket_call_tokens,
-                                                compile=settings.scorer_compile)
+        self.engine = engine or InferenceEngine(
+            self.head,
+            settings.scorer_precision,
+            settings.scorer_device,
+            bucket_call_tokens=settings.scorer_bucket_call_tokens,
+            compile=settings.scorer_compile,
+        )
         self.db = engine_for(database_url)
         self.redis, self.producer = rds, producer
         self.dlq = DeadLetter(producer, settings.topic_dlq)
         self.state = UserStateStore(rds, self.db, {v: self.head.feature_dims[v] for v in self.head.views})
         roots = tuple(Path(p) for p in settings.media_allowed_roots) or (Path(settings.data_dir),)
-        self.media_policy = MediaPolicy(settings.media_max_bytes, settings.media_timeout_s, roots,
-                                        max_image_pixels=settings.media_max_image_pixels,
-                                        decode_timeout_s=settings.media_decode_timeout_s,
-                                        max_seconds=settings.media_max_seconds, video_frames=settings.video_frames)
+        self.media_policy = MediaPolicy(
+            settings.media_max_bytes,
+            settings.media_timeout_s,
+            roots,
+            max_image_pixels=settings.media_max_image_pixels,
+            decode_timeout_s=settings.media_decode_timeout_s,
+            max_seconds=settings.media_max_seconds,
+            video_frames=settings.video_frames,
+        )
         # The tri-modal heads share the production encoders when those run in plain fp32.
-        self.av_heads: list[AVHead] = load_av_heads(
-            settings.scorer_av_models, settings.checkpoints_dir, settings.scorer_device,
-            text_encoder=self.engine.frozen_text if self.engine.precision == "fp32" else None,
-            image_encoder=self.engine.image) if settings.scorer_av_models else []
+        self.av_heads: list[AVHead] = (
+            load_av_heads(
+                settings.scorer_av_models,
+                settings.checkpoints_dir,
+                settings.scorer_device,
+                text_encoder=self.engine.frozen_text if self.engine.precision == "fp32" else None,
+                image_encoder=self.engine.image,
+            )
+            if settings.scorer_av_models
+            else []
+        )
         self.asr = transcript_queue(settings)
         self.reasons = reason_classifier(settings, self.engine.frozen_text.version)
         self.ledger = OffsetLedger()
@@ -245,8 +276,9 @@ class Scorer:
             if rec.value is None:
                 self._to_dlq(rec, "invalid post: record has no value (a tombstone)", "scorer-validate", 1)
             elif size > self.s.max_record_bytes:  # ingest enforces this too; records can bypass ingest
-                self._to_dlq(rec, f"oversized record: {size} bytes > limit {self.s.max_record_bytes}",
-                             "scorer-validate", 1)
+                self._to_dlq(
+                    rec, f"oversized record: {size} bytes > limit {self.s.max_record_bytes}", "scorer-validate", 1
+                )
             else:
                 try:
                     items.append(Item(rec=rec, post=Post.model_validate_json(rec.value)))
@@ -268,8 +300,11 @@ class Scorer:
                 elif md.kind in ("audio", "video") and (self.av_heads or self.asr):
                     it.media_status.append(self._load_av(it, md))
                 else:
-                    it.media_status.append("ok" if md.kind == "image" and it.image is not None
-                                           else f"skipped: no {md.kind} view in {self.head.name}")
+                    it.media_status.append(
+                        "ok"
+                        if md.kind == "image" and it.image is not None
+                        else f"skipped: no {md.kind} view in {self.head.name}"
+                    )
 
     def _load_av(self, it: Item, md: Media) -> str:
         """Decode one audio/video item (ffmpeg child, time-limited) and precompute audio frames.
@@ -292,8 +327,12 @@ class Scorer:
                         raise
                     # an audio file declared as video: heard as audio, and the DLQ says so
                     av.audio = load_audio(md.uri, self.media_policy, md.sha256)
-                    self._to_dlq(it.rec, f"media {md.uri}: declared video but has no video stream; scored as "
-                                 "audio", "scorer-media", 1)
+                    self._to_dlq(
+                        it.rec,
+                        f"media {md.uri}: declared video but has no video stream; scored as audio",
+                        "scorer-media",
+                        1,
+                    )
                     status = "ok:audio-only"
                 else:
                     av.frames = video.frames
@@ -331,8 +370,11 @@ class Scorer:
         if held and self.asr is not None:
             if defer:
                 ids = {id(it.rec) for it in held}
-                return Prepared([r for r in records if id(r) not in ids], [it for it in items if not it.asr_pending],
-                                (time.perf_counter() - t0) * 1000)
+                return Prepared(
+                    [r for r in records if id(r) not in ids],
+                    [it for it in items if not it.asr_pending],
+                    (time.perf_counter() - t0) * 1000,
+                )
             self._finish_transcripts(self.asr.settle(held))
         return Prepared(records, items, (time.perf_counter() - t0) * 1000)
 
@@ -377,16 +419,24 @@ class Scorer:
         t_enc = time.perf_counter()
         u, n, prior, changed = self._author_state(items, enc)
         scored = self.engine.predict(enc, u, n)
-        timings = {"prepare": prep.prepare_ms, "encode": (t_enc - t_media) * 1000,
-                   "head": (time.perf_counter() - t_enc) * 1000, "batch": float(len(items))}
+        timings = {
+            "prepare": prep.prepare_ms,
+            "encode": (t_enc - t_media) * 1000,
+            "head": (time.perf_counter() - t_enc) * 1000,
+            "batch": float(len(items)),
+        }
         rows = self._rows(items, scored, prior, timings, now)
         self._add_reasons(items, rows, enc)
         extra = self._score_av(items)  # [] unless the batch has audio/video posts
         t_db = time.perf_counter()
-        spoken = [TranscriptRow(it.post.id, it.asr_media, it.transcript, it.asr_status or "ok")
-                  for it in items if it.asr_status is not None]
-        new_ids, stored_at = write_batch(self.db, rows, extra, transcripts=spoken,
-                                         author_states=self.state.rows(changed))
+        spoken = [
+            TranscriptRow(it.post.id, it.asr_media, it.transcript, it.asr_status or "ok")
+            for it in items
+            if it.asr_status is not None
+        ]
+        new_ids, stored_at = write_batch(
+            self.db, rows, extra, transcripts=spoken, author_states=self.state.rows(changed)
+        )
         db_ms = (time.perf_counter() - t_db) * 1000
         self._after_store(items, rows, new_ids, changed, now, t0)
         self._publish_scored(items, rows, extra, new_ids, stored_at, db_ms)
@@ -433,8 +483,9 @@ class Scorer:
         prior = n_np["text"].astype(int).tolist() if "text" in n_np else [0] * len(items)
         return u, n, prior, changed
 
-    def _rows(self, items: list[Item], scored, prior: list[int], timings: dict[str, float],
-              now: datetime) -> list[PredictionRow]:
+    def _rows(
+        self, items: list[Item], scored, prior: list[int], timings: dict[str, float], now: datetime
+    ) -> list[PredictionRow]:
         """One prediction row per post: label, probabilities, score, modality weights, timings."""
         labels = list(self.head.labels)
         scores = sentiment_score(labels, scored.probs).tolist()
@@ -450,15 +501,26 @@ class Scorer:
                 t["asr_wait"] = it.asr_waited_ms
                 if it.transcript is not None:
                     t["asr"] = it.transcript.seconds * 1000
-            rows.append(PredictionRow(
-                post=it.post, model_name=self.head.name, model_version=self.head.version,
-                label=labels[max(range(len(p)), key=p.__getitem__)], probabilities=dict(zip(labels, p, strict=True)),
-                score=scores[i], emotion=None, modality_weights={v: w[i] for v, w in weights.items()},
-                user_prior_count=prior[i], timings_ms=t, media_status=it.media_status))
+            rows.append(
+                PredictionRow(
+                    post=it.post,
+                    model_name=self.head.name,
+                    model_version=self.head.version,
+                    label=labels[max(range(len(p)), key=p.__getitem__)],
+                    probabilities=dict(zip(labels, p, strict=True)),
+                    score=scores[i],
+                    emotion=None,
+                    modality_weights={v: w[i] for v, w in weights.items()},
+                    user_prior_count=prior[i],
+                    timings_ms=t,
+                    media_status=it.media_status,
+                )
+            )
         return rows
 
-    def _after_store(self, items: list[Item], rows: list[PredictionRow], new_ids: set[str], changed,
-                     now: datetime, t0: float) -> None:
+    def _after_store(
+        self, items: list[Item], rows: list[PredictionRow], new_ids: set[str], changed, now: datetime, t0: float
+    ) -> None:
         """Redis, once PostgreSQL holds the batch: user-state cache, thread context, counters, live event."""
         self.state.cache(changed)
         pipe = self.redis.pipeline(transaction=False)
@@ -474,16 +536,24 @@ class Scorer:
         pipe.publish(SCORER_BATCHES_CHANNEL, batch_summary(rows, new_ids, now))
         pipe.execute()
 
-    def _publish_scored(self, items: list[Item], rows: list[PredictionRow], extra: list[PredictionRow],
-                        new_ids: set[str], stored_at: datetime, db_ms: float) -> None:
+    def _publish_scored(
+        self,
+        items: list[Item],
+        rows: list[PredictionRow],
+        extra: list[PredictionRow],
+        new_ids: set[str],
+        stored_at: datetime,
+        db_ms: float,
+    ) -> None:
         """posts.scored, every send acknowledged before the offsets may move. Re-delivered posts
         publish what was stored the first time, not a recomputation."""
         by_id = {it.post.id: it for it in items}
         av_by_post: dict[str, list[PredictionRow]] = defaultdict(list)
         for x in extra:
             av_by_post[x.post.id].append(x)
-        old = stored_predictions(self.db, [r.post.id for r in rows if r.post.id not in new_ids],
-                                 self.head.name, self.head.version)
+        old = stored_predictions(
+            self.db, [r.post.id for r in rows if r.post.id not in new_ids], self.head.name, self.head.version
+        )
         sent = []
         for r in rows:
             prev = old.get(r.post.id)
@@ -495,17 +565,35 @@ class Scorer:
             it = by_id[r.post.id]
             tr = it.transcript
             sp = ScoredPost(
-                post_id=r.post.id, author_id=r.post.author.id, created_at=r.post.created_at,
-                watches=r.post.watches, model_name=r.model_name, model_version=r.model_version,
-                label=r.label, probabilities=r.probabilities, score=r.score, emotion=r.emotion,
-                modality_weights=r.modality_weights, user_prior_count=r.user_prior_count,
-                timings_ms=r.timings_ms, ingested_at=r.post.ingested_at, stored_at=stored_at,
-                transcript=tr.text if tr is not None else None, transcript_language=tr.language if tr else None,
-                transcript_status=it.asr_status, dominant_view=dominant_view(
-                    r.modality_weights, [x.modality_weights for x in av_by_post.get(r.post.id, [])]),
-                reason=r.reason, reason_probability=r.reason_probability)
-            sent.append(self.producer.send(self.s.topic_scored, key=r.post.author.id.encode(),
-                                           value=sp.model_dump_json().encode()))
+                post_id=r.post.id,
+                author_id=r.post.author.id,
+                created_at=r.post.created_at,
+                watches=r.post.watches,
+                model_name=r.model_name,
+                model_version=r.model_version,
+                label=r.label,
+                probabilities=r.probabilities,
+                score=r.score,
+                emotion=r.emotion,
+                modality_weights=r.modality_weights,
+                user_prior_count=r.user_prior_count,
+                timings_ms=r.timings_ms,
+                ingested_at=r.post.ingested_at,
+                stored_at=stored_at,
+                transcript=tr.text if tr is not None else None,
+                transcript_language=tr.language if tr else None,
+                transcript_status=it.asr_status,
+                dominant_view=dominant_view(
+                    r.modality_weights, [x.modality_weights for x in av_by_post.get(r.post.id, [])]
+                ),
+                reason=r.reason,
+                reason_probability=r.reason_probability,
+            )
+            sent.append(
+                self.producer.send(
+                    self.s.topic_scored, key=r.post.author.id.encode(), value=sp.model_dump_json().encode()
+                )
+            )
         self.producer.flush()
         for f in sent:  # a send the broker refused raises here: the batch is retried, never committed
             f.get(timeout=self.s.kafka_send_timeout_s)
@@ -544,17 +632,35 @@ class Scorer:
             preds = h.predict([it.av for it in chosen if it.av is not None])
             ms = (time.perf_counter() - t0) * 1000
             for it, p in zip(chosen, preds, strict=True):
-                rows.append(PredictionRow(
-                    post=it.post, model_name=h.model_name, model_version=h.version, label=p.label,
-                    probabilities=p.probabilities, score=p.score, emotion=p.emotion,
-                    modality_weights=p.modality_weights, user_prior_count=0,
-                    timings_ms={"head": ms, "batch": float(len(chosen))}, media_status=it.media_status))
+                rows.append(
+                    PredictionRow(
+                        post=it.post,
+                        model_name=h.model_name,
+                        model_version=h.version,
+                        label=p.label,
+                        probabilities=p.probabilities,
+                        score=p.score,
+                        emotion=p.emotion,
+                        modality_weights=p.modality_weights,
+                        user_prior_count=0,
+                        timings_ms={"head": ms, "batch": float(len(chosen))},
+                        media_status=it.media_status,
+                    )
+                )
         return rows
 
     # ---- failure handling ------------------------------------------------------------------
     def _to_dlq(self, rec: ConsumerRecord, error: str, stage: str, attempts: int) -> None:
-        self.dlq.send(key=rec.key, value=rec.value, error=error, stage=stage, source_topic=rec.topic,
-                      partition=rec.partition, offset=rec.offset, attempts=attempts)
+        self.dlq.send(
+            key=rec.key,
+            value=rec.value,
+            error=error,
+            stage=stage,
+            source_topic=rec.topic,
+            partition=rec.partition,
+            offset=rec.offset,
+            attempts=attempts,
+        )
         self.stats.dlq += 1
 
     def process_safely(self, prep: Prepared) -> None:
@@ -569,8 +675,11 @@ class Scorer:
                 self.process(prep)
                 return
             except RECORD_TOO_LARGE_ERRORS as e:
-                log.warning("batch holds a record too large to publish (%s); scoring its %d posts one by one",
-                            e, len(prep.items))
+                log.warning(
+                    "batch holds a record too large to publish (%s); scoring its %d posts one by one",
+                    e,
+                    len(prep.items),
+                )
                 self._one_by_one(prep)
                 return
             except INFRA_ERRORS as e:
@@ -605,13 +714,15 @@ class Scorer:
                 raise
             except Exception as e:
                 err = e
-        self._to_dlq(one.records[0], f"scoring failed: {type(err).__name__}: {err}", "scorer",
-                     self.s.scorer_max_attempts)
+        self._to_dlq(
+            one.records[0], f"scoring failed: {type(err).__name__}: {err}", "scorer", self.s.scorer_max_attempts
+        )
         self.producer.flush()
 
     # ---- the loop --------------------------------------------------------------------------
-    def run(self, group: GroupMembership | KafkaConsumer, max_records: int | None = None,
-            idle_exit_s: float | None = None) -> ScorerStats:
+    def run(
+        self, group: GroupMembership | KafkaConsumer, max_records: int | None = None, idle_exit_s: float | None = None
+    ) -> ScorerStats:
         """Score until stopped (SIGTERM), `max_records` done, or idle for `idle_exit_s`.
 
         A polling thread owns the consumer: it polls, parses and loads media into the `Intake`
@@ -726,8 +837,9 @@ def batch_summary(rows: list[PredictionRow], new_ids: set[str], now: datetime) -
             labels[r.label] += 1
             for w in r.post.watches:
                 watches[w] += 1
-    return json.dumps({"posts": len(new_ids), "batch": len(rows), "labels": labels, "watches": watches,
-                       "at": now.isoformat()})
+    return json.dumps(
+        {"posts": len(new_ids), "batch": len(rows), "labels": labels, "watches": watches, "at": now.isoformat()}
+    )
 
 
 def reason_classifier(settings: Settings, frozen_encoder: str) -> ReasonClassifier | None:
@@ -739,8 +851,12 @@ def reason_classifier(settings: Settings, frozen_encoder: str) -> ReasonClassifi
     if head is None:
         log.warning("no reason head at %s (train it: voxpop reasons train); negative posts get no reason", where)
     elif head.encoder != frozen_encoder:
-        log.warning("reason head %s was trained on %s, the scorer encodes with %s; negative posts get no reason",
-                    where, head.encoder, frozen_encoder)
+        log.warning(
+            "reason head %s was trained on %s, the scorer encodes with %s; negative posts get no reason",
+            where,
+            head.encoder,
+            frozen_encoder,
+        )
         return None
     return head
 
@@ -751,14 +867,21 @@ def transcript_queue(settings: Settings) -> TranscriptQueue | None:
         return None
 
     def load() -> Transcriber:
-        return Transcriber(settings.asr_model, cache_dir=settings.asr_cache_dir,
-                           device=settings.asr_device or settings.scorer_device,
-                           compute_type=settings.asr_compute_type, threads=settings.asr_threads,
-                           workers=settings.asr_workers, beam_size=settings.asr_beam_size, vad=settings.asr_vad,
-                           language=settings.asr_language)
+        return Transcriber(
+            settings.asr_model,
+            cache_dir=settings.asr_cache_dir,
+            device=settings.asr_device or settings.scorer_device,
+            compute_type=settings.asr_compute_type,
+            threads=settings.asr_threads,
+            workers=settings.asr_workers,
+            beam_size=settings.asr_beam_size,
+            vad=settings.asr_vad,
+            language=settings.asr_language,
+        )
 
-    q = TranscriptQueue(load, settings.asr_workers, settings.asr_timeout_s, settings.asr_max_pending,
-                        settings.asr_max_seconds)
+    q = TranscriptQueue(
+        load, settings.asr_workers, settings.asr_timeout_s, settings.asr_max_pending, settings.asr_max_seconds
+    )
     if settings.asr_required:
         q.model()  # raises ASRUnavailable naming the package: the scorer does not start
     elif (why := asr_available()) is not None:
@@ -786,18 +909,25 @@ def _partition_list(tps) -> str:
     return ",".join(f"{tp.topic}:{tp.partition}" for tp in sorted(tps)) or "-"
 
 
-def run_scorer(settings: Settings, database_url: str, redis_url: str, bootstrap: str,
-               idle_exit_s: float | None = None) -> ScorerStats:
+def run_scorer(
+    settings: Settings, database_url: str, redis_url: str, bootstrap: str, idle_exit_s: float | None = None
+) -> ScorerStats:
     """Entry point of `voxpop score`: SIGTERM/SIGINT drain the batch in hand, commit and exit."""
     keep_freed_memory()  # batch activations reused, not faulted in per forward (pipelines/allocator.py)
     rds = redis.Redis.from_url(redis_url)
     producer = make_producer(bootstrap)
     scorer = Scorer(settings, database_url, rds, producer)
-    group = GroupMembership(scorer.db, bootstrap, settings.scorer_group, [settings.topic_raw],
-                            join_timeout_s=settings.scorer_join_timeout_s,
-                            epoch_check_s=settings.scorer_epoch_check_s,
-                            leave_group=settings.kafka_leave_group_on_close, listener=LogAssignments(scorer.ledger),
-                            max_poll_records=settings.scorer_max_batch)
+    group = GroupMembership(
+        scorer.db,
+        bootstrap,
+        settings.scorer_group,
+        [settings.topic_raw],
+        join_timeout_s=settings.scorer_join_timeout_s,
+        epoch_check_s=settings.scorer_epoch_check_s,
+        leave_group=settings.kafka_leave_group_on_close,
+        listener=LogAssignments(scorer.ledger),
+        max_poll_records=settings.scorer_max_batch,
+    )
 
     def stop(signum, _frame):
         log.info("signal %d: finishing the batch in hand, then exiting", signum)
@@ -805,10 +935,16 @@ def run_scorer(settings: Settings, database_url: str, redis_url: str, bootstrap:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("scorer up: model %s %s, views %s, precision %s%s, batch %d / %d ms", scorer.head.name,
-             scorer.head.version, scorer.head.views, scorer.engine.precision,
-             " compiled" if scorer.engine.compiled else "", settings.scorer_max_batch,
-             settings.scorer_max_wait_ms)
+    log.info(
+        "scorer up: model %s %s, views %s, precision %s%s, batch %d / %d ms",
+        scorer.head.name,
+        scorer.head.version,
+        scorer.head.views,
+        scorer.engine.precision,
+        " compiled" if scorer.engine.compiled else "",
+        settings.scorer_max_batch,
+        settings.scorer_max_wait_ms,
+    )
     try:
         return scorer.run(group, idle_exit_s=idle_exit_s)
     finally:

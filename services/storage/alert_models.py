@@ -200,9 +200,7 @@ class AlertFiring(Base):
     why: Mapped[dict[str, Any] | None] = mapped_column(JSONB, doc="reasons, phrases, sample posts")
 
     __table_args__ = (
-        UniqueConstraint(
-            "rule_id", "watch_id", "window_size", "window_start", "status", name="uq_alert_firings_event"
-        ),
+        UniqueConstraint("rule_id", "watch_id", "window_size", "window_start", "status", name="uq_alert_firings_event"),
         Index("ix_alert_firings_unpublished", "id", postgresql_where=text("published_at IS NULL")),
     )
 
@@ -308,9 +306,7 @@ class Notification(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
-        Index(
-            "ix_notifications_due", "next_attempt_at", postgresql_where=text("state IN ('pending','sending')")
-        ),
+        Index("ix_notifications_due", "next_attempt_at", postgresql_where=text("state IN ('pending','sending')")),
     )
 
 

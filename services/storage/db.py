@@ -13,8 +13,17 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # e.g. a ledger left full would make every post of the next run a duplicate.
 STREAM_TABLES = ("post_watches", "predictions", "media", "posts", "authors", "ingest_ledger", "author_states")
 TREND_TABLES = ("trend_members", "trend_windows", "trend_watermarks", "trend_progress")
-ALERT_TABLES = ("alert_firings", "alert_outbox", "alert_rule_state", "alert_rules", "alert_groups", "silences",
-                "notifications", "webhook_deliveries", "webhook_endpoints")
+ALERT_TABLES = (
+    "alert_firings",
+    "alert_outbox",
+    "alert_rule_state",
+    "alert_rules",
+    "alert_groups",
+    "silences",
+    "notifications",
+    "webhook_deliveries",
+    "webhook_endpoints",
+)
 
 
 def truncate_stream_tables(conn: Connection, *more: str) -> None:

@@ -21,13 +21,29 @@ AIRLINES: dict[str, dict[str, list[str]]] = {
 }
 
 
-def upsert_watch(database_url: str, *, name: str, kind: str = "brand", keywords: list[str] = (),
-                 handles: list[str] = (), hashtags: list[str] = (), languages: list[str] = ()) -> int:
-    values = {"name": name, "kind": kind, "keywords": list(keywords), "handles": list(handles),
-              "hashtags": list(hashtags), "languages": list(languages), "active": True}
+def upsert_watch(
+    database_url: str,
+    *,
+    name: str,
+    kind: str = "brand",
+    keywords: list[str] = (),
+    handles: list[str] = (),
+    hashtags: list[str] = (),
+    languages: list[str] = (),
+) -> int:
+    values = {
+        "name": name,
+        "kind": kind,
+        "keywords": list(keywords),
+        "handles": list(handles),
+        "hashtags": list(hashtags),
+        "languages": list(languages),
+        "active": True,
+    }
     stmt = insert(Watch).values(values)
-    stmt = stmt.on_conflict_do_update(index_elements=[Watch.name],
-                                      set_={k: stmt.excluded[k] for k in values if k != "name"})
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Watch.name], set_={k: stmt.excluded[k] for k in values if k != "name"}
+    )
     with engine_for(database_url).begin() as conn:
         return int(conn.execute(stmt.returning(Watch.id)).scalar_one())
 
@@ -37,14 +53,24 @@ def list_watches(database_url: str, active_only: bool = False) -> list[dict[str,
     if active_only:
         q = q.where(Watch.active.is_(True))
     with engine_for(database_url).connect() as conn:
-        return [{c: getattr(r, c) for c in ("id", "name", "kind", "keywords", "handles", "hashtags",
-                                            "languages", "active")} for r in conn.execute(q)]
+        return [
+            {c: getattr(r, c) for c in ("id", "name", "kind", "keywords", "handles", "hashtags", "languages", "active")}
+            for r in conn.execute(q)
+        ]
 
 
 def load_watch_specs(database_url: str) -> list[WatchSpec]:
-    return [WatchSpec(id=w["id"], name=w["name"], keywords=tuple(w["keywords"]), handles=tuple(w["handles"]),
-                      hashtags=tuple(w["hashtags"]), languages=tuple(w["languages"]))
-            for w in list_watches(database_url, active_only=True)]
+    return [
+        WatchSpec(
+            id=w["id"],
+            name=w["name"],
+            keywords=tuple(w["keywords"]),
+            handles=tuple(w["handles"]),
+            hashtags=tuple(w["hashtags"]),
+            languages=tuple(w["languages"]),
+        )
+        for w in list_watches(database_url, active_only=True)
+    ]
 
 
 def seed_airline_watches(database_url: str) -> dict[str, int]:

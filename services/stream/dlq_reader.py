@@ -9,11 +9,13 @@ from kafka import KafkaConsumer, TopicPartition
 from services.stream.kafka import dlq_headers
 
 
-def read_dead_letters(bootstrap: str, topic: str, limit: int | None = None, timeout_s: float = 10.0
-                      ) -> list[dict[str, Any]]:
+def read_dead_letters(
+    bootstrap: str, topic: str, limit: int | None = None, timeout_s: float = 10.0
+) -> list[dict[str, Any]]:
     """All (or the newest `limit`) dead letters, oldest first, without joining a consumer group."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                             consumer_timeout_ms=int(timeout_s * 1000))
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, consumer_timeout_ms=int(timeout_s * 1000)
+    )
     try:
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         if not parts:
@@ -33,9 +35,14 @@ def read_dead_letters(bootstrap: str, topic: str, limit: int | None = None, time
                 break
             for tp, recs in batch.items():
                 for r in recs:
-                    out.append({"key": r.key.decode("utf-8", "replace") if r.key else None,
-                                "value": r.value.decode("utf-8", "replace") if r.value is not None else None,
-                                **dlq_headers(r.headers), "timestamp_ms": r.timestamp})
+                    out.append(
+                        {
+                            "key": r.key.decode("utf-8", "replace") if r.key else None,
+                            "value": r.value.decode("utf-8", "replace") if r.value is not None else None,
+                            **dlq_headers(r.headers),
+                            "timestamp_ms": r.timestamp,
+                        }
+                    )
                 if consumer.position(tp) >= end[tp]:
                     remaining.discard(tp)
         out.sort(key=lambda d: d["timestamp_ms"])

@@ -39,7 +39,11 @@ DLQ_MAX_VALUE_BYTES = 64 * 1024
 # What kafka-python raises when a commit meets a rebalance: the partitions have moved (or are
 # moving), so the new owner redoes the uncommitted records, idempotently. Never fatal.
 REBALANCE_ERRORS: tuple[type[KafkaError], ...] = (
-    CommitFailedError, RebalanceInProgressError, IllegalGenerationError, UnknownMemberIdError)
+    CommitFailedError,
+    RebalanceInProgressError,
+    IllegalGenerationError,
+    UnknownMemberIdError,
+)
 # What kafka-python raises while the broker is away (restarting, unreachable): wait and poll again.
 BROKER_AWAY_ERRORS: tuple[type[KafkaError], ...] = (KafkaConnectionError, KafkaTimeoutError)
 # A record the broker will never take: a property of the record, not of the infrastructure.
@@ -54,7 +58,8 @@ def ensure_topics(bootstrap: str, s: Settings, timeout_s: float = 60.0) -> list[
     """Create the stream's topics if missing (idempotent). Returns the ones created now."""
     try:  # the broker may still be starting
         admin = retrying(KafkaError, timeout_s=timeout_s, wait=wait_fixed(0.5))(
-            KafkaAdminClient, bootstrap_servers=bootstrap, client_id="voxpop-admin", request_timeout_ms=15000)
+            KafkaAdminClient, bootstrap_servers=bootstrap, client_id="voxpop-admin", request_timeout_ms=15000
+        )
     except KafkaError as e:
         raise RuntimeError(f"Kafka at {bootstrap} not reachable: {e}") from e
     try:
@@ -96,8 +101,9 @@ def make_producer(bootstrap: str, **overrides) -> KafkaProducer:
     return KafkaProducer(**cfg)
 
 
-def make_consumer(bootstrap: str, group: str, topics: Iterable[str], listener: ConsumerRebalanceListener | None = None,
-                  **overrides) -> KafkaConsumer:
+def make_consumer(
+    bootstrap: str, group: str, topics: Iterable[str], listener: ConsumerRebalanceListener | None = None, **overrides
+) -> KafkaConsumer:
     """A group consumer with manual commits: offsets move only after the sinks succeeded."""
     cfg = dict(
         bootstrap_servers=bootstrap,
@@ -126,8 +132,18 @@ class DeadLetter:
     producer: KafkaProducer
     topic: str
 
-    def send(self, *, key: bytes | None, value: bytes | None, error: str, stage: str, source_topic: str = "",
-             partition: int = -1, offset: int = -1, attempts: int = 1):
+    def send(
+        self,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        error: str,
+        stage: str,
+        source_topic: str = "",
+        partition: int = -1,
+        offset: int = -1,
+        attempts: int = 1,
+    ):
         """Queue one dead letter. A value over `DLQ_MAX_VALUE_BYTES` is cut to that size (headers say so)."""
         value = value or b""
         headers = [
@@ -139,8 +155,11 @@ class DeadLetter:
             ("attempts", str(attempts).encode()),
         ]
         if len(value) > DLQ_MAX_VALUE_BYTES:
-            headers += [("value_truncated", b"true"), ("original_bytes", str(len(value)).encode()),
-                        ("original_sha256", hashlib.sha256(value).hexdigest().encode())]
+            headers += [
+                ("value_truncated", b"true"),
+                ("original_bytes", str(len(value)).encode()),
+                ("original_sha256", hashlib.sha256(value).hexdigest().encode()),
+            ]
             value = value[:DLQ_MAX_VALUE_BYTES]
         if key is not None and len(key) > DLQ_MAX_VALUE_BYTES:
             key = key[:DLQ_MAX_VALUE_BYTES]

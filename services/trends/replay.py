@@ -192,9 +192,7 @@ def render_markdown(rep: ReplayReport, rules: tuple[dict[str, Any], ...] = AIRLI
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--database-url", default=None, help="default: VOXPOP_DATABASE_URL")
-    ap.add_argument(
-        "--data-dir", type=Path, default=None, help="default: VOXPOP_DATA_DIR / settings.data_dir"
-    )
+    ap.add_argument("--data-dir", type=Path, default=None, help="default: VOXPOP_DATA_DIR / settings.data_dir")
     ap.add_argument("--out", type=Path, default=None, help="write the Markdown report here")
     ap.add_argument("--keep", action="store_true", help="do not clear the trend/alert tables first")
     args = ap.parse_args(argv)

@@ -33,8 +33,15 @@ from tests.integration.streamkit import ROOT, child_env, start_scorer, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CHROMIUM = os.environ.get("VOXPOP_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 PRELOADED, LIVE = 1500, 400
 SHOTS = ROOT / "docs" / "screenshots"
 
@@ -57,18 +64,35 @@ def stack(stack_endpoints, tmp_path_factory):
     csv = dataset_path("airline-tweets") / "airline_tweets_clean.csv"
     posts = airline_posts(csv, limit=PRELOADED + LIVE)
     logs = tmp_path_factory.mktemp("e2e")
-    s = api_dataset(ep, posts[:PRELOADED], state_dir=logs, scorer_max_batch=16, scorer_max_wait_ms=200,
-                    data_dir=csv.parent.parent, scorer_threads=1)
+    s = api_dataset(
+        ep,
+        posts[:PRELOADED],
+        state_dir=logs,
+        scorer_max_batch=16,
+        scorer_max_wait_ms=200,
+        data_dir=csv.parent.parent,
+        scorer_threads=1,
+    )
     procs: dict[str, subprocess.Popen] = {}
     try:
         procs["scorer"] = start_scorer(s, logs / "scorer.log")
         tag = uuid.uuid4().hex[:8]
-        tenv = child_env(s) | {"VOXPOP_TRENDS_APP_ID": f"trends-{tag}", "VOXPOP_TRENDS_LATENESS_S": "0",
-                               "VOXPOP_TRENDS_IDLE_S": "20", "VOXPOP_TRENDS_WINDOWS": '["1h"]',
-                               "VOXPOP_TRENDS_SESSION_TIMEOUT_S": "10", "VOXPOP_TRENDS_BATCH_WITHIN_S": "0.3"}
-        procs["trends"] = subprocess.Popen([sys.executable, "-m", "services.trends.worker"], env=tenv, cwd=ROOT,
-                                           stdout=(logs / "trends.log").open("ab"), stderr=subprocess.STDOUT,
-                                           start_new_session=True)
+        tenv = child_env(s) | {
+            "VOXPOP_TRENDS_APP_ID": f"trends-{tag}",
+            "VOXPOP_TRENDS_LATENESS_S": "0",
+            "VOXPOP_TRENDS_IDLE_S": "20",
+            "VOXPOP_TRENDS_WINDOWS": '["1h"]',
+            "VOXPOP_TRENDS_SESSION_TIMEOUT_S": "10",
+            "VOXPOP_TRENDS_BATCH_WITHIN_S": "0.3",
+        }
+        procs["trends"] = subprocess.Popen(
+            [sys.executable, "-m", "services.trends.worker"],
+            env=tenv,
+            cwd=ROOT,
+            stdout=(logs / "trends.log").open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         port = free_port()
         procs["api"] = start_api(s, logs / "api.log", port, {"VOXPOP_TRENDS_WINDOWS": '["1h"]'})
         key = new_key(ep, "admin", "e2e")
@@ -83,8 +107,18 @@ def stack(stack_endpoints, tmp_path_factory):
         engine = engine_for(ep.database_url)
         with engine.connect() as conn:
             watches = dict(conn.execute(text("SELECT name, id FROM watches")).all())
-        yield {"s": s, "ep": ep, "page": page, "base": base, "engine": engine, "watches": watches, "logs": logs,
-               "procs": procs, "live_posts": posts[PRELOADED:], "errors": errors}
+        yield {
+            "s": s,
+            "ep": ep,
+            "page": page,
+            "base": base,
+            "engine": engine,
+            "watches": watches,
+            "logs": logs,
+            "procs": procs,
+            "live_posts": posts[PRELOADED:],
+            "errors": errors,
+        }
         browser.close()
         play.stop()
     finally:
@@ -132,11 +166,18 @@ def test_drilldown_shows_the_posts_behind_a_bar(stack):
         page.click("#drawer .more")
         page.wait_for_timeout(300)
     shown = set(page.locator("#drawer .post").evaluate_all("els => els.map(e => e.dataset.id)"))
-    want = {r[0] for r in q(stack, """SELECT p.id FROM post_watches pw JOIN posts p ON p.id = pw.post_id
+    want = {
+        r[0]
+        for r in q(
+            stack,
+            """SELECT p.id FROM post_watches pw JOIN posts p ON p.id = pw.post_id
                                       JOIN predictions pr ON pr.post_id = p.id
                                       WHERE pw.watch_id = :w AND pr.label = 'negative' AND p.created_at >= :t
                                         AND p.created_at < CAST(:t AS timestamptz) + interval '1 hour'""",
-                                  w=jb, t=t)}
+            w=jb,
+            t=t,
+        )
+    }
     assert want and shown == want
     assert page.locator("#drawer .filters button.on").inner_text() == "Negative"
     assert page.locator("#drawer [data-dominant=text]").count() == len(want)
@@ -159,8 +200,12 @@ def test_rule_from_ui_fires_and_charts_update_live(stack):
     page.select_option("#rule-form [name=severity]", "critical")
     page.click("#rule-form button[type=submit]")
     page.wait_for_selector("tr[data-rule='JetBlue negativity (e2e)']")
-    assert q(stack, "SELECT count(*) FROM alert_rules WHERE name = 'JetBlue negativity (e2e)' AND watch_id = :w",
-             w=jb)[0][0] == 1
+    assert (
+        q(stack, "SELECT count(*) FROM alert_rules WHERE name = 'JetBlue negativity (e2e)' AND watch_id = :w", w=jb)[0][
+            0
+        ]
+        == 1
+    )
     # 2. the JetBlue page, then new tweets through ingest -> broker -> scorer -> SSE
     page.goto(stack["base"] + f"#/watch/{jb}")
     page.wait_for_selector("#chart-watch-volume svg")
@@ -168,20 +213,34 @@ def test_rule_from_ui_fires_and_charts_update_live(stack):
     assert page.locator("#live.on").count() == 1
     page.evaluate("window.__sameDocument = true")  # gone if anything reloads the page
     s, ep = stack["s"], stack["ep"]
-    gate = IngestGate(s, make_producer(ep.kafka_bootstrap), redis.Redis.from_url(ep.redis_url),
-                      engine_for(ep.database_url),
-                      WatchCache(lambda: load_watch_specs(ep.database_url)))
+    gate = IngestGate(
+        s,
+        make_producer(ep.kafka_bootstrap),
+        redis.Redis.from_url(ep.redis_url),
+        engine_for(ep.database_url),
+        WatchCache(lambda: load_watch_specs(ep.database_url)),
+    )
     live = stack["live_posts"]
     recs = [Incoming(raw=p.model_dump_json().encode(), post=p.model_copy(), source="e2e") for p in live]
     replay(recs, gate, speed=0, batch_size=50, progress=False)
     scorer, log = stack["procs"]["scorer"], stack["logs"] / "scorer.log"
-    wait_for(lambda: q(stack, "SELECT count(*) FROM posts")[0][0] >= 1500 + len(live), 240, "the live posts scored",
-             scorer, log)
-    want = q(stack, "SELECT count(*) FROM post_watches WHERE watch_id = :w AND created_at >= "
-                    "(SELECT date_bin('1 hour', max(created_at), '2001-01-01') + interval '1 hour' - interval '7 days' "
-                    "FROM post_watches WHERE watch_id = :w)", w=jb)[0][0]
-    page.wait_for_function(f"() => Number(document.querySelector('#chart-watch-volume').dataset.total) === {want}",
-                           timeout=60_000)
+    wait_for(
+        lambda: q(stack, "SELECT count(*) FROM posts")[0][0] >= 1500 + len(live),
+        240,
+        "the live posts scored",
+        scorer,
+        log,
+    )
+    want = q(
+        stack,
+        "SELECT count(*) FROM post_watches WHERE watch_id = :w AND created_at >= "
+        "(SELECT date_bin('1 hour', max(created_at), '2001-01-01') + interval '1 hour' - interval '7 days' "
+        "FROM post_watches WHERE watch_id = :w)",
+        w=jb,
+    )[0][0]
+    page.wait_for_function(
+        f"() => Number(document.querySelector('#chart-watch-volume').dataset.total) === {want}", timeout=60_000
+    )
     assert want > before
     # the chart's total is set inside view.reload(); the "updated" stamp follows when the whole reload finished
     page.wait_for_function("() => Number(document.body.dataset.updated || 0) > 0", timeout=30_000)
@@ -189,11 +248,15 @@ def test_rule_from_ui_fires_and_charts_update_live(stack):
     shot(stack, "dashboard-live-update")
     # 3. the trends worker closes hourly windows of the new posts; the UI rule fires into the feed
     trends_log = stack["logs"] / "trends.log"
-    wait_for(lambda: q(stack, "SELECT count(*) FROM alert_firings WHERE rule_name = 'JetBlue negativity (e2e)'")[0][0]
-             > 0, 240, "the rule to fire", stack["procs"]["trends"], trends_log)
+    wait_for(
+        lambda: q(stack, "SELECT count(*) FROM alert_firings WHERE rule_name = 'JetBlue negativity (e2e)'")[0][0] > 0,
+        240,
+        "the rule to fire",
+        stack["procs"]["trends"],
+        trends_log,
+    )
     # pub/sub channels are server-wide (not per Redis db), so other sessions' alerts may show up too
-    item = page.wait_for_selector(".feed li.firing[data-firing]:has-text('JetBlue negativity (e2e)')",
-                                  timeout=30_000)
+    item = page.wait_for_selector(".feed li.firing[data-firing]:has-text('JetBlue negativity (e2e)')", timeout=30_000)
     fid = int(item.get_attribute("data-firing"))
     assert q(stack, "SELECT rule_name FROM alert_firings WHERE id = :i", i=fid)[0][0] == "JetBlue negativity (e2e)"
     assert "share_negative" in item.inner_text()

@@ -40,7 +40,7 @@ def airline_posts(csv: Path, limit: int | None = None, skip: int = 0) -> list[Po
     recs = load_records(csv, PRESETS["airline"], limit=None)
     unique = {r.post.id: r.post for r in recs if r.post is not None}  # the CSV repeats some tweets
     posts = sorted(unique.values(), key=lambda p: (p.created_at, p.id))
-    return posts[skip: None if limit is None else skip + limit]
+    return posts[skip : None if limit is None else skip + limit]
 
 
 def gold_row(post: Post, prior: int) -> PredictionRow:
@@ -49,9 +49,19 @@ def gold_row(post: Post, prior: int) -> PredictionRow:
     jitter = int(hashlib.sha256(post.id.encode()).hexdigest()[:6], 16) / 0xFFFFFF
     top = 0.5 + 0.45 * jitter
     probs = {k: (top if k == lab else (1 - top) / 2) for k in LABELS}
-    return PredictionRow(post=post, model_name="gold", model_version="airline-v1", label=lab, probabilities=probs,
-                         score=probs["positive"] - probs["negative"], emotion=None, modality_weights={"text": 1.0},
-                         user_prior_count=prior, timings_ms={}, media_status=[])
+    return PredictionRow(
+        post=post,
+        model_name="gold",
+        model_version="airline-v1",
+        label=lab,
+        probabilities=probs,
+        score=probs["positive"] - probs["negative"],
+        emotion=None,
+        modality_weights={"text": 1.0},
+        user_prior_count=prior,
+        timings_ms={},
+        media_status=[],
+    )
 
 
 def load_scored_airline(ep: Endpoints, posts: list[Post]) -> int:
@@ -66,16 +76,47 @@ def load_scored_airline(ep: Endpoints, posts: list[Post]) -> int:
         p.watches = matcher.match(p.text, p.lang, p.author.handle)
         g = gold_row(p, seen[p.author.id])
         seen[p.author.id] += 1
-        a = authors.setdefault(p.author.id, {"id": p.author.id, "platform": p.platform, "handle": p.author.handle,
-                                             "first_seen": p.created_at, "last_seen": p.created_at, "post_count": 0})
+        a = authors.setdefault(
+            p.author.id,
+            {
+                "id": p.author.id,
+                "platform": p.platform,
+                "handle": p.author.handle,
+                "first_seen": p.created_at,
+                "last_seen": p.created_at,
+                "post_count": 0,
+            },
+        )
         a["last_seen"], a["post_count"] = p.created_at, a["post_count"] + 1
-        post_rows.append({"id": p.id, "platform": p.platform, "author_id": p.author.id, "text": p.text, "lang": p.lang,
-                          "created_at": p.created_at, "thread_id": p.thread_id, "reply_to": p.reply_to,
-                          "modalities": sorted(p.modalities), "extra": p.extra, "ingested_at": p.created_at})
-        pred_rows.append({"post_id": p.id, "model_name": g.model_name, "model_version": g.model_version,
-                          "label": g.label, "probabilities": g.probabilities, "score": g.score, "emotion": None,
-                          "modality_weights": g.modality_weights, "user_prior_count": g.user_prior_count,
-                          "timings_ms": {}})
+        post_rows.append(
+            {
+                "id": p.id,
+                "platform": p.platform,
+                "author_id": p.author.id,
+                "text": p.text,
+                "lang": p.lang,
+                "created_at": p.created_at,
+                "thread_id": p.thread_id,
+                "reply_to": p.reply_to,
+                "modalities": sorted(p.modalities),
+                "extra": p.extra,
+                "ingested_at": p.created_at,
+            }
+        )
+        pred_rows.append(
+            {
+                "post_id": p.id,
+                "model_name": g.model_name,
+                "model_version": g.model_version,
+                "label": g.label,
+                "probabilities": g.probabilities,
+                "score": g.score,
+                "emotion": None,
+                "modality_weights": g.modality_weights,
+                "user_prior_count": g.user_prior_count,
+                "timings_ms": {},
+            }
+        )
         match_rows += [{"post_id": p.id, "watch_id": w, "created_at": p.created_at} for w in p.watches]
     with engine_for(ep.database_url).begin() as conn:
         conn.execute(insert(m.Author).on_conflict_do_nothing(), list(authors.values()))
@@ -98,8 +139,11 @@ def api_dataset(ep: Endpoints, posts: list[Post], state_dir: Path | None = None,
     if state_dir is not None:
         s = s.model_copy(update={"state_dir": state_dir})
     with engine_for(ep.database_url).begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(TREND_TABLES)}, api_keys, report_runs, apscheduler_jobs "
-                          "RESTART IDENTITY CASCADE"))
+        conn.execute(
+            text(
+                f"TRUNCATE {', '.join(TREND_TABLES)}, api_keys, report_runs, apscheduler_jobs RESTART IDENTITY CASCADE"
+            )
+        )
     seed_airline_watches(ep.database_url)
     load_scored_airline(ep, posts)
     return s
@@ -115,8 +159,14 @@ def start_api(s: Settings, log_path: Path, port: int, extra_env: dict[str, str] 
     env = child_env(s) | {"VOXPOP_API_BOOTSTRAP_KEY": "false", "VOXPOP_STATE_DIR": str(s.state_dir)}
     env |= extra_env or {}
     log = log_path.open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "api", "--port", str(port)], env=env, cwd=ROOT,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "api", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -25,9 +25,16 @@ ROOT = Path(__file__).resolve().parents[2]
 def fresh_stream(ep: Endpoints, **overrides) -> Settings:
     """Settings with this test's own topics, an empty schema and an empty Redis db."""
     tag = uuid.uuid4().hex[:8]
-    s = settings_for(ep, topic_raw=f"posts.raw.{tag}", topic_scored=f"posts.scored.{tag}",
-                     topic_dlq=f"posts.dlq.{tag}", topic_alerts=f"alerts.fired.{tag}",
-                     scorer_group=f"scorer-{tag}", state_dir=ROOT / ".voxpop" / "test", **overrides)
+    s = settings_for(
+        ep,
+        topic_raw=f"posts.raw.{tag}",
+        topic_scored=f"posts.scored.{tag}",
+        topic_dlq=f"posts.dlq.{tag}",
+        topic_alerts=f"alerts.fired.{tag}",
+        scorer_group=f"scorer-{tag}",
+        state_dir=ROOT / ".voxpop" / "test",
+        **overrides,
+    )
     migrate(ep.database_url)
     with engine_for(ep.database_url).begin() as conn:
         truncate_stream_tables(conn, "watches", "consumer_group_epochs")
@@ -38,9 +45,24 @@ def fresh_stream(ep: Endpoints, **overrides) -> Settings:
 
 def child_env(s: Settings) -> dict[str, str]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    for name in ("database_url", "redis_url", "kafka_bootstrap", "topic_raw", "topic_scored", "topic_dlq",
-                 "topic_alerts", "scorer_group", "scorer_max_batch", "scorer_max_wait_ms", "data_dir",
-                 "scorer_threads", "scorer_model", "scorer_precision", "scorer_cpus", "scorer_epoch_check_s"):
+    for name in (
+        "database_url",
+        "redis_url",
+        "kafka_bootstrap",
+        "topic_raw",
+        "topic_scored",
+        "topic_dlq",
+        "topic_alerts",
+        "scorer_group",
+        "scorer_max_batch",
+        "scorer_max_wait_ms",
+        "data_dir",
+        "scorer_threads",
+        "scorer_model",
+        "scorer_precision",
+        "scorer_cpus",
+        "scorer_epoch_check_s",
+    ):
         v = getattr(s, name)
         if v is not None:
             env[f"VOXPOP_{name.upper()}"] = str(v)
@@ -49,8 +71,14 @@ def child_env(s: Settings) -> dict[str, str]:
 
 def start_scorer(s: Settings, log_path: Path) -> subprocess.Popen:
     log = log_path.open("ab")
-    return subprocess.Popen([sys.executable, "-m", "services.cli", "score"], env=child_env(s), cwd=ROOT,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "score"],
+        env=child_env(s),
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def count(ep: Endpoints, sql: str, **params) -> int:
@@ -58,8 +86,13 @@ def count(ep: Endpoints, sql: str, **params) -> int:
         return int(conn.execute(text(sql), params).scalar_one())
 
 
-def wait_for(cond: Callable[[], bool], timeout_s: float, what: str, proc: subprocess.Popen | None = None,
-             log_path: Path | None = None) -> None:
+def wait_for(
+    cond: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    proc: subprocess.Popen | None = None,
+    log_path: Path | None = None,
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if cond():

@@ -101,9 +101,7 @@ def test_signed_grouped_deduplicated_and_resolved(engine) -> None:
     rx_slack = Receiver(slack["secret"]).start()
     with engine.begin() as c:
         c.execute(text("UPDATE webhook_endpoints SET url = :u WHERE id = :i"), {"u": rx.url, "i": ep["id"]})
-        c.execute(
-            text("UPDATE webhook_endpoints SET url = :u WHERE id = :i"), {"u": rx_slack.url, "i": slack["id"]}
-        )
+        c.execute(text("UPDATE webhook_endpoints SET url = :u WHERE id = :i"), {"u": rx_slack.url, "i": slack["id"]})
     d = Dispatcher(engine, _cfg(group_wait_s=5400, repeat_interval_s=4 * 3600), policy=LOCAL)
     try:
         fire(engine, rule, 1, 0)
@@ -130,10 +128,7 @@ def test_signed_grouped_deduplicated_and_resolved(engine) -> None:
         assert len(rx.ok) == 2
         fire(engine, rule, 1, 3, status="resolved")
         _pump(d, 5, until=lambda: len(rx.ok) >= 3)
-        assert (
-            rx.ok[-1]["payload"]["type"] == "alert.resolved"
-            and rx.ok[-1]["payload"]["data"]["watch"]["id"] == 1
-        )
+        assert rx.ok[-1]["payload"]["type"] == "alert.resolved" and rx.ok[-1]["payload"]["data"]["watch"]["id"] == 1
         outcomes = Counter(r[0] for r in _q(engine, "SELECT outcome FROM alert_outbox"))
         assert outcomes == {"grouped": 3, "deduplicated": 1, "resolved": 1}
 
@@ -173,10 +168,7 @@ def test_receiver_down_then_every_alert_once_and_dead_letters(engine) -> None:
             15,
             until=lambda: (
                 len(rx.ok) >= 5
-                and _q(engine, "SELECT count(*) FROM notifications WHERE state IN ('pending','sending')")[0][
-                    0
-                ]
-                == 0
+                and _q(engine, "SELECT count(*) FROM notifications WHERE state IN ('pending','sending')")[0][0] == 0
             ),
         )
         ids = Counter(m["id"] for m in rx.ok)
@@ -189,9 +181,7 @@ def test_receiver_down_then_every_alert_once_and_dead_letters(engine) -> None:
             "WHERE n.endpoint_id = :e GROUP BY n.id, n.attempts",
             e=ep["id"],
         )
-        assert all(
-            attempts == n_rows and ok == 1 for _, attempts, n_rows, ok in rows
-        )  # every attempt recorded
+        assert all(attempts == n_rows and ok == 1 for _, attempts, n_rows, ok in rows)  # every attempt recorded
         dead = _q(engine, "SELECT state, attempts FROM notifications WHERE endpoint_id = :e", e=gone["id"])
         assert dead and all(state == "dead" and attempts == 3 for state, attempts in dead)
         gaps = _q(

@@ -43,9 +43,7 @@ def test_two_speeds_deliver_the_same_sequence(engine, posts) -> None:
     # live-like: small batches, a dispatcher pass after each; backfill: big batches, one pass at the end
     rule_id, rx_live, live = run_rule_set(engine, csv, NEGBIN, RULE_SETS[NEGBIN], slice_, batch=50)
     eps = episodes_from_db(engine, rule_id)
-    _, rx_fast, fast = run_rule_set(
-        engine, csv, NEGBIN, RULE_SETS[NEGBIN], slice_, batch=5000, dispatch_every=10**6
-    )
+    _, rx_fast, fast = run_rule_set(engine, csv, NEGBIN, RULE_SETS[NEGBIN], slice_, batch=5000, dispatch_every=10**6)
     assert live and live == fast  # reason, status, state, watch, window, severity: in creation order
     assert {r[2] for r in live} == {"delivered"} and rx_live.bad == rx_fast.bad == 0
     assert len(rx_live.ok) == len(rx_fast.ok) == len(live)  # default group wait (30 s): none dropped
@@ -71,12 +69,16 @@ def test_resolved_before_group_wait_is_recorded_and_visible(engine, posts) -> No
     wait = AlertsSettings(group_wait_s=3 * 3600)  # longer than the old rule's one-hour episodes
     run_rule_set(engine, csv, BEFORE, RULE_SETS[BEFORE], slice_, alerts=wait)
     with engine.connect() as c:
-        dropped = c.execute(
-            text(
-                "SELECT f.id FROM alert_outbox o JOIN alert_firings f ON f.id = o.firing_id "
-                "WHERE o.outcome = 'resolved_within_group_wait'"
+        dropped = (
+            c.execute(
+                text(
+                    "SELECT f.id FROM alert_outbox o JOIN alert_firings f ON f.id = o.firing_id "
+                    "WHERE o.outcome = 'resolved_within_group_wait'"
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
     assert dropped
     ep = get_test_endpoints()
     client = TestClient(create_app(settings_for(ep), ApiSettings(lag_cache_s=0.0)))

@@ -40,29 +40,91 @@ def _tweets() -> list[dict]:
     with path.open(encoding="utf-8", newline="") as f:
         for r in csv.DictReader(f):
             t = datetime.fromisoformat(r["created_at"]).astimezone(UTC)
-            if (r["airline"] != "American" or r["airline_sentiment"] != "negative" or r["tweet_id"] in seen
-                    or not W - timedelta(hours=24) <= t < W + timedelta(hours=1)):
+            if (
+                r["airline"] != "American"
+                or r["airline_sentiment"] != "negative"
+                or r["tweet_id"] in seen
+                or not W - timedelta(hours=24) <= t < W + timedelta(hours=1)
+            ):
                 continue
             seen.add(r["tweet_id"])
-            out.append({"id": f"twitter:{r['tweet_id']}", "user": r["user"], "t": t,
-                        "text": html.unescape(r["text"]), "reason": r["negativereason"] or None})
+            out.append(
+                {
+                    "id": f"twitter:{r['tweet_id']}",
+                    "user": r["user"],
+                    "t": t,
+                    "text": html.unescape(r["text"]),
+                    "reason": r["negativereason"] or None,
+                }
+            )
     return out
 
 
 def _store(engine, tweets: list[dict]) -> None:
     with engine.begin() as c:
         truncate_stream_tables(c, "watches")
-        c.execute(insert(Watch), [{"id": 1, "name": "American", "kind": "brand", "keywords": ["american"],
-                                   "handles": [], "hashtags": [], "languages": [], "active": True}])
+        c.execute(
+            insert(Watch),
+            [
+                {
+                    "id": 1,
+                    "name": "American",
+                    "kind": "brand",
+                    "keywords": ["american"],
+                    "handles": [],
+                    "hashtags": [],
+                    "languages": [],
+                    "active": True,
+                }
+            ],
+        )
         users = {tw["user"]: tw["t"] for tw in tweets}
-        c.execute(insert(Author), [{"id": f"twitter:{u}", "platform": "twitter", "handle": u, "first_seen": t,
-                                    "last_seen": t, "post_count": 1} for u, t in users.items()])
-        c.execute(insert(Post), [{"id": tw["id"], "platform": "twitter", "author_id": f"twitter:{tw['user']}",
-                                  "text": tw["text"], "lang": "en", "created_at": tw["t"], "modalities": ["text"],
-                                  "extra": {}} for tw in tweets])
-        c.execute(insert(Prediction), [{"post_id": tw["id"], "model_name": "production", "model_version": "t",
-                                        "label": "negative", "probabilities": {}, "score": -0.9,
-                                        "reason": tw["reason"], "reason_probability": 0.9} for tw in tweets])
+        c.execute(
+            insert(Author),
+            [
+                {
+                    "id": f"twitter:{u}",
+                    "platform": "twitter",
+                    "handle": u,
+                    "first_seen": t,
+                    "last_seen": t,
+                    "post_count": 1,
+                }
+                for u, t in users.items()
+            ],
+        )
+        c.execute(
+            insert(Post),
+            [
+                {
+                    "id": tw["id"],
+                    "platform": "twitter",
+                    "author_id": f"twitter:{tw['user']}",
+                    "text": tw["text"],
+                    "lang": "en",
+                    "created_at": tw["t"],
+                    "modalities": ["text"],
+                    "extra": {},
+                }
+                for tw in tweets
+            ],
+        )
+        c.execute(
+            insert(Prediction),
+            [
+                {
+                    "post_id": tw["id"],
+                    "model_name": "production",
+                    "model_version": "t",
+                    "label": "negative",
+                    "probabilities": {},
+                    "score": -0.9,
+                    "reason": tw["reason"],
+                    "reason_probability": 0.9,
+                }
+                for tw in tweets
+            ],
+        )
         c.execute(insert(PostWatch), [{"post_id": tw["id"], "watch_id": 1, "created_at": tw["t"]} for tw in tweets])
 
 
@@ -73,22 +135,29 @@ def test_webhook_carries_the_windows_why_and_the_firing_keeps_it() -> None:
     baseline = [tw for tw in tweets if tw["t"] < W]
     assert len(window) >= 20 and len(baseline) >= 5
     _store(engine, tweets)
-    rule = manage.create_rule(engine, name="neg-spike", kind="spike", metric="n_negative", z_score=3,
-                              min_baseline=6, lookback=24)["id"]
+    rule = manage.create_rule(
+        engine, name="neg-spike", kind="spike", metric="n_negative", z_score=3, min_baseline=6, lookback=24
+    )["id"]
     local = UrlPolicy(allow_cidrs=["127.0.0.1/32"])
     ep = manage.create_endpoint(engine, "ops", "http://127.0.0.1:1/x", policy=local)
     rx = Receiver(ep["secret"]).start()
     samples = [window[0]["id"], window[1]["id"]]
     with engine.begin() as c:
         c.execute(text("UPDATE webhook_endpoints SET url = :u WHERE id = :i"), {"u": rx.url, "i": ep["id"]})
-        fid = c.execute(text(
-            "INSERT INTO alert_firings (rule_id, rule_name, status, watch_id, window_size, window_start, window_end, "
-            "metric, observed, n_posts, severity, sample_post_ids) VALUES (:r, 'neg-spike', 'firing', 1, '1h', :s, "
-            ":e, 'n_negative', :n, :n, 'warning', :ids) RETURNING id"),
-            {"r": rule, "s": W, "e": W + timedelta(hours=1), "n": len(window), "ids": samples}).scalar_one()
+        fid = c.execute(
+            text(
+                "INSERT INTO alert_firings (rule_id, rule_name, status, watch_id, window_size, window_start, "
+                "window_end, metric, observed, n_posts, severity, sample_post_ids) "
+                "VALUES (:r, 'neg-spike', 'firing', 1, '1h', :s, :e, 'n_negative', :n, :n, 'warning', :ids) "
+                "RETURNING id"
+            ),
+            {"r": rule, "s": W, "e": W + timedelta(hours=1), "n": len(window), "ids": samples},
+        ).scalar_one()
         c.execute(text("INSERT INTO alert_outbox (firing_id) VALUES (:f)"), {"f": fid})
-        c.execute(text("INSERT INTO trend_progress (source, closed_through) VALUES ('test', :t)"),
-                  {"t": W + timedelta(hours=2)})
+        c.execute(
+            text("INSERT INTO trend_progress (source, closed_through) VALUES ('test', :t)"),
+            {"t": W + timedelta(hours=2)},
+        )
     cfg = AlertsSettings(group_wait_s=0.0, poll_interval_s=0.05, dashboard_url=BASE)
     d = Dispatcher(engine, cfg, policy=local)
     try:
@@ -108,8 +177,9 @@ def test_webhook_carries_the_windows_why_and_the_firing_keeps_it() -> None:
     assert sum(m["share"] for m in why["reasons"]) == pytest.approx(1.0, abs=1e-3)
     assert why["phrases"], "an incident hour has words its baseline lacks"
     for p in why["phrases"]:
-        n_win = sum(all(w in re.findall(r"\b[a-z][a-z]+\b", clean(tw["text"])) for w in p["term"].split())
-                    for tw in window)
+        n_win = sum(
+            all(w in re.findall(r"\b[a-z][a-z]+\b", clean(tw["text"])) for w in p["term"].split()) for tw in window
+        )
         assert n_win >= p["window_posts"] >= 2 and p["window_share"] > (p["baseline_share"] or 0)
     by_id = {tw["id"]: tw for tw in tweets}
     got = why["samples"]

@@ -60,8 +60,10 @@ def test_auth_missing_unknown_scope_and_revoked(env):
     body = {"name": "Delta", "handles": ["Delta"]}
     r = c.post("/api/watches", json=body, headers=H(env, "read"))
     assert r.status_code == 403 and "needs 'write'" in r.json()["detail"]
-    assert c.post("/api/webhooks", json={"name": "x", "url": "https://example.com/h"},
-                  headers=H(env, "write")).status_code == 403
+    assert (
+        c.post("/api/webhooks", json={"name": "x", "url": "https://example.com/h"}, headers=H(env, "write")).status_code
+        == 403
+    )
     assert c.get("/api/keys", headers=H(env, "write")).status_code == 403
     # a new key works until revoked, then is refused with the reason
     made = c.post("/api/keys", json={"name": "temp", "scope": "read"}, headers=H(env, "admin")).json()
@@ -78,24 +80,27 @@ def test_auth_missing_unknown_scope_and_revoked(env):
 
 
 # --- validation -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("method,path,body,status,needle", [
-    ("post", "/api/watches", {"name": "X"}, 422, "at least one keyword"),
-    ("post", "/api/watches", {"name": "United", "handles": ["united"]}, 409, "already exists"),
-    ("post", "/api/rules", {"name": "r", "kind": "spike"}, 422, "z_score"),
-    ("post", "/api/rules", {"name": "r", "window_size": "2m", "threshold": 0.5}, 422, "window_size"),
-    ("post", "/api/rules", {"name": "r", "threshold": 0.5, "watch_id": 99999}, 404, "watch 99999"),
-    ("post", "/api/webhooks", {"name": "h", "url": "http://127.0.0.1:9/x"}, 422, "refused"),
-    ("post", "/api/silences", {"ends_at": "2001-01-01T00:00:00Z"}, 422, "after starts_at"),
-    ("post", "/api/silences", {"ends_at": "2031-01-01T00:00:00"}, 422, "timezone"),
-    ("get", "/api/trends?bucket=7x", None, 400, "bad bucket"),
-    ("get", "/api/trends?bucket=1m&since=2000-01-01T00:00:00Z&until=2015-01-01T00:00:00Z", None, 400, "buckets"),
-    ("get", "/api/trends?watch_id=4242", None, 404, "4242"),
-    ("get", "/api/posts?since=2015-02-20T00:00:00", None, 400, "timezone"),
-    ("get", "/api/posts?cursor=garbage", None, 400, "malformed cursor"),
-    ("get", "/api/posts?limit=0", None, 422, "limit"),
-    ("get", "/api/watches/0", None, 422, "watch_id"),
-    ("get", "/api/posts/twitter:none", None, 404, "not found"),
-])
+@pytest.mark.parametrize(
+    "method,path,body,status,needle",
+    [
+        ("post", "/api/watches", {"name": "X"}, 422, "at least one keyword"),
+        ("post", "/api/watches", {"name": "United", "handles": ["united"]}, 409, "already exists"),
+        ("post", "/api/rules", {"name": "r", "kind": "spike"}, 422, "z_score"),
+        ("post", "/api/rules", {"name": "r", "window_size": "2m", "threshold": 0.5}, 422, "window_size"),
+        ("post", "/api/rules", {"name": "r", "threshold": 0.5, "watch_id": 99999}, 404, "watch 99999"),
+        ("post", "/api/webhooks", {"name": "h", "url": "http://127.0.0.1:9/x"}, 422, "refused"),
+        ("post", "/api/silences", {"ends_at": "2001-01-01T00:00:00Z"}, 422, "after starts_at"),
+        ("post", "/api/silences", {"ends_at": "2031-01-01T00:00:00"}, 422, "timezone"),
+        ("get", "/api/trends?bucket=7x", None, 400, "bad bucket"),
+        ("get", "/api/trends?bucket=1m&since=2000-01-01T00:00:00Z&until=2015-01-01T00:00:00Z", None, 400, "buckets"),
+        ("get", "/api/trends?watch_id=4242", None, 404, "4242"),
+        ("get", "/api/posts?since=2015-02-20T00:00:00", None, 400, "timezone"),
+        ("get", "/api/posts?cursor=garbage", None, 400, "malformed cursor"),
+        ("get", "/api/posts?limit=0", None, 422, "limit"),
+        ("get", "/api/watches/0", None, 422, "watch_id"),
+        ("get", "/api/posts/twitter:none", None, 404, "not found"),
+    ],
+)
 def test_clear_client_errors(env, method, path, body, status, needle):
     r = getattr(env["c"], method)(path, headers=H(env, "admin"), **({"json": body} if body is not None else {}))
     assert r.status_code == status, r.text
@@ -125,17 +130,23 @@ def test_keyset_pages_cover_a_watch_exactly_once(env):
 
 def test_filters_and_score_order(env):
     c, ua = env["c"], env["watches"]["US Airways"]
-    r = c.get("/api/posts", params={"watch_id": ua, "label": "negative", "q": "delayed", "limit": 500},
-              headers=H(env)).json()
-    want = sql(env, """SELECT count(*) FROM post_watches pw JOIN posts p ON p.id = pw.post_id
+    r = c.get(
+        "/api/posts", params={"watch_id": ua, "label": "negative", "q": "delayed", "limit": 500}, headers=H(env)
+    ).json()
+    want = sql(
+        env,
+        """SELECT count(*) FROM post_watches pw JOIN posts p ON p.id = pw.post_id
                        JOIN predictions pr ON pr.post_id = p.id
-                       WHERE pw.watch_id = :w AND pr.label = 'negative' AND p.text ILIKE '%delayed%'""", w=ua)[0][0]
+                       WHERE pw.watch_id = :w AND pr.label = 'negative' AND p.text ILIKE '%delayed%'""",
+        w=ua,
+    )[0][0]
     assert len(r["items"]) == want > 0
     assert all("delayed" in p["text"].lower() and p["prediction"]["label"] == "negative" for p in r["items"])
     scores, cursor = [], None
     for _ in range(3):
-        page = c.get("/api/posts", params={"order": "most_negative", "limit": 50, "cursor": cursor},
-                     headers=H(env)).json()
+        page = c.get(
+            "/api/posts", params={"order": "most_negative", "limit": 50, "cursor": cursor}, headers=H(env)
+        ).json()
         scores += [p["prediction"]["score"] for p in page["items"]]
         cursor = page["next_cursor"]
     assert scores == sorted(scores) and len(scores) == 150
@@ -152,8 +163,13 @@ def test_trends_equal_sql(env):
     r = env["c"].get("/api/trends", params={"bucket": "6h", "days": 30}, headers=H(env)).json()
     since, until = r["since"], r["until"]
     for s in r["series"]:
-        n = sql(env, "SELECT count(*) FROM post_watches WHERE watch_id = :w AND created_at >= :a AND created_at < :b",
-                w=s["watch_id"], a=since, b=until)[0][0]
+        n = sql(
+            env,
+            "SELECT count(*) FROM post_watches WHERE watch_id = :w AND created_at >= :a AND created_at < :b",
+            w=s["watch_id"],
+            a=since,
+            b=until,
+        )[0][0]
         assert s["total"] == n == sum(p["n"] for p in s["points"])
         for p in s["points"]:
             assert sum(p["counts"].values()) == p["n"]
@@ -168,11 +184,15 @@ def test_trends_equal_sql(env):
     # one bucket cross-checked in SQL: mean score and unique authors of United's busiest 6 h
     united = next(s for s in r["series"] if s["watch_name"] == "United")
     p = max(united["points"], key=lambda x: x["n"])
-    mean, ua = sql(env, """SELECT avg(pr.score), count(DISTINCT p.author_id) FROM post_watches pw
+    mean, ua = sql(
+        env,
+        """SELECT avg(pr.score), count(DISTINCT p.author_id) FROM post_watches pw
                            JOIN posts p ON p.id = pw.post_id JOIN predictions pr ON pr.post_id = p.id
                            WHERE pw.watch_id = :w AND p.created_at >= :t
                              AND p.created_at < CAST(:t AS timestamptz) + interval '6 hours'""",
-                   w=united["watch_id"], t=p["t"])[0]
+        w=united["watch_id"],
+        t=p["t"],
+    )[0]
     assert p["mean_score"] == pytest.approx(mean) and p["unique_authors"] == ua
 
 
@@ -193,14 +213,18 @@ def test_author_history_shows_state_n_and_running_mean(env):
 # --- management -----------------------------------------------------------------------------------
 def test_rule_silence_webhook_lifecycle(env):
     c, w = env["c"], H(env, "write")
-    rule = c.post("/api/rules", json={"name": "jb-neg", "watch_id": env["watches"]["JetBlue"], "threshold": 0.6,
-                                      "min_volume": 5}, headers=w)
+    rule = c.post(
+        "/api/rules",
+        json={"name": "jb-neg", "watch_id": env["watches"]["JetBlue"], "threshold": 0.6, "min_volume": 5},
+        headers=w,
+    )
     assert rule.status_code == 201, rule.text
     rid = rule.json()["id"]
     assert c.patch(f"/api/rules/{rid}", json={"threshold": 0.7, "enabled": False}, headers=w).json()["threshold"] == 0.7
     assert c.patch(f"/api/rules/{rid}", json={"kind": "spike"}, headers=w).status_code == 422  # would be invalid
-    sil = c.post("/api/silences", json={"rule_id": rid, "ends_at": "2031-01-01T00:00:00Z", "comment": "deploy"},
-                 headers=w).json()
+    sil = c.post(
+        "/api/silences", json={"rule_id": rid, "ends_at": "2031-01-01T00:00:00Z", "comment": "deploy"}, headers=w
+    ).json()
     assert sil["active"] and sil["created_by"] == "test-write"
     assert c.delete(f"/api/silences/{sil['id']}", headers=w).json()["active"] is False
     hook = c.post("/api/webhooks", json={"name": "ops", "url": "https://93.184.216.34/hook"}, headers=H(env, "admin"))
@@ -218,28 +242,50 @@ def test_rule_silence_webhook_lifecycle(env):
 def test_alerts_with_deliveries(env):
     jb = env["watches"]["JetBlue"]
     with env["engine"].begin() as conn:
-        rid = conn.execute(text("INSERT INTO alert_rules (name, watch_id, window_size, kind, metric, op, threshold, "
-                                "min_delta, baseline_method, ewma_alpha, lookback, min_baseline, std_floor, min_volume,"
-                                " severity, cooldown_s, enabled, labels, direction) VALUES ('t', :w, '1h', 'threshold',"
-                                " 'share_negative', '>=', 0.5, 0, 'mean', 0.3, 24, 6, 0, 0, 'critical', 0, true, '{}',"
-                                " 'up') RETURNING id"), {"w": jb}).scalar_one()
-        fid = conn.execute(text("INSERT INTO alert_firings (rule_id, rule_name, status, watch_id, window_size, "
-                                "window_start, window_end, metric, observed, baseline, n_posts, severity, "
-                                "sample_post_ids) VALUES (:r, 't', 'firing', :w, '1h', '2015-02-20T10:00Z', "
-                                "'2015-02-20T11:00Z', 'share_negative', 0.8, 0.4, 30, 'critical', '{twitter:1}') "
-                                "RETURNING id"), {"r": rid, "w": jb}).scalar_one()
-        eid = conn.execute(text("INSERT INTO webhook_endpoints (name, url, secret, kind, min_severity, timeout_s, "
-                                "max_attempts, enabled) VALUES ('dead-end', 'https://example.com/x', 'whsec_AAAA', "
-                                "'json', 'info', 1, 2, true) RETURNING id")).scalar_one()
-        nid = conn.execute(text("INSERT INTO notifications (msg_id, rule_id, watch_id, endpoint_id, firing_id, reason, "
-                                "status, body, state, attempts, last_error) VALUES ('msg_1', :r, :w, :e, :f, "
-                                "'initial', 'firing', '{}', 'dead', 2, 'HTTP 500') RETURNING id"),
-                           {"r": rid, "w": jb, "e": eid, "f": fid}).scalar_one()
+        rid = conn.execute(
+            text(
+                "INSERT INTO alert_rules (name, watch_id, window_size, kind, metric, op, threshold, "
+                "min_delta, baseline_method, ewma_alpha, lookback, min_baseline, std_floor, min_volume,"
+                " severity, cooldown_s, enabled, labels, direction) VALUES ('t', :w, '1h', 'threshold',"
+                " 'share_negative', '>=', 0.5, 0, 'mean', 0.3, 24, 6, 0, 0, 'critical', 0, true, '{}',"
+                " 'up') RETURNING id"
+            ),
+            {"w": jb},
+        ).scalar_one()
+        fid = conn.execute(
+            text(
+                "INSERT INTO alert_firings (rule_id, rule_name, status, watch_id, window_size, "
+                "window_start, window_end, metric, observed, baseline, n_posts, severity, "
+                "sample_post_ids) VALUES (:r, 't', 'firing', :w, '1h', '2015-02-20T10:00Z', "
+                "'2015-02-20T11:00Z', 'share_negative', 0.8, 0.4, 30, 'critical', '{twitter:1}') "
+                "RETURNING id"
+            ),
+            {"r": rid, "w": jb},
+        ).scalar_one()
+        eid = conn.execute(
+            text(
+                "INSERT INTO webhook_endpoints (name, url, secret, kind, min_severity, timeout_s, "
+                "max_attempts, enabled) VALUES ('dead-end', 'https://example.com/x', 'whsec_AAAA', "
+                "'json', 'info', 1, 2, true) RETURNING id"
+            )
+        ).scalar_one()
+        nid = conn.execute(
+            text(
+                "INSERT INTO notifications (msg_id, rule_id, watch_id, endpoint_id, firing_id, reason, "
+                "status, body, state, attempts, last_error) VALUES ('msg_1', :r, :w, :e, :f, "
+                "'initial', 'firing', '{}', 'dead', 2, 'HTTP 500') RETURNING id"
+            ),
+            {"r": rid, "w": jb, "e": eid, "f": fid},
+        ).scalar_one()
         for a, outcome in ((1, "retry"), (2, "dead")):
-            conn.execute(text("INSERT INTO webhook_deliveries (notification_id, attempt, msg_id, url, started_at, "
-                              "duration_ms, status_code, error, outcome) VALUES (:n, :a, 'msg_1', "
-                              "'https://example.com/x', now(), 12.5, 500, 'HTTP 500', :o)"),
-                         {"n": nid, "a": a, "o": outcome})
+            conn.execute(
+                text(
+                    "INSERT INTO webhook_deliveries (notification_id, attempt, msg_id, url, started_at, "
+                    "duration_ms, status_code, error, outcome) VALUES (:n, :a, 'msg_1', "
+                    "'https://example.com/x', now(), 12.5, 500, 'HTTP 500', :o)"
+                ),
+                {"n": nid, "a": a, "o": outcome},
+            )
     c = env["c"]
     page = c.get("/api/alerts", params={"watch_id": jb, "status": "firing"}, headers=H(env)).json()
     assert [a["id"] for a in page["items"]] == [fid] and page["items"][0]["watch_name"] == "JetBlue"
@@ -288,8 +334,12 @@ def test_report_over_api_is_generated_once(env):
     assert r.status_code == 201, r.text
     run = r.json()
     assert run["status"] == "done" and set(run["files"]) == {"html", "pdf", "csv"}
-    n = sql(env, "SELECT count(*) FROM post_watches WHERE watch_id = :w AND created_at >= '2015-02-18' "
-                 "AND created_at < '2015-02-19'", w=jb)[0][0]
+    n = sql(
+        env,
+        "SELECT count(*) FROM post_watches WHERE watch_id = :w AND created_at >= '2015-02-18' "
+        "AND created_at < '2015-02-19'",
+        w=jb,
+    )[0][0]
     assert run["summary"]["posts"] == n
     again = c.post("/api/reports", json=body, headers=H(env, "write")).json()
     assert again["id"] == run["id"]
@@ -318,8 +368,13 @@ def test_openapi_no_server_errors(env):
         op = result.ok()
 
         @given(case=op.as_strategy())
-        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
-                  database=None)
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+        )
         def run(case):
             case.call_and_validate(headers=H(env, "admin"), checks=[not_a_server_error, response_schema_conformance])
 
@@ -334,8 +389,19 @@ def test_openapi_no_server_errors(env):
 def test_openapi_document(env):
     doc = env["c"].get("/openapi.json").json()
     paths = doc["paths"]
-    for p in ("/api/watches", "/api/rules", "/api/silences", "/api/webhooks", "/api/posts", "/api/trends",
-              "/api/authors/{author_id}", "/api/alerts/{firing_id}", "/api/reports", "/api/live", "/api/keys"):
+    for p in (
+        "/api/watches",
+        "/api/rules",
+        "/api/silences",
+        "/api/webhooks",
+        "/api/posts",
+        "/api/trends",
+        "/api/authors/{author_id}",
+        "/api/alerts/{firing_id}",
+        "/api/reports",
+        "/api/live",
+        "/api/keys",
+    ):
         assert p in paths, p
     assert {"APIKeyHeader", "HTTPBearer"} <= set(doc["components"]["securitySchemes"])
     get_posts = paths["/api/posts"]["get"]["responses"]
@@ -346,8 +412,11 @@ def test_openapi_document(env):
 def test_webhook_urls_hidden_below_admin_ids_with_slashes_and_dead_notifications_resent(env):
     c = env["c"]
     reader = {"X-API-Key": new_key(env["ep"], "read")}  # the module's read key may be revoked by now
-    hook = c.post("/api/webhooks", json={"name": "slack", "url": "https://93.184.216.35/services/T0/B0/tok3n"},
-                  headers=H(env, "admin")).json()
+    hook = c.post(
+        "/api/webhooks",
+        json={"name": "slack", "url": "https://93.184.216.35/services/T0/B0/tok3n"},
+        headers=H(env, "admin"),
+    ).json()
     listed = c.get("/api/webhooks", headers=reader)
     assert listed.status_code == 200, listed.text
     shown = {h["name"]: h["url"] for h in listed.json()}
@@ -355,16 +424,23 @@ def test_webhook_urls_hidden_below_admin_ids_with_slashes_and_dead_notifications
     assert c.get(f"/api/webhooks/{hook['id']}", headers=H(env, "admin")).json()["url"].endswith("/tok3n")
     one = sql(env, "SELECT id, author_id, created_at FROM posts LIMIT 1")[0]
     with env["engine"].begin() as conn:  # an id whose native part holds "/" (an AT-URI, a URL)
-        conn.execute(text("INSERT INTO posts (id, platform, author_id, text, created_at, modalities, extra) "
-                          "VALUES ('bsky:at://did:plc:x/app.bsky.feed.post/3k', 'bsky', :a, 'hi', :t, '{}', '{}')"),
-                     {"a": one.author_id, "t": one.created_at})
+        conn.execute(
+            text(
+                "INSERT INTO posts (id, platform, author_id, text, created_at, modalities, extra) "
+                "VALUES ('bsky:at://did:plc:x/app.bsky.feed.post/3k', 'bsky', :a, 'hi', :t, '{}', '{}')"
+            ),
+            {"a": one.author_id, "t": one.created_at},
+        )
     got = c.get("/api/posts/bsky:at://did:plc:x/app.bsky.feed.post/3k", headers=reader)
     assert got.status_code == 200 and got.json()["id"] == "bsky:at://did:plc:x/app.bsky.feed.post/3k"
     with env["engine"].begin() as conn:
-        nid = conn.execute(text(
-            "INSERT INTO notifications (msg_id, rule_id, watch_id, endpoint_id, reason, status, body, state, attempts) "
-            "VALUES ('msg_dead1', 1, 1, :e, 'initial', 'firing', '{}', 'dead', 8) RETURNING id"),
-            {"e": hook["id"]}).scalar_one()
+        nid = conn.execute(
+            text(
+                "INSERT INTO notifications (msg_id, rule_id, watch_id, endpoint_id, reason, status, body, state, "
+                "attempts) VALUES ('msg_dead1', 1, 1, :e, 'initial', 'firing', '{}', 'dead', 8) RETURNING id"
+            ),
+            {"e": hook["id"]},
+        ).scalar_one()
     assert c.post("/api/notifications/resend", json={"ids": [nid]}, headers=reader).status_code == 403
     assert c.post("/api/notifications/resend", json={"ids": [nid]}, headers=H(env, "write")).json() == {"queued": [nid]}
     assert sql(env, "SELECT state, attempts FROM notifications WHERE id = :i", i=nid)[0] == ("pending", 0)

@@ -40,8 +40,10 @@ from tests.speech import need_asr, speak
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 NEGATIVE = "This is the worst airline ever. They lost my bag and I am furious."
 POSITIVE = "I love this new phone. It is absolutely wonderful, thank you so much."
-LONG = ("Our flight was delayed for six hours and nobody told us anything. The staff at the gate were rude "
-        "and the food was cold. I will never book with this company again.")
+LONG = (
+    "Our flight was delayed for six hours and nobody told us anything. The staff at the gate were rude "
+    "and the food was cold. I will never book with this company again."
+)
 
 
 def _media(kind: str, path: Path, mime: str) -> Media:
@@ -50,8 +52,14 @@ def _media(kind: str, path: Path, mime: str) -> Media:
 
 
 def _post(pid: str, author: str, body: str, media: list[Media]) -> Post:
-    return Post(id=f"test:{pid}", platform="test", author=Author(id=f"test:{author}", handle=author), text=body,
-                created_at=datetime.now(UTC), media=media)
+    return Post(
+        id=f"test:{pid}",
+        platform="test",
+        author=Author(id=f"test:{author}", handle=author),
+        text=body,
+        created_at=datetime.now(UTC),
+        media=media,
+    )
 
 
 def _silence(path: Path, seconds: float) -> Path:
@@ -65,9 +73,32 @@ def _silence(path: Path, seconds: float) -> Path:
 
 def _ten_minutes(speech: Path, out: Path) -> Path:
     """The speech looped to 600 s, as a 32 kb/s mp3 (2.4 MB: under the media byte limit)."""
-    res = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-stream_loop", "-1", "-i", str(speech),
-                          "-t", "600", "-ac", "1", "-ar", "16000", "-c:a", "libmp3lame", "-b:a", "32k", str(out)],
-                         capture_output=True, timeout=120, check=False)
+    res = subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-hide_banner",
+            "-nostdin",
+            "-y",
+            "-stream_loop",
+            "-1",
+            "-i",
+            str(speech),
+            "-t",
+            "600",
+            "-ac",
+            "1",
+            "-ar",
+            "16000",
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "32k",
+            str(out),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
     assert res.returncode == 0, res.stderr[-500:]
     return out
 
@@ -100,9 +131,13 @@ def test_speech_posts_land_with_transcripts_and_text_posts_do_not_wait(stack_end
         assert len(res.accepted) == len(posts), res
         producer.flush()
 
-    env = child_env(s) | {"VOXPOP_MEDIA_ALLOWED_ROOTS": json.dumps([str(media_dir), str(data_dir)]),
-                          "VOXPOP_ASR_MODEL": "base", "VOXPOP_ASR_TIMEOUT_S": "400", "VOXPOP_ASR_MAX_SECONDS": "60",
-                          "VOXPOP_MEDIA_MAX_SECONDS": "60"}
+    env = child_env(s) | {
+        "VOXPOP_MEDIA_ALLOWED_ROOTS": json.dumps([str(media_dir), str(data_dir)]),
+        "VOXPOP_ASR_MODEL": "base",
+        "VOXPOP_ASR_TIMEOUT_S": "400",
+        "VOXPOP_ASR_MAX_SECONDS": "60",
+        "VOXPOP_MEDIA_MAX_SECONDS": "60",
+    }
     log = tmp_path / "scorer.log"
     phase1 = [
         _post("audio-neg", "anna", "", [_media("audio", neg, "audio/wav")]),
@@ -114,14 +149,24 @@ def test_speech_posts_land_with_transcripts_and_text_posts_do_not_wait(stack_end
     ]
     submit(phase1)
     with log.open("ab") as out:
-        scorer = subprocess.Popen([sys.executable, "-m", "services.cli", "score"], env=env, cwd=ROOT, stdout=out,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        scorer = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "score"],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     prod_sql = "SELECT count(*) FROM predictions WHERE NOT starts_with(model_name, 'av:')"
     try:
         wait_for(lambda: count(ep, prod_sql) >= len(phase1), 240, "phase 1 scored", scorer, log)
         # phase 2: a long audio post, and a text post right behind it on the same partition (same author)
-        submit([_post("long-audio", "zed", "", [_media("audio", long_audio, "audio/mpeg")]),
-                _post("text-behind", "zed", "The lounge was lovely today", [])])
+        submit(
+            [
+                _post("long-audio", "zed", "", [_media("audio", long_audio, "audio/mpeg")]),
+                _post("text-behind", "zed", "The lounge was lovely today", []),
+            ]
+        )
         wait_for(lambda: count(ep, prod_sql) >= len(phase1) + 2, 420, "phase 2 scored", scorer, log)
     finally:
         scorer.send_signal(signal.SIGTERM)
@@ -129,13 +174,23 @@ def test_speech_posts_land_with_transcripts_and_text_posts_do_not_wait(stack_end
     assert rc == 0, log.read_text()[-3000:]
 
     with engine_for(ep.database_url).connect() as conn:
-        spoken = {r["post_id"].removeprefix("test:"): dict(r) for r in conn.execute(text(
-            "SELECT * FROM transcripts")).mappings()}
-        posts = {r["id"].removeprefix("test:"): dict(r) for r in conn.execute(text(
-            "SELECT p.id, p.ingested_at, p.stored_at, pr.label, pr.timings_ms FROM posts p JOIN predictions pr "
-            "ON pr.post_id = p.id AND NOT starts_with(pr.model_name, 'av:')")).mappings()}
-        api = {pid: PostOut.model_validate(queries.post_out(queries.get_post(conn, f"test:{pid}")))
-               for pid in ("audio-neg", "video-pos", "text-behind")}
+        spoken = {
+            r["post_id"].removeprefix("test:"): dict(r)
+            for r in conn.execute(text("SELECT * FROM transcripts")).mappings()
+        }
+        posts = {
+            r["id"].removeprefix("test:"): dict(r)
+            for r in conn.execute(
+                text(
+                    "SELECT p.id, p.ingested_at, p.stored_at, pr.label, pr.timings_ms FROM posts p JOIN predictions pr "
+                    "ON pr.post_id = p.id AND NOT starts_with(pr.model_name, 'av:')"
+                )
+            ).mappings()
+        }
+        api = {
+            pid: PostOut.model_validate(queries.post_out(queries.get_post(conn, f"test:{pid}")))
+            for pid in ("audio-neg", "video-pos", "text-behind")
+        }
         found, _ = queries.list_posts(conn, queries.PostFilter(q="furious", search="words"), limit=10)
 
     # every post was scored, media or not; the corrupt file has no transcript
@@ -159,8 +214,12 @@ def test_speech_posts_land_with_transcripts_and_text_posts_do_not_wait(stack_end
     assert {r["id"] for r in found} == {"test:audio-neg", "test:fake-video"}  # "furious" was only ever spoken
 
     # posts.scored carries the transcript, its language and the dominant view
-    scored = {ScoredPost.model_validate_json(d["value"]).post_id.removeprefix("test:"):
-              ScoredPost.model_validate_json(d["value"]) for d in read_dead_letters(ep.kafka_bootstrap, s.topic_scored)}
+    scored = {
+        ScoredPost.model_validate_json(d["value"]).post_id.removeprefix("test:"): ScoredPost.model_validate_json(
+            d["value"]
+        )
+        for d in read_dead_letters(ep.kafka_bootstrap, s.topic_scored)
+    }
     assert scored["audio-neg"].transcript == spoken["audio-neg"]["text"]
     assert scored["audio-neg"].transcript_language == "en" and scored["audio-neg"].dominant_view
     assert scored["silent"].transcript_status == "no speech" and scored["warm-text"].transcript is None
@@ -182,8 +241,10 @@ def test_speech_posts_land_with_transcripts_and_text_posts_do_not_wait(stack_end
     delay_ms = (text_post["stored_at"] - text_post["ingested_at"]).total_seconds() * 1000
     t = text_post["timings_ms"]
     one_batch_ms = s.scorer_max_wait_ms + t["prepare"] + t["encode"] + t["head"] + 1500  # + poll and commit slack
-    print(f"text post behind a {long_t['audio_s']:.0f}-s audio post: stored {delay_ms:.0f} ms after ingest "
-          f"(one batch: {one_batch_ms:.0f} ms); the audio post's transcription took {long_t['asr_ms']:.0f} ms")
+    print(
+        f"text post behind a {long_t['audio_s']:.0f}-s audio post: stored {delay_ms:.0f} ms after ingest "
+        f"(one batch: {one_batch_ms:.0f} ms); the audio post's transcription took {long_t['asr_ms']:.0f} ms"
+    )
     assert delay_ms <= one_batch_ms, (delay_ms, t)
     assert text_post["stored_at"] < audio_post["stored_at"]
     assert long_t["asr_ms"] > delay_ms

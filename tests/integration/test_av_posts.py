@@ -43,8 +43,14 @@ def _media(kind: str, path, mime: str) -> Media:
 
 
 def _post(pid: str, author: str, body: str, media: list[Media]) -> Post:
-    return Post(id=f"test:{pid}", platform="test", author=Author(id=f"test:{author}", handle=author), text=body,
-                created_at=datetime.now(UTC), media=media)
+    return Post(
+        id=f"test:{pid}",
+        platform="test",
+        author=Author(id=f"test:{author}", handle=author),
+        text=body,
+        created_at=datetime.now(UTC),
+        media=media,
+    )
 
 
 def test_audio_and_video_posts_get_trimodal_heads(stack_endpoints, tmp_path):
@@ -75,23 +81,44 @@ def test_audio_and_video_posts_get_trimodal_heads(stack_endpoints, tmp_path):
     res = gate.submit([Incoming(raw=p.model_dump_json().encode(), post=p, source="test") for p in posts])
     assert len(res.accepted) == 4, res
 
-    env = child_env(s) | {"VOXPOP_SCORER_AV_MODELS": json.dumps(AV_HEADS),
-                          "VOXPOP_MEDIA_ALLOWED_ROOTS": json.dumps([str(media_dir), str(data_dir)])}
+    env = child_env(s) | {
+        "VOXPOP_SCORER_AV_MODELS": json.dumps(AV_HEADS),
+        "VOXPOP_MEDIA_ALLOWED_ROOTS": json.dumps([str(media_dir), str(data_dir)]),
+    }
     log = tmp_path / "scorer.log"
     with log.open("ab") as out:
-        scorer = subprocess.Popen([sys.executable, "-m", "services.cli", "score"], env=env, cwd=ROOT, stdout=out,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        scorer = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "score"],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
-        wait_for(lambda: count(ep, "SELECT count(*) FROM predictions") >= 4 + 3, 90,
-                 "4 production + 3 tri-modal predictions", scorer, log)
+        wait_for(
+            lambda: count(ep, "SELECT count(*) FROM predictions") >= 4 + 3,
+            90,
+            "4 production + 3 tri-modal predictions",
+            scorer,
+            log,
+        )
     finally:
         scorer.send_signal(signal.SIGTERM)
         rc = scorer.wait(60)
     assert rc == 0, log.read_text()[-3000:]
 
     with engine_for(ep.database_url).connect() as conn:
-        rows = conn.execute(text("SELECT post_id, model_name, label, emotion, probabilities, modality_weights "
-                                 "FROM predictions ORDER BY post_id, model_name")).mappings().all()
+        rows = (
+            conn.execute(
+                text(
+                    "SELECT post_id, model_name, label, emotion, probabilities, modality_weights "
+                    "FROM predictions ORDER BY post_id, model_name"
+                )
+            )
+            .mappings()
+            .all()
+        )
         by_post: dict[str, dict[str, dict]] = {}
         for r in rows:
             by_post.setdefault(r["post_id"], {})[r["model_name"]] = dict(r)

@@ -49,16 +49,20 @@ def leaf_command(argv: list[str]) -> click.Command:
 
 def compose_commands() -> dict[str, list[str]]:
     doc = yaml.safe_load(COMPOSE.read_text())
-    return {name: svc["command"] for name, svc in doc["services"].items()
-            if str(svc.get("image", "")).startswith("${VOXPOP") and "command" in svc}
+    return {
+        name: svc["command"]
+        for name, svc in doc["services"].items()
+        if str(svc.get("image", "")).startswith("${VOXPOP") and "command" in svc
+    }
 
 
 def rendered(overlay: str) -> list[dict]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl not installed (Debian: apt-get install kubernetes-client; ./dev test installs it)")
-    out = subprocess.run([kubectl, "kustomize", str(ROOT / "k8s" / "overlays" / overlay)], capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [kubectl, "kustomize", str(ROOT / "k8s" / "overlays" / overlay)], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
@@ -108,8 +112,9 @@ def test_every_probe_path_is_served_by_its_app(stack_endpoints) -> None:
     ep = stack_endpoints
     s = settings_for(ep, push_api_key=SecretStr("probe-test"))
     migrate(ep.database_url)
-    gate = IngestGate(s, make_producer(ep.kafka_bootstrap), redis.Redis.from_url(ep.redis_url),
-                      engine_for(ep.database_url))
+    gate = IngestGate(
+        s, make_producer(ep.kafka_bootstrap), redis.Redis.from_url(ep.redis_url), engine_for(ep.database_url)
+    )
     apps = {"voxpop-api": TestClient(create_app(s)), "voxpop-ingest": TestClient(create_push_app(s, gate))}
     paths = probe_paths(rendered("cpu"))
     compose = yaml.safe_load(COMPOSE.read_text())["services"]["api"]["healthcheck"]["test"][-1]

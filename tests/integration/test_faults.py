@@ -34,9 +34,14 @@ pytestmark = pytest.mark.integration
 
 
 def post(i: int, author: str = "u1", **kw) -> dict:
-    return {"id": f"twitter:f{i}", "platform": "twitter", "author": {"id": f"twitter:{author}"},
-            "text": f"flight {i} was late again", "created_at": datetime(2015, 2, 22, 12, i % 60, tzinfo=UTC)
-            .isoformat(), **kw}
+    return {
+        "id": f"twitter:f{i}",
+        "platform": "twitter",
+        "author": {"id": f"twitter:{author}"},
+        "text": f"flight {i} was late again",
+        "created_at": datetime(2015, 2, 22, 12, i % 60, tzinfo=UTC).isoformat(),
+        **kw,
+    }
 
 
 def test_poison_records_over_the_request_limit_are_dead_lettered_and_the_stream_flows(stack_endpoints, tmp_path):
@@ -81,14 +86,16 @@ def test_a_group_wedged_by_a_leave_during_a_join_is_recovered_by_a_new_epoch(sta
         prod.send(s.topic_raw, key=str(i).encode(), value=b"{}")
     prod.flush()
     common = dict(epoch_check_s=1.0, session_timeout_ms=6000, heartbeat_interval_ms=1000)
-    a = GroupMembership(db, ep.kafka_bootstrap, s.scorer_group, [s.topic_raw], join_timeout_s=600,
-                        leave_group=True, **common)
+    a = GroupMembership(
+        db, ep.kafka_bootstrap, s.scorer_group, [s.topic_raw], join_timeout_s=600, leave_group=True, **common
+    )
     while not a.consumer.assignment():
         a.consumer.poll(200)
     tp = sorted(a.consumer.assignment())[0]
     a.consumer.commit({tp: OffsetAndMetadata(3, "", -1)})
-    b = GroupMembership(db, ep.kafka_bootstrap, s.scorer_group, [s.topic_raw], join_timeout_s=8,
-                        leave_group=True, **common)
+    b = GroupMembership(
+        db, ep.kafka_bootstrap, s.scorer_group, [s.topic_raw], join_timeout_s=8, leave_group=True, **common
+    )
     stop = threading.Event()
     polled = threading.Thread(target=lambda: [b.consumer.poll(200) for _ in iter(stop.is_set, True)])
     polled.start()
@@ -130,9 +137,18 @@ def test_following_a_new_epoch_revokes_the_old_partitions_first(stack_endpoints)
     ep = stack_endpoints
     s = fresh_stream(ep)
     db = engine_for(ep.database_url)
-    m = GroupMembership(db, ep.kafka_bootstrap, s.scorer_group, [s.topic_raw], join_timeout_s=600,
-                        epoch_check_s=0.0, leave_group=False, listener=Seen(), session_timeout_ms=6000,
-                        heartbeat_interval_ms=1000)
+    m = GroupMembership(
+        db,
+        ep.kafka_bootstrap,
+        s.scorer_group,
+        [s.topic_raw],
+        join_timeout_s=600,
+        epoch_check_s=0.0,
+        leave_group=False,
+        listener=Seen(),
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+    )
     try:
         wait_for(lambda: m.consumer.poll(200) is not None and bool(m.consumer.assignment()), 60, "an assignment")
         owned = set(m.consumer.assignment())
@@ -162,8 +178,9 @@ def test_accepted_posts_the_broker_lost_are_republished_and_dedup_never_claims_t
     gate2 = IngestGate(reset, make_producer(ep.kafka_bootstrap), redis.Redis.from_url(ep.redis_url), db)
     stats = Reconciler(reset, gate2, ep.kafka_bootstrap).run_once()
     assert stats.published == 2 and stats.republished == 28, stats
-    consumer = KafkaConsumer(bootstrap_servers=ep.kafka_bootstrap, group_id=None, auto_offset_reset="earliest",
-                             consumer_timeout_ms=5000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=ep.kafka_bootstrap, group_id=None, auto_offset_reset="earliest", consumer_timeout_ms=5000
+    )
     consumer.assign([TopicPartition(reset.topic_raw, p) for p in range(reset.topic_partitions)])
     ids = {json.loads(r.value)["id"] for r in consumer}
     consumer.close()
@@ -180,8 +197,12 @@ def test_a_scorer_waits_out_a_broker_restart_and_scores_what_comes_after(stack_e
     from infra import local_stack
     from services.config import Settings
 
-    own = Settings(state_dir=tmp_path / "broker", database_url=stack_endpoints.database_url,
-                   redis_url=stack_endpoints.redis_url, kafka_bootstrap=None)
+    own = Settings(
+        state_dir=tmp_path / "broker",
+        database_url=stack_endpoints.database_url,
+        redis_url=stack_endpoints.redis_url,
+        kafka_bootstrap=None,
+    )
     kafka = local_stack.up(own, which=("kafka",)).kafka_bootstrap
     ep = local_stack.Endpoints(stack_endpoints.database_url, stack_endpoints.redis_url, kafka)
     s = fresh_stream(ep)
@@ -222,8 +243,12 @@ def test_a_scorer_waits_out_a_postgresql_restart(stack_endpoints, tmp_path):
     from infra import local_stack
     from services.config import Settings
 
-    own = Settings(state_dir=tmp_path / "pg", database_url=None, redis_url=stack_endpoints.redis_url,
-                   kafka_bootstrap=stack_endpoints.kafka_bootstrap)
+    own = Settings(
+        state_dir=tmp_path / "pg",
+        database_url=None,
+        redis_url=stack_endpoints.redis_url,
+        kafka_bootstrap=stack_endpoints.kafka_bootstrap,
+    )
     db_url = local_stack.up(own, which=("postgres",)).database_url
     ep = local_stack.Endpoints(db_url, stack_endpoints.redis_url, stack_endpoints.kafka_bootstrap)
     s = fresh_stream(ep, scorer_epoch_check_s=1.0)
@@ -269,27 +294,49 @@ def test_stored_posts_whose_scored_message_the_broker_lost_are_sent_round_again(
     s = fresh_stream(ep, reconcile_grace_s=0.0)
     db = engine_for(ep.database_url)
     clean(db)
-    scored = [ScoredPost(post_id=f"twitter:f{i}", author_id=f"twitter:u{i % 3}", watches=[1],
-                         created_at=datetime(2015, 2, 22, 12, i, tzinfo=UTC), model_name="m", model_version="1",
-                         label="negative", probabilities={"negative": 0.9, "neutral": 0.05, "positive": 0.05},
-                         score=-0.85) for i in range(10)]
+    scored = [
+        ScoredPost(
+            post_id=f"twitter:f{i}",
+            author_id=f"twitter:u{i % 3}",
+            watches=[1],
+            created_at=datetime(2015, 2, 22, 12, i, tzinfo=UTC),
+            model_name="m",
+            model_version="1",
+            label="negative",
+            probabilities={"negative": 0.9, "neutral": 0.05, "positive": 0.05},
+            score=-0.85,
+        )
+        for i in range(10)
+    ]
     store_canonical(db, scored)  # what the scorer stored
     with db.begin() as conn:
-        conn.execute(text("INSERT INTO ingest_ledger (post_id, payload, published_at) VALUES (:p, :j, now())"),
-                     [{"p": sp.post_id, "j": json.dumps(post(i, author=f"u{i % 3}"))} for i, sp in enumerate(scored)])
-        conn.execute(text("INSERT INTO trend_members (watch_id, post_id, created_at, author_id, label, score, "
-                          "source_partition) SELECT 1, id, created_at, author_id, 'negative', -0.85, 0 FROM posts "
-                          "WHERE id IN ('twitter:f0', 'twitter:f1', 'twitter:f2')"))
+        conn.execute(
+            text("INSERT INTO ingest_ledger (post_id, payload, published_at) VALUES (:p, :j, now())"),
+            [{"p": sp.post_id, "j": json.dumps(post(i, author=f"u{i % 3}"))} for i, sp in enumerate(scored)],
+        )
+        conn.execute(
+            text(
+                "INSERT INTO trend_members (watch_id, post_id, created_at, author_id, label, score, "
+                "source_partition) SELECT 1, id, created_at, author_id, 'negative', -0.85, 0 FROM posts "
+                "WHERE id IN ('twitter:f0', 'twitter:f1', 'twitter:f2')"
+            )
+        )
     gate = IngestGate(s, make_producer(ep.kafka_bootstrap), redis.Redis.from_url(ep.redis_url), db)
     assert Reconciler(s, gate, ep.kafka_bootstrap).run_once().unfolded == 0, "trends never ran: nothing to judge"
     time.sleep(0.05)
     with db.begin() as conn:  # the trends worker folds a later batch
-        conn.execute(text("INSERT INTO trend_watermarks (source, partition, max_event_time, updated_at) "
-                          "VALUES (:s, 0, now(), now())"), {"s": s.topic_scored})
+        conn.execute(
+            text(
+                "INSERT INTO trend_watermarks (source, partition, max_event_time, updated_at) "
+                "VALUES (:s, 0, now(), now())"
+            ),
+            {"s": s.topic_scored},
+        )
     stats = Reconciler(s, gate, ep.kafka_bootstrap).run_once()
     assert stats.unfolded == 7, stats
-    consumer = KafkaConsumer(bootstrap_servers=ep.kafka_bootstrap, group_id=None, auto_offset_reset="earliest",
-                             consumer_timeout_ms=5000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=ep.kafka_bootstrap, group_id=None, auto_offset_reset="earliest", consumer_timeout_ms=5000
+    )
     consumer.assign([TopicPartition(s.topic_raw, p) for p in range(s.topic_partitions)])
     assert {json.loads(r.value)["id"] for r in consumer} == {f"twitter:f{i}" for i in range(3, 10)}
     consumer.close()
@@ -304,8 +351,10 @@ def test_redis_that_lost_per_author_state_is_repaired_from_postgresql(stack_endp
     store = UserStateStore(rds, db, {"text": 4})
     truth = ViewState(np.array([0.1, 0.2, 0.3, 0.4], np.float32), 7)
     with db.begin() as conn:
-        conn.execute(text("INSERT INTO author_states (author_id, view, n, mean) VALUES ('twitter:a', 'text', 7, :m)"),
-                     {"m": truth.mean.tobytes()})
+        conn.execute(
+            text("INSERT INTO author_states (author_id, view, n, mean) VALUES ('twitter:a', 'text', 7, :m)"),
+            {"m": truth.mean.tobytes()},
+        )
     rds.flushdb()  # Redis restarted empty
     states, stored = store.load(["twitter:a", "twitter:new"], ["twitter:p"])
     assert states[("twitter:a", "text")].n == 7 and stored == set()

@@ -378,9 +378,7 @@ def test_jetstream_reconnects_with_rewound_cursor_and_delivers_each_post_once() 
     assert json.loads(bad_time.raw) == J_NAIVE_TIME
 
     # Non-post traffic was seen and skipped, not lost without trace.
-    assert (
-        client.skipped["identity"] >= 1 and client.skipped["account"] >= 1 and client.skipped["delete"] >= 1
-    )
+    assert client.skipped["identity"] >= 1 and client.skipped["account"] >= 1 and client.skipped["delete"] >= 1
     assert client.skipped["duplicate"] >= 4  # the rewound replay
 
 
@@ -450,9 +448,7 @@ def test_jetstream_refused_handshake_is_not_retried() -> None:
     async def main() -> None:
         async with serve(lambda ws: ws.wait_closed(), "127.0.0.1", 0, process_request=refuse) as server:
             port = server.sockets[0].getsockname()[1]
-            async for _ in stream_jetstream(
-                JetstreamConfig(url=f"ws://127.0.0.1:{port}/subscribe", backoff=FAST)
-            ):
+            async for _ in stream_jetstream(JetstreamConfig(url=f"ws://127.0.0.1:{port}/subscribe", backoff=FAST)):
                 pass
 
     with pytest.raises(ConnectorError, match="HTTP 403"):
@@ -596,9 +592,7 @@ S2 = _status(
     ],
 )
 S1_EDIT = {**S1, "content": "<p>edited: still fantastic</p>", "edited_at": "2024-12-05T14:11:00.000Z"}
-S3 = _status(
-    "113601452201633003", "2024-12-05T14:10:51.000Z", "<p>Reply in the gap</p>", ACC_LOCAL, reply_to=S2["id"]
-)
+S3 = _status("113601452201633003", "2024-12-05T14:10:51.000Z", "<p>Reply in the gap</p>", ACC_LOCAL, reply_to=S2["id"])
 S4 = _status(
     "113601453712044004",
     "2024-12-05T14:11:14.500Z",
@@ -613,9 +607,7 @@ S4B = _status(
     ACC_LOCAL,
     lang=None,
 )
-S5 = _status(
-    "113601460551266006", "2024-12-05T14:12:59.000Z", "<p>Back to live. Espresso time.</p>", ACC_REMOTE
-)
+S5 = _status("113601460551266006", "2024-12-05T14:12:59.000Z", "<p>Back to live. Espresso time.</p>", ACC_REMOTE)
 
 
 def sse(event: str, data: str) -> bytes:
@@ -678,9 +670,7 @@ class FakeMastodon:
             return
         line, *header_lines = head.split("\r\n")
         method, target, _ = line.split(" ", 2)
-        headers = {
-            k.strip().lower(): v.strip() for k, v in (h.split(":", 1) for h in header_lines if ":" in h)
-        }
+        headers = {k.strip().lower(): v.strip() for k, v in (h.split(":", 1) for h in header_lines if ":" in h)}
         parts = urlsplit(target)
         query = parse_qs(parts.query)
         self.requests.append((which, parts.path, query, headers))
@@ -828,9 +818,7 @@ def test_mastodon_stream_reconnect_backfill_and_mapping() -> None:
     )
     assert p1.lang == "en" and p1.created_at == datetime(2024, 12, 5, 14, 10, 2, 118000, tzinfo=UTC)
     assert p1.thread_id == p1.id and p1.reply_to is None
-    assert [(m.kind, m.uri, m.mime) for m in p1.media] == [
-        ("image", S1["media_attachments"][0]["url"], "image/jpeg")
-    ]
+    assert [(m.kind, m.uri, m.mime) for m in p1.media] == [("image", S1["media_attachments"][0]["url"], "image/jpeg")]
     assert p1.extra["uri"] == S1["uri"] and p1.extra["tags"] == "cafeluna"
     assert "backfill" not in p1.extra
 
@@ -904,9 +892,7 @@ def test_mastodon_hashtag_stream_filters_and_backfill_path() -> None:
 def test_mastodon_unauthorized_is_not_retried() -> None:
     async def main() -> FakeMastodon:
         async with FakeMastodon([[]], timeline=[]) as fake:
-            cfg = MastodonConfig(
-                base_url=f"http://127.0.0.1:{fake.api_port}", access_token="wrong", backoff=FAST
-            )
+            cfg = MastodonConfig(base_url=f"http://127.0.0.1:{fake.api_port}", access_token="wrong", backoff=FAST)
             with pytest.raises(ConnectorError, match="HTTP 401"):
                 async for _ in stream_mastodon(cfg):
                     pass

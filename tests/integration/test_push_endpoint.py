@@ -20,8 +20,14 @@ pytestmark = pytest.mark.integration
 
 
 def post(i: int, **kw):
-    return {"id": f"forum:{i}", "platform": "forum", "author": {"id": f"forum:u{i % 3}", "handle": f"u{i % 3}"},
-            "text": f"post number {i}", "created_at": "2024-05-01T12:00:00Z", **kw}
+    return {
+        "id": f"forum:{i}",
+        "platform": "forum",
+        "author": {"id": f"forum:u{i % 3}", "handle": f"u{i % 3}"},
+        "text": f"post number {i}",
+        "created_at": "2024-05-01T12:00:00Z",
+        **kw,
+    }
 
 
 @pytest.fixture()
@@ -44,8 +50,14 @@ def test_auth(client):
 def test_per_record_errors_limits_and_dedup(client, stack_endpoints):
     c, s = client
     h = {"X-API-Key": "k3y"}
-    batch = [post(1), post(2, text=""), post(3, created_at="2024-05-01T12:00:00"), post(4, lang="x" * 40),
-             post(1), post(5, surprise=True)]
+    batch = [
+        post(1),
+        post(2, text=""),
+        post(3, created_at="2024-05-01T12:00:00"),
+        post(4, lang="x" * 40),
+        post(1),
+        post(5, surprise=True),
+    ]
     r = c.post("/ingest/posts", json={"posts": batch}, headers=h)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -56,8 +68,9 @@ def test_per_record_errors_limits_and_dedup(client, stack_endpoints):
     again = c.post("/ingest/posts", json=[post(1)], headers=h).json()
     assert again["duplicates"] == 1 and again["accepted"] == 0
     assert c.post("/ingest/posts", json=[post(i) for i in range(11)], headers=h).status_code == 413
-    assert c.post("/ingest/posts", content=b"{oops", headers={**h, "content-type": "application/json"}
-                  ).status_code == 400
+    assert (
+        c.post("/ingest/posts", content=b"{oops", headers={**h, "content-type": "application/json"}).status_code == 400
+    )
     letters = read_dead_letters(stack_endpoints.kafka_bootstrap, s.topic_dlq)
     assert len(letters) == 4 and all(d["stage"] == "ingest" and d["error"] for d in letters)
 

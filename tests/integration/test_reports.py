@@ -46,11 +46,17 @@ def env(stack_endpoints, tmp_path_factory):
 
 def _kpis(engine, watch: str) -> dict:
     with engine.connect() as conn:
-        r = conn.execute(text("""
+        r = (
+            conn.execute(
+                text("""
             SELECT count(*) AS n, avg(pr.score) AS mean, avg((pr.label = 'negative')::int) AS neg
             FROM post_watches pw JOIN watches w ON w.id = pw.watch_id JOIN predictions pr ON pr.post_id = pw.post_id
             WHERE w.name = :w AND pw.created_at >= :a AND pw.created_at < :b"""),
-                         {"w": watch, "a": WEEK[0], "b": WEEK[1]}).mappings().one()
+                {"w": watch, "a": WEEK[0], "b": WEEK[1]},
+            )
+            .mappings()
+            .one()
+        )
     return dict(r)
 
 
@@ -64,8 +70,13 @@ def test_weekly_report_from_scheduler_job(env, tmp_path):
     url = env["ep"].database_url
     sched = build_scheduler(url, blocking=False)
     install_jobs(sched, ReportSettings(dir=env["out"]))
-    sched.add_job("services.scheduler.jobs:run_reports", "date", run_date=datetime.now(UTC), id="jetblue-now",
-                  kwargs={"period": "weekly", "watch": "JetBlue", "end": WEEK[1]})
+    sched.add_job(
+        "services.scheduler.jobs:run_reports",
+        "date",
+        run_date=datetime.now(UTC),
+        id="jetblue-now",
+        kwargs={"period": "weekly", "watch": "JetBlue", "end": WEEK[1]},
+    )
     sched.start()
     try:
         run = wait_for_run(url, "JetBlue", "weekly", timeout_s=180)
@@ -84,8 +95,9 @@ def test_weekly_report_from_scheduler_job(env, tmp_path):
     img = Image.open(page)
     counts = {name: _colour_pixels(img, rgb) for name, rgb in COLOURS.items()}
     assert all(v > 400 for v in counts.values()), f"chart colours missing on page 1: {counts}"
-    page_text = subprocess.run(["pdftotext", "-f", "1", "-l", "1", "-layout", files["pdf"], "-"],
-                               capture_output=True, text=True, check=True).stdout
+    page_text = subprocess.run(
+        ["pdftotext", "-f", "1", "-l", "1", "-layout", files["pdf"], "-"], capture_output=True, text=True, check=True
+    ).stdout
     assert f"{k['n']:,}" in page_text
     assert f"{100 * float(k['neg']):.1f}%" in page_text
     assert f"{float(k['mean']):+.2f}" in page_text
@@ -135,8 +147,9 @@ def test_two_replicas_one_report(env):
     for t in threads:
         t.join(120)
     with env["engine"].connect() as conn:
-        runs = conn.execute(text("SELECT id, status FROM report_runs WHERE watch_name = 'United' "
-                                 "AND period = 'daily'")).all()
+        runs = conn.execute(
+            text("SELECT id, status FROM report_runs WHERE watch_name = 'United' AND period = 'daily'")
+        ).all()
     assert len(runs) == 1 and len(results) == 2
     assert results[0] == results[1] == [runs[0][0]]
 
@@ -165,8 +178,15 @@ def test_report_webhook_is_signed(env, tmp_path):
     server = HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.handle_request, daemon=True).start()
     secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-    row = generate_report(env["engine"], "Southwest", "daily", datetime(2015, 2, 21, tzinfo=UTC), tmp_path,
-                          webhook_url=f"http://127.0.0.1:{server.server_port}/r", webhook_secret=secret)
+    row = generate_report(
+        env["engine"],
+        "Southwest",
+        "daily",
+        datetime(2015, 2, 21, tzinfo=UTC),
+        tmp_path,
+        webhook_url=f"http://127.0.0.1:{server.server_port}/r",
+        webhook_secret=secret,
+    )
     server.server_close()
     assert row["webhook_status"] == "delivered:204"
     headers, body = got[0]

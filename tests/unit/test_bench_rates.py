@@ -43,12 +43,18 @@ def test_only_precisions_not_slower_than_fp32_get_the_long_runs() -> None:
 def test_a_report_of_a_run_whose_phase_failed_keeps_what_finished_and_says_why(tmp_path) -> None:
     from services.bench.report import render
 
-    res = {"date": "2026-12-03T12:00:00+00:00", "command": "voxpop bench --quick", "model": "production@x",
-           "machine": {"cpu": "test CPU", "cores": "2", "isa": "avx2", "python": "3.11", "torch": "2.13"},
-           "encoder_ceiling_posts_per_s": {"fp32": 100.0},
-           "phases": {"encoders": {"status": "ok", "seconds": 1.0},
-                      "accuracy": {"status": "failed", "why": "RuntimeError: out of memory", "seconds": 2.0},
-                      "saturation": {"status": "skipped", "why": "needs accuracy"}}}
+    res = {
+        "date": "2026-12-03T12:00:00+00:00",
+        "command": "voxpop bench --quick",
+        "model": "production@x",
+        "machine": {"cpu": "test CPU", "cores": "2", "isa": "avx2", "python": "3.11", "torch": "2.13"},
+        "encoder_ceiling_posts_per_s": {"fp32": 100.0},
+        "phases": {
+            "encoders": {"status": "ok", "seconds": 1.0},
+            "accuracy": {"status": "failed", "why": "RuntimeError: out of memory", "seconds": 2.0},
+            "saturation": {"status": "skipped", "why": "needs accuracy"},
+        },
+    }
     render(res, tmp_path)
     doc = (tmp_path / "performance.md").read_text()
     assert "test CPU" in doc and "| accuracy | failed | RuntimeError: out of memory | 2.0 |" in doc

@@ -33,8 +33,14 @@ def _fixture(tmp_path: Path, scores: dict[str, tuple[float, float]]) -> Path:
 
 def test_selection_by_validation_and_goal_column(tmp_path: Path) -> None:
     # lr1e-3 is best on test but not on validation; eta0 is best on validation but an ablation
-    ckpts = _fixture(tmp_path, {"smom-meld-emotion": (0.60, 0.50), "smom-meld-emotion-lr1e-3": (0.55, 0.70),
-                                "smom-meld-emotion-eta0": (0.65, 0.40)})
+    ckpts = _fixture(
+        tmp_path,
+        {
+            "smom-meld-emotion": (0.60, 0.50),
+            "smom-meld-emotion-lr1e-3": (0.55, 0.70),
+            "smom-meld-emotion-eta0": (0.65, 0.40),
+        },
+    )
     out = tmp_path / "docs" / "benchmarks.md"
     doc = build(tmp_path, ckpts, tmp_path / "cache", out, from_cards=True)
     d = doc["derived"]
@@ -50,8 +56,14 @@ def test_selection_by_validation_and_goal_column(tmp_path: Path) -> None:
     assert "| **smom-meld-emotion** |" in md and "**no** (" in md
     assert json.loads(out.with_suffix(".json").read_text())["meta"]["mode"] == "from-cards"
 
-    ckpts = _fixture(tmp_path / "again", {"smom-meld-emotion": (0.60, 0.61), "smom-meld-emotion-lr1e-3": (0.55, 0.70),
-                                          "smom-meld-emotion-eta0": (0.65, 0.61)})
+    ckpts = _fixture(
+        tmp_path / "again",
+        {
+            "smom-meld-emotion": (0.60, 0.61),
+            "smom-meld-emotion-lr1e-3": (0.55, 0.70),
+            "smom-meld-emotion-eta0": (0.65, 0.61),
+        },
+    )
     doc = build(tmp_path, ckpts, tmp_path / "cache", out, from_cards=True)
     (goal,) = doc["derived"]["goals"]
     assert goal["met"] is True and "**yes**" in out.read_text()

@@ -11,10 +11,20 @@ from pipelines import compiled
 from pipelines.quantize import cpu_has_native_bf16
 from pipelines.scoring import InferenceEngine
 
-TEXTS = ["ok", "", "the flight was delayed for three hours and nobody told us anything at all", "thanks!",
-         "@united lost my bag again, second time this month #fail", "great crew", "x" * 400, "fine"]
-needs_cc = pytest.mark.skipif(compiled.compiler_missing() is not None,
-                              reason=f"Inductor cannot build CPU kernels here: {compiled.compiler_missing()}")
+TEXTS = [
+    "ok",
+    "",
+    "the flight was delayed for three hours and nobody told us anything at all",
+    "thanks!",
+    "@united lost my bag again, second time this month #fail",
+    "great crew",
+    "x" * 400,
+    "fine",
+]
+needs_cc = pytest.mark.skipif(
+    compiled.compiler_missing() is not None,
+    reason=f"Inductor cannot build CPU kernels here: {compiled.compiler_missing()}",
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +64,9 @@ def test_compiled_fp32_gives_eagers_embeddings_and_compiles_once_at_start(plain)
 @pytest.mark.skipif(not cpu_has_native_bf16(), reason="bf16 is only compiled where the CPU runs it natively")
 def test_compiled_bf16_tracks_eager_bf16(plain) -> None:
     eager = InferenceEngine(plain.head, precision="bf16", bucket_call_tokens=4, text_encoder=plain.frozen_text)
-    eng = InferenceEngine(plain.head, precision="bf16", bucket_call_tokens=4, text_encoder=plain.frozen_text,
-                          compile=True)
+    eng = InferenceEngine(
+        plain.head, precision="bf16", bucket_call_tokens=4, text_encoder=plain.frozen_text, compile=True
+    )
     got, ref = _every_shape(eng), _every_shape(eager)
     present = ref.norm(dim=-1) > 0
     assert torch.equal(present, got.norm(dim=-1) > 0)  # empty posts stay zero

@@ -48,9 +48,18 @@ def test_dialoguernn_features_format(tmp_path: Path) -> None:
 
 def test_dialoguernn_meld_one_hot_speakers(tmp_path: Path) -> None:
     p = tmp_path / "MELD_features_raw.pkl"
-    obj = ({0: ["a", "b"], 1: ["c"]}, {0: [[1, 0, 0], [0, 1, 0]], 1: [[0, 0, 1]]}, {0: [0, 4], 1: [6]},
-           {0: np.zeros((2, 600)), 1: np.zeros((1, 600))}, {0: np.zeros((2, 300)), 1: np.zeros((1, 300))},
-           {0: np.zeros((2, 342)), 1: np.zeros((1, 342))}, {0: ["hi", "yo"], 1: ["x"]}, [0], [1], None)
+    obj = (
+        {0: ["a", "b"], 1: ["c"]},
+        {0: [[1, 0, 0], [0, 1, 0]], 1: [[0, 0, 1]]},
+        {0: [0, 4], 1: [6]},
+        {0: np.zeros((2, 600)), 1: np.zeros((1, 600))},
+        {0: np.zeros((2, 300)), 1: np.zeros((1, 300))},
+        {0: np.zeros((2, 342)), 1: np.zeros((1, 342))},
+        {0: ["hi", "yo"], 1: ["x"]},
+        [0],
+        [1],
+        None,
+    )
     with p.open("wb") as f:
         pickle.dump(obj, f)
     ds = erc.load_dialoguernn_features(p, "meld", erc.MELD_EMOTIONS)

@@ -11,8 +11,16 @@ from services.alerts.policy import PolicyError, UrlPolicy, redact_url
 from services.scorer.media import MediaError, MediaPolicy, load_image
 
 
-@pytest.mark.parametrize("url", ["http://[2002:a00:1::]/hook", "http://[::ffff:10.0.0.1]/", "http://[64:ff9b::a00:1]/",
-                                 "http://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/", "http://[2002:7f00:1::]/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[2002:a00:1::]/hook",
+        "http://[::ffff:10.0.0.1]/",
+        "http://[64:ff9b::a00:1]/",
+        "http://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/",
+        "http://[2002:7f00:1::]/",
+    ],
+)
 def test_ipv6_forms_embedding_a_private_ipv4_are_refused(url: str) -> None:
     with pytest.raises(PolicyError, match="private"):
         UrlPolicy().check(url, resolve=False)

@@ -68,9 +68,7 @@ def test_image_features_keyed_by_file_bytes(tmp_path: Path) -> None:
 
         @staticmethod
         def preprocess(img) -> torch.Tensor:
-            return torch.tensor(np.asarray(img.convert("RGB").resize((4, 4)), dtype=np.float32)).permute(
-                2, 0, 1
-            )
+            return torch.tensor(np.asarray(img.convert("RGB").resize((4, 4)), dtype=np.float32)).permute(2, 0, 1)
 
         def encode(self, x: torch.Tensor) -> torch.Tensor:
             self.calls += len(x)

@@ -58,9 +58,7 @@ def test_predictions_on_real_photos(enc: ImageEncoder) -> None:
     logits = enc.classify(x)
     top1 = logits.argmax(-1).tolist()
     assert top1[0] in DOGS and top1[1] in DOGS
-    assert {409, 531, 826} & set(
-        logits[2].topk(5).indices.tolist()
-    )  # analog clock / digital watch / stopwatch
+    assert {409, 531, 826} & set(logits[2].topk(5).indices.tolist())  # analog clock / digital watch / stopwatch
     noise = torch.rand(3, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     assert _entropy(logits).mean() < 0.5 * _entropy(enc.classify(noise)).mean()
     assert logits.softmax(-1).max(-1).values.min() > 0.5

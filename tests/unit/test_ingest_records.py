@@ -14,8 +14,13 @@ from services.ingest.replay import load_records
 from tests.conftest import dataset_path
 
 AIRLINE_ROW = {
-    "tweet_id": "567590027375702016", "created_at": "2015-02-16T23:43:02-08:00", "ts_precision": "second",
-    "user": "nesi_1992", "airline": "Delta", "airline_sentiment": "negative", "negativereason": "Can't Tell",
+    "tweet_id": "567590027375702016",
+    "created_at": "2015-02-16T23:43:02-08:00",
+    "ts_precision": "second",
+    "user": "nesi_1992",
+    "airline": "Delta",
+    "airline_sentiment": "negative",
+    "negativereason": "Can't Tell",
     "text": "@JetBlue is REALLY getting on my nerves !! #nothappy",
 }
 
@@ -28,12 +33,15 @@ def test_airline_preset_maps_row():
     assert p.extra["airline"] == "Delta" and p.extra["airline_sentiment"] == "negative"
 
 
-@pytest.mark.parametrize("patch,needle", [
-    ({"tweet_id": ""}, "missing id"),
-    ({"created_at": "yesterday"}, "not ISO 8601"),
-    ({"created_at": "2015-02-16T23:43:02"}, "timezone"),
-    ({"text": ""}, "needs text or at least one media"),
-])
+@pytest.mark.parametrize(
+    "patch,needle",
+    [
+        ({"tweet_id": ""}, "missing id"),
+        ({"created_at": "yesterday"}, "not ISO 8601"),
+        ({"created_at": "2015-02-16T23:43:02"}, "timezone"),
+        ({"text": ""}, "needs text or at least one media"),
+    ],
+)
 def test_bad_rows_say_why(patch, needle):
     with pytest.raises((RecordError, ValidationError)) as e:
         row_to_post({**AIRLINE_ROW, **patch}, PRESETS["airline"])
@@ -53,12 +61,16 @@ def test_schema_rejects_unknown_fields_and_versions():
 
 def test_jsonl_with_custom_mapping_and_bad_lines(tmp_path):
     f = tmp_path / "posts.jsonl"
-    lines = [json.dumps({"pid": 1, "body": "love it", "who": "ann", "ts": "2024-01-01T00:00:00Z",
-                         "img": "a.jpg"}), "{not json", json.dumps([1, 2]),
-             json.dumps({"pid": 2, "body": "meh", "who": "bob", "ts": 1704067260})]
+    lines = [
+        json.dumps({"pid": 1, "body": "love it", "who": "ann", "ts": "2024-01-01T00:00:00Z", "img": "a.jpg"}),
+        "{not json",
+        json.dumps([1, 2]),
+        json.dumps({"pid": 2, "body": "meh", "who": "bob", "ts": 1704067260}),
+    ]
     f.write_text("\n".join(lines) + "\n")
-    cmap = ColumnMap(id="pid", text="body", author_id="who", created_at="ts", platform="forum", image="img",
-                     media_root=tmp_path)
+    cmap = ColumnMap(
+        id="pid", text="body", author_id="who", created_at="ts", platform="forum", image="img", media_root=tmp_path
+    )
     recs = load_records(f, cmap)
     assert [r.post is not None for r in recs] == [True, False, False, True]
     assert "line 2: malformed JSON" in recs[1].error and "must be an object" in recs[2].error
@@ -74,11 +86,13 @@ def test_csv_row_with_extra_fields_is_malformed(tmp_path):
 
 
 def test_watch_matching_handles_keywords_hashtags_languages():
-    m = WatchMatcher([
-        WatchSpec(1, "United", keywords=("united airlines",), handles=("united",)),
-        WatchSpec(2, "JetBlue", handles=("JetBlue",), hashtags=("jetblue",)),
-        WatchSpec(3, "Pizza FR", keywords=("pizza",), languages=("fr",)),
-    ])
+    m = WatchMatcher(
+        [
+            WatchSpec(1, "United", keywords=("united airlines",), handles=("united",)),
+            WatchSpec(2, "JetBlue", handles=("JetBlue",), hashtags=("jetblue",)),
+            WatchSpec(3, "Pizza FR", keywords=("pizza",), languages=("fr",)),
+        ]
+    )
     assert m.match("@united lost my bag") == [1]
     assert m.match("@unitedkingdom is not an airline") == []
     assert m.match("flying United Airlines today") == [1]

@@ -81,18 +81,29 @@ def test_missing_view_is_masked(kind: str) -> None:
     present[2, 2] = False  # sample 2 has no vision
     present[3, 0] = False  # sample 3 has no text
     b1 = TriModalBatch(b.text, b.text_mask, b.audio, b.audio_mask, b.vision, b.vision_mask, present)
-    junk = TriModalBatch(b.text * 0 + 5, b.text_mask, b.audio * 0 - 3, b.audio_mask, b.vision + 9, b.vision_mask,
-                         present)
+    junk = TriModalBatch(
+        b.text * 0 + 5, b.text_mask, b.audio * 0 - 3, b.audio_mask, b.vision + 9, b.vision_mask, present
+    )
     p1, pj = model(b1).pred, model(junk).pred
     # features of a missing view never matter: compare sample-wise against a single-sample run
     for i, view in ((1, "audio"), (2, "vision"), (3, "text")):
+
         def one(batch: TriModalBatch, i: int = i) -> torch.Tensor:
-            return model(TriModalBatch(*(getattr(batch, f)[i : i + 1] for f in (
-                "text", "text_mask", "audio", "audio_mask", "vision", "vision_mask", "present")))).pred
+            return model(
+                TriModalBatch(
+                    *(
+                        getattr(batch, f)[i : i + 1]
+                        for f in ("text", "text_mask", "audio", "audio_mask", "vision", "vision_mask", "present")
+                    )
+                )
+            ).pred
 
         assert torch.allclose(one(b1), p1[i : i + 1], atol=1e-5)  # no batch coupling at eval
-        zeroed = {"text": (b.text * 0, b.audio, b.vision), "audio": (b.text, b.audio * 0, b.vision),
-                  "vision": (b.text, b.audio, b.vision * 0)}[view]
+        zeroed = {
+            "text": (b.text * 0, b.audio, b.vision),
+            "audio": (b.text, b.audio * 0, b.vision),
+            "vision": (b.text, b.audio, b.vision * 0),
+        }[view]
         bz = TriModalBatch(zeroed[0], b.text_mask, zeroed[1], b.audio_mask, zeroed[2], b.vision_mask, present)
         assert torch.allclose(one(bz), p1[i : i + 1], atol=1e-5)
     assert torch.isfinite(pj).all()
@@ -120,16 +131,18 @@ def test_aux_loss_only_in_training_and_only_for_present_pairs() -> None:
     model = make_model("inpnrln")
     b = make_batch()
     assert model.eval()(b).aux_loss.item() == 0.0
-    no_av = TriModalBatch(b.text, b.text_mask, b.audio, b.audio_mask, b.vision, b.vision_mask,
-                          torch.tensor([[True, False, False]] * 4))
+    no_av = TriModalBatch(
+        b.text, b.text_mask, b.audio, b.audio_mask, b.vision, b.vision_mask, torch.tensor([[True, False, False]] * 4)
+    )
     assert model.train()(no_av).aux_loss.item() == 0.0  # no (t,a) or (t,v) pair exists
 
 
 def test_outer_product_of_missing_view_is_zero() -> None:
     model = make_model("inpnrln").eval()
     b = make_batch()
-    no_audio = TriModalBatch(b.text, b.text_mask, b.audio, b.audio_mask, b.vision, b.vision_mask,
-                             torch.tensor([[True, False, True]] * 4))
+    no_audio = TriModalBatch(
+        b.text, b.text_mask, b.audio, b.audio_mask, b.vision, b.vision_mask, torch.tensor([[True, False, True]] * 4)
+    )
     r = model.encode(no_audio)
     assert torch.all(r["c_a"] == 0)
 
@@ -186,8 +199,13 @@ def test_tiny_mmsa_train_and_evaluate(tmp_path, model_name: str) -> None:
     from pipelines.recipes import RecipeContext, get
 
     path = make_synthetic_mmsa(tmp_path / "tiny.pkl", n=(24, 8, 8), dims=(16, 5, 6), lengths=(5, 6, 5))
-    ctx = RecipeContext(data_dir=tmp_path, checkpoints_dir=tmp_path / "ck", cache_dir=tmp_path / "cache",
-                        epochs=2, options={"path": str(path), "batch_size": "8"})
+    ctx = RecipeContext(
+        data_dir=tmp_path,
+        checkpoints_dir=tmp_path / "ck",
+        cache_dir=tmp_path / "cache",
+        epochs=2,
+        options={"path": str(path), "batch_size": "8"},
+    )
     rec = get(model_name, "mmsa")
     out_dir = rec.train(ctx)
     assert (out_dir / "model.safetensors").exists()

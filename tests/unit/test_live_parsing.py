@@ -145,9 +145,7 @@ def test_mastodon_reblogs_edits_and_bad_payloads() -> None:
     assert client.handle_sse(SSEEvent("delete", "200")) is None
     bad = client.handle_sse(SSEEvent("update", '["not", "a", "status"]'))
     assert isinstance(bad, BadRecord) and "not a JSON object" in bad.reason
-    naive = client.handle_sse(
-        SSEEvent("update", json.dumps({**status, "id": "202", "created_at": "2024-12-05"}))
-    )
+    naive = client.handle_sse(SSEEvent("update", json.dumps({**status, "id": "202", "created_at": "2024-12-05"})))
     assert isinstance(naive, BadRecord) and naive.position == "202"
 
     edits = MastodonClient(MastodonConfig(base_url="https://fedi.example", include_edits=True))

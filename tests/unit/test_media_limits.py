@@ -28,14 +28,17 @@ def test_loads_image_under_allowed_root_and_checks_hash(tmp_path):
         load_image(str(p), pol, "0" * 64)
 
 
-@pytest.mark.parametrize("case,needle", [
-    ("outside", "outside the allowed roots"),
-    ("missing", "not found"),
-    ("big", "larger than"),
-    ("notimage", "undecodable"),
-    ("scheme", "unsupported media scheme"),
-    ("private", "private or loopback"),
-])
+@pytest.mark.parametrize(
+    "case,needle",
+    [
+        ("outside", "outside the allowed roots"),
+        ("missing", "not found"),
+        ("big", "larger than"),
+        ("notimage", "undecodable"),
+        ("scheme", "unsupported media scheme"),
+        ("private", "private or loopback"),
+    ],
+)
 def test_refusals_say_why(tmp_path, case, needle):
     pol = MediaPolicy(allowed_roots=(tmp_path / "ok",), max_bytes=10_000)
     (tmp_path / "ok").mkdir()

@@ -78,10 +78,19 @@ def test_classification_hand_computed() -> None:
 
 
 def test_format_metric_line() -> None:
-    m = {"acc2_has0": 0.8341, "acc2_non0": 0.8526, "f1_has0": 0.8339, "f1_non0": 0.8532, "mae": 0.705,
-         "corr": 0.813, "acc7": 0.4582, "acc5": 0.5, "acc3": 0.6, "n": 686.0}
-    assert format_metric_line(m) == ("Acc-2 83.41/85.26 F1 83.39/85.32 MAE 0.705 Corr 0.813 "
-                                     "Acc-7 45.82 Acc-5 50.00")
+    m = {
+        "acc2_has0": 0.8341,
+        "acc2_non0": 0.8526,
+        "f1_has0": 0.8339,
+        "f1_non0": 0.8532,
+        "mae": 0.705,
+        "corr": 0.813,
+        "acc7": 0.4582,
+        "acc5": 0.5,
+        "acc3": 0.6,
+        "n": 686.0,
+    }
+    assert format_metric_line(m) == ("Acc-2 83.41/85.26 F1 83.39/85.32 MAE 0.705 Corr 0.813 Acc-7 45.82 Acc-5 50.00")
     c = classification_metrics([0, 1], [0, 1], labels=("a", "b"))
     assert format_metric_line(c).startswith("Acc 100.00 wF1 100.00 mF1 100.00")
     s = sims_regression_metrics([0.5, -0.5], [0.4, -0.6])

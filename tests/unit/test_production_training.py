@@ -52,8 +52,16 @@ def test_tiny_adapter_run_serves_tuned_features(tmp_path: Path) -> None:
         epochs=2,
         limit=40,
         command="pytest tiny adapter run",
-        options={"datasets": "airline", "use_image": False, "hidden": 32, "adapter_rank": 4,
-                 "adapter_layers": "5", "adapter_samples": 48, "adapter_batch": 16, "adapter_evals": 1},
+        options={
+            "datasets": "airline",
+            "use_image": False,
+            "hidden": 32,
+            "adapter_rank": 4,
+            "adapter_layers": "5",
+            "adapter_samples": 48,
+            "adapter_batch": 16,
+            "adapter_evals": 1,
+        },
     )
     rec = get("production", "airline")
     card = json.loads((rec.train(ctx) / "card.json").read_text())

@@ -9,9 +9,20 @@ from models.production import EtaFusionHead
 from pipelines.quantize import cpu_has_native_bf16, cpu_has_vnni, quantize_text_model
 from pipelines.scoring import InferenceEngine, plan_buckets
 
-TEXTS = ["ok", "", "   ", "the flight was delayed for three hours and nobody told us anything at all",
-         "thanks!", "@united lost my bag again, second time this month #fail", "a b c d e f g h i j k l m n o p",
-         "great crew", "meh", "why is the wifi never working on these planes", "x" * 400, "fine"]
+TEXTS = [
+    "ok",
+    "",
+    "   ",
+    "the flight was delayed for three hours and nobody told us anything at all",
+    "thanks!",
+    "@united lost my bag again, second time this month #fail",
+    "a b c d e f g h i j k l m n o p",
+    "great crew",
+    "meh",
+    "why is the wifi never working on these planes",
+    "x" * 400,
+    "fine",
+]
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +90,11 @@ def test_plan_buckets_is_the_cheapest_cut_of_all(seed: int) -> None:
     plan = plan_buckets(lengths, call)
     assert plan[0][0] == 0 and plan[-1][1] == len(lengths)
     assert all(a < b for a, b in plan) and all(p[1] == q[0] for p, q in itertools.pairwise(plan))
-    best = min(_bucket_cost(lengths, list(itertools.pairwise((0, *cut, len(lengths)))), call)
-               for k in range(len(lengths)) for cut in itertools.combinations(range(1, len(lengths)), k))
+    best = min(
+        _bucket_cost(lengths, list(itertools.pairwise((0, *cut, len(lengths)))), call)
+        for k in range(len(lengths))
+        for cut in itertools.combinations(range(1, len(lengths)), k)
+    )
     assert _bucket_cost(lengths, plan, call) == best
     if call == 500:  # a costly call: one padded batch unless padding costs more
         assert len(plan) == 1 or lengths[-1] * len(lengths) - sum(lengths) > 500
@@ -122,8 +136,7 @@ def test_per_token_activation_scales_track_fp32_closer_than_one_scale_per_batch(
     ref = production_text.encode(TEXTS)
     err = {}
     for per_token in (False, True):
-        q = production_text.with_model(quantize_text_model(production_text.model, eight_bit=False,
-                                                           per_token=per_token))
+        q = production_text.with_model(quantize_text_model(production_text.model, eight_bit=False, per_token=per_token))
         err[per_token] = (1 - _cosines(ref, q.encode(TEXTS))).mean().item()
     assert err[True] < 0.5 * err[False], err
 

@@ -55,6 +55,7 @@ def test_padding_does_not_change_real_outputs() -> None:
     feats, user, counts, mask = _batch()
     full = model(feats, mask, user, counts).logits
     for i, n in enumerate((5, 3, 1)):  # each dialogue alone, unpadded
+
         def cut(d: dict[str, torch.Tensor], i: int = i, n: int = n) -> dict[str, torch.Tensor]:
             return {k: v[i : i + 1, :n] for k, v in d.items()}
 
@@ -183,8 +184,15 @@ def test_tiny_training_run_on_meld_beats_majority(tmp_path: Path) -> None:
     from pipelines.recipes import RecipeContext, get
 
     cache = Path(__file__).resolve().parents[2] / ".voxpop" / "features"  # content-addressed, safe to share
-    ctx = RecipeContext(data_dir=data, checkpoints_dir=tmp_path, cache_dir=cache, seed=0, epochs=8,
-                        limit=1500, options={"layers": 4, "hidden": 64, "lr": 2e-3, "eta": 0.5})
+    ctx = RecipeContext(
+        data_dir=data,
+        checkpoints_dir=tmp_path,
+        cache_dir=cache,
+        seed=0,
+        epochs=8,
+        limit=1500,
+        options={"layers": 4, "hidden": 64, "lr": 2e-3, "eta": 0.5},
+    )
     rec = get("smom", "meld-sentiment")
     path = rec.train(ctx)
     assert (path / "model.safetensors").exists() and (path / "card.json").exists()
@@ -210,10 +218,13 @@ def test_streaming_score_posts_matches_dialogue_forward() -> None:
     # posts: utterance 2 of dialogue 0 (thread context = its utterances 0-1) and utterance 0 of dialogue 1
     x, u, n = ({k: torch.stack([v[0, 2], v[1, 0]]) for k, v in d.items()} for d in (feats, user, counts))
     present = {k: torch.ones(2, dtype=torch.bool) for k in feats}
-    ctx = {"x": _cut(feats, slice(0, 2), slice(0, 2)), "u": _cut(user, slice(0, 2), slice(0, 2)),
-           "n": _cut(counts, slice(0, 2), slice(0, 2)),
-           "mask": {k: torch.ones(2, 2, dtype=torch.bool) for k in feats},
-           "valid": torch.tensor([[True, True], [False, False]])}
+    ctx = {
+        "x": _cut(feats, slice(0, 2), slice(0, 2)),
+        "u": _cut(user, slice(0, 2), slice(0, 2)),
+        "n": _cut(counts, slice(0, 2), slice(0, 2)),
+        "mask": {k: torch.ones(2, 2, dtype=torch.bool) for k in feats},
+        "valid": torch.tensor([[True, True], [False, False]]),
+    }
     logits = model.score_posts(x, u, n, present, context=ctx)
     r, c = slice(0, 1), slice(0, 3)
     thread = model(_cut(feats, r, c), mask[r, c], _cut(user, r, c), _cut(counts, r, c)).logits[0, 2]

@@ -14,8 +14,9 @@ CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
 
 @pytest.mark.skipif(len(CORES) < 2, reason="pinning one scorer per core needs two cores or more")
 def test_one_scorer_per_core_each_pinned_to_its_own(monkeypatch) -> None:
-    kids = [k for k in plan_children(Settings(scorer_processes=len(CORES)), "jetstream", 1.0)
-            if k.name.startswith("scorer")]
+    kids = [
+        k for k in plan_children(Settings(scorer_processes=len(CORES)), "jetstream", 1.0) if k.name.startswith("scorer")
+    ]
     pins = []
     for k in kids:  # read back the way the child will: VOXPOP_ env into Settings
         monkeypatch.setenv("VOXPOP_SCORER_CPUS", k.env["VOXPOP_SCORER_CPUS"])
@@ -42,8 +43,11 @@ def test_by_default_voxpop_up_runs_one_single_threaded_scorer_per_core() -> None
     import os
 
     cores = min(os.cpu_count() or 1, Settings().topic_partitions)
-    kids = [k for k in plan_children(Settings(scorer_processes=None, scorer_threads=None), "jetstream", 1.0)
-            if k.name.startswith("scorer")]
+    kids = [
+        k
+        for k in plan_children(Settings(scorer_processes=None, scorer_threads=None), "jetstream", 1.0)
+        if k.name.startswith("scorer")
+    ]
     assert len(kids) == cores
     if cores > 1:
         assert {k.env["VOXPOP_SCORER_THREADS"] for k in kids} == {"1"}

@@ -12,16 +12,24 @@ from models.trimodal import TriModalBatch
 DT, DA, DV = 16, 8, 6
 
 
-def make_batch(b: int = 6, lt: int = 7, la: int = 9, lv: int = 5, seed: int = 0,
-               missing: dict[int, list[int]] | None = None) -> TriModalBatch:
+def make_batch(
+    b: int = 6, lt: int = 7, la: int = 9, lv: int = 5, seed: int = 0, missing: dict[int, list[int]] | None = None
+) -> TriModalBatch:
     g = torch.Generator().manual_seed(seed)
     lens = [torch.randint(2, n + 1, (b,), generator=g) for n in (lt, la, lv)]
     masks = [torch.arange(n)[None] < ln[:, None] for n, ln in zip((lt, la, lv), lens, strict=True)]
     present = torch.ones(b, 3, dtype=torch.bool)
     for view, rows in (missing or {}).items():
         present[rows, view] = False
-    return TriModalBatch(torch.randn(b, lt, DT, generator=g), masks[0], torch.randn(b, la, DA, generator=g),
-                         masks[1], torch.randn(b, lv, DV, generator=g), masks[2], present).normalized()
+    return TriModalBatch(
+        torch.randn(b, lt, DT, generator=g),
+        masks[0],
+        torch.randn(b, la, DA, generator=g),
+        masks[1],
+        torch.randn(b, lv, DV, generator=g),
+        masks[2],
+        present,
+    ).normalized()
 
 
 def model(seed: int = 0, **kw) -> TeCaFN:
@@ -211,9 +219,13 @@ def test_tiny_mmsa_train_and_evaluate(tmp_path) -> None:
     from pipelines.recipes import RecipeContext, get
 
     path = make_synthetic_mmsa(tmp_path / "tiny.pkl", n=(24, 8, 8), dims=(16, 5, 6), lengths=(5, 6, 5))
-    ctx = RecipeContext(data_dir=tmp_path, checkpoints_dir=tmp_path / "ck", cache_dir=tmp_path / "cache",
-                        epochs=2, options={"path": str(path), "batch_size": "8", "enc_layers": "1",
-                                           "fusion_layers": "1"})
+    ctx = RecipeContext(
+        data_dir=tmp_path,
+        checkpoints_dir=tmp_path / "ck",
+        cache_dir=tmp_path / "cache",
+        epochs=2,
+        options={"path": str(path), "batch_size": "8", "enc_layers": "1", "fusion_layers": "1"},
+    )
     rec = get("tecafn", "mmsa")
     out_dir = rec.train(ctx)
     card = json.loads((out_dir / "card.json").read_text())

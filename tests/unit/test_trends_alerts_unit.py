@@ -130,8 +130,17 @@ def test_count_model_and_robust_baseline_and_hysteresis_levels() -> None:
     # overdispersed history: the negative binomial is less surprised than Poisson by the same count
     wide = compute_baseline([2.0, 10.0, 0.0, 8.0, 1.0, 12.0], "mean")
     assert wide is not None and count_z(15, wide, "negbin") < count_z(15, wide, "poisson")
-    rule = Rule(id=1, name="r", kind="spike", metric="n_negative", z_score=3.0, model="negbin",
-                baseline_method="median", min_baseline=6, resolve_ratio=0.5)
+    rule = Rule(
+        id=1,
+        name="r",
+        kind="spike",
+        metric="n_negative",
+        z_score=3.0,
+        model="negbin",
+        baseline_method="median",
+        min_baseline=6,
+        resolve_ratio=0.5,
+    )
     rule.validate()
     hot = evaluate(rule, {"n_posts": 40, "n_negative": 30}, hist)
     warm = evaluate(rule, {"n_posts": 12, "n_negative": 4}, [1.0] * 12)  # z ~ 2: not hot, not calm

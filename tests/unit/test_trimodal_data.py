@@ -48,8 +48,14 @@ def test_mosi_audio_recipe_classification_path(tmp_path) -> None:
     from pipelines.recipes import RecipeContext, get
 
     base = dataset_path("mosi-audio").parent
-    ctx = RecipeContext(data_dir=base, checkpoints_dir=tmp_path / "ck", cache_dir=tmp_path / "cache", epochs=1,
-                        limit=24, options={"batch_size": 8})
+    ctx = RecipeContext(
+        data_dir=base,
+        checkpoints_dir=tmp_path / "ck",
+        cache_dir=tmp_path / "cache",
+        epochs=1,
+        limit=24,
+        options={"batch_size": 8},
+    )
     rec = get("inpnrln-md", "mosi-audio")
     out = rec.train(ctx)
     assert (out / "card.json").exists()

@@ -95,10 +95,15 @@ def test_task_loss() -> None:
 
 
 def test_batch_normalized_zeroes_missing_views() -> None:
-    b = TriModalBatch(torch.ones(2, 3, 4), torch.ones(2, 3, dtype=torch.bool), torch.ones(2, 2, 5),
-                      torch.ones(2, 2, dtype=torch.bool), torch.ones(2, 1, 6),
-                      torch.zeros(2, 1, dtype=torch.bool),
-                      torch.tensor([[True, False, True], [True, True, True]]))
+    b = TriModalBatch(
+        torch.ones(2, 3, 4),
+        torch.ones(2, 3, dtype=torch.bool),
+        torch.ones(2, 2, 5),
+        torch.ones(2, 2, dtype=torch.bool),
+        torch.ones(2, 1, 6),
+        torch.zeros(2, 1, dtype=torch.bool),
+        torch.tensor([[True, False, True], [True, True, True]]),
+    )
     n = b.normalized()
     assert torch.all(n.audio[0] == 0) and not n.audio_mask[0].any() and n.audio_mask[1].all()
     assert torch.all(n.vision == 0)
@@ -115,8 +120,17 @@ def test_lengths_from_nonzero() -> None:
 def test_mmsa_roundtrip(tmp_path) -> None:
     path = make_synthetic_mmsa(tmp_path / "tiny.pkl", n=(10, 4, 6), dims=(12, 5, 7), lengths=(6, 9, 8))
     raw = read_pickle(path)
-    assert set(raw["train"]) >= {"text", "text_bert", "audio", "vision", "audio_lengths", "vision_lengths",
-                                 "regression_labels", "id", "raw_text"}
+    assert set(raw["train"]) >= {
+        "text",
+        "text_bert",
+        "audio",
+        "vision",
+        "audio_lengths",
+        "vision_lengths",
+        "regression_labels",
+        "id",
+        "raw_text",
+    }
     splits = load_mmsa(path)
     tr = splits["train"]
     assert len(tr) == 10 and len(splits["valid"]) == 4 and len(splits["test"]) == 6
@@ -136,8 +150,7 @@ def test_mmsa_roundtrip(tmp_path) -> None:
 
 
 def test_mmsa_without_lengths_and_with_inf(tmp_path) -> None:
-    path = make_synthetic_mmsa(tmp_path / "t.pkl", n=(4, 2, 2), dims=(8, 3, 4), lengths=(5, 6, 6),
-                               with_text_bert=False)
+    path = make_synthetic_mmsa(tmp_path / "t.pkl", n=(4, 2, 2), dims=(8, 3, 4), lengths=(5, 6, 6), with_text_bert=False)
     data = read_pickle(path)
     for s in data.values():
         s.pop("audio_lengths")

@@ -25,13 +25,18 @@ LEFT JOIN watches w ON w.id = f.watch_id LEFT JOIN alert_outbox o ON o.firing_id
 
 
 @router.get("/alerts", response_model=S.FiringPage, responses={400: {"model": S.ErrorOut}})
-def list_alerts(st: State, _: Reader, watch_id: IdQuery = None, rule_id: IdQuery = None,
-                status: Annotated[Literal["firing", "resolved"] | None, Query()] = None,
-                severity: Annotated[S.Severity | None, Query()] = None,
-                since: Annotated[datetime | None, Query(description="window_end >= since")] = None,
-                until: Annotated[datetime | None, Query(description="window_end < until")] = None,
-                limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                cursor: Annotated[str | None, Query(max_length=20, pattern=r"^\d+$")] = None) -> dict[str, Any]:
+def list_alerts(
+    st: State,
+    _: Reader,
+    watch_id: IdQuery = None,
+    rule_id: IdQuery = None,
+    status: Annotated[Literal["firing", "resolved"] | None, Query()] = None,
+    severity: Annotated[S.Severity | None, Query()] = None,
+    since: Annotated[datetime | None, Query(description="window_end >= since")] = None,
+    until: Annotated[datetime | None, Query(description="window_end < until")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=20, pattern=r"^\d+$")] = None,
+) -> dict[str, Any]:
     """Newest first; ``next_cursor`` is the last id seen."""
     for t in (since, until):
         if t is not None and t.tzinfo is None:
@@ -68,28 +73,46 @@ def get_alert(firing_id: Annotated[int, PathParam(ge=1, le=2**63 - 1)], st: Stat
         if f is None:
             raise HTTPException(404, f"alert {firing_id} not found")
         f = {**f, "why": with_links(stored_why(conn, dict(f)), st.settings.alerts.public_url())}
-        notes = [dict(r) for r in conn.execute(text(
-            "SELECT n.*, e.name AS endpoint_name FROM notifications n LEFT JOIN webhook_endpoints e "
-            "ON e.id = n.endpoint_id WHERE n.firing_id = :id ORDER BY n.id"), {"id": firing_id}).mappings()]
+        notes = [
+            dict(r)
+            for r in conn.execute(
+                text(
+                    "SELECT n.*, e.name AS endpoint_name FROM notifications n LEFT JOIN webhook_endpoints e "
+                    "ON e.id = n.endpoint_id WHERE n.firing_id = :id ORDER BY n.id"
+                ),
+                {"id": firing_id},
+            ).mappings()
+        ]
         dels: dict[int, list[dict[str, Any]]] = defaultdict(list)
         if notes:
-            for d in conn.execute(text("SELECT * FROM webhook_deliveries WHERE notification_id = ANY(:ids) "
-                                       "ORDER BY notification_id, attempt")
-                                  .bindparams(bindparam("ids", type_=ARRAY(BigInteger))),
-                                  {"ids": [n["id"] for n in notes]}).mappings():
+            for d in conn.execute(
+                text(
+                    "SELECT * FROM webhook_deliveries WHERE notification_id = ANY(:ids) "
+                    "ORDER BY notification_id, attempt"
+                ).bindparams(bindparam("ids", type_=ARRAY(BigInteger))),
+                {"ids": [n["id"] for n in notes]},
+            ).mappings():
                 dels[d["notification_id"]].append(dict(d))
     return {**f, "notifications": [{**n, "deliveries": dels.get(n["id"], [])} for n in notes]}
 
 
 @router.get("/deliveries", response_model=list[S.DeliveryOut])
-def list_deliveries(st: State, who: Reader,
-                    outcome: Annotated[Literal["ok", "retry", "dead", "blocked"] | None, Query()] = None,
-                    limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[dict[str, Any]]:
+def list_deliveries(
+    st: State,
+    who: Reader,
+    outcome: Annotated[Literal["ok", "retry", "dead", "blocked"] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[dict[str, Any]]:
     """Newest webhook delivery attempts (e.g. ``outcome=dead`` for the dead-letter state); URLs whole to admins."""
     where = "WHERE outcome = :o" if outcome else ""
     with st.engine.connect() as conn:
-        rows = [dict(r) for r in conn.execute(text(f"SELECT * FROM webhook_deliveries {where} ORDER BY id DESC "
-                                                   "LIMIT :lim"), {"o": outcome, "lim": limit}).mappings()]
+        rows = [
+            dict(r)
+            for r in conn.execute(
+                text(f"SELECT * FROM webhook_deliveries {where} ORDER BY id DESC LIMIT :lim"),
+                {"o": outcome, "lim": limit},
+            ).mappings()
+        ]
     if not who.allows("admin"):
         for r in rows:
             r["url"] = redact_url(r["url"])

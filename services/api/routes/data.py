@@ -38,15 +38,19 @@ def _limit(st, limit: int) -> int:
 
 @router.get("/posts", response_model=S.PostPage, tags=["posts"], responses=BAD)
 def list_posts(
-    st: State, _: Reader,
+    st: State,
+    _: Reader,
     watch_id: IdQuery = None,
     label: Annotated[S.Label | None, Query()] = None,
-    since: Since = None, until: Until = None,
-    author: Annotated[str | None, Query(max_length=300, pattern=r"^[^\x00]*$", description="author id or handle")
-                      ] = None,
+    since: Since = None,
+    until: Until = None,
+    author: Annotated[
+        str | None, Query(max_length=300, pattern=r"^[^\x00]*$", description="author id or handle")
+    ] = None,
     q: Annotated[str | None, Query(max_length=300, pattern=r"^[^\x00]*$", description="text search")] = None,
-    search: Annotated[Literal["substring", "words"], Query(
-        description="substring: case-insensitive ILIKE; words: PostgreSQL full text (websearch syntax)")
+    search: Annotated[
+        Literal["substring", "words"],
+        Query(description="substring: case-insensitive ILIKE; words: PostgreSQL full text (websearch syntax)"),
     ] = "substring",
     modality: Annotated[S.Modality | None, Query()] = None,
     min_score: Annotated[float | None, Query(ge=-1, le=1)] = None,
@@ -57,8 +61,18 @@ def list_posts(
 ) -> dict[str, Any]:
     """Posts with their newest prediction; keyset pagination through ``next_cursor``."""
     _aware(since, until)
-    f = Q.PostFilter(watch_id=watch_id, label=label, since=since, until=until, author=author, q=q, search=search,
-                     modality=modality, min_score=min_score, max_score=max_score)
+    f = Q.PostFilter(
+        watch_id=watch_id,
+        label=label,
+        since=since,
+        until=until,
+        author=author,
+        q=q,
+        search=search,
+        modality=modality,
+        min_score=min_score,
+        max_score=max_score,
+    )
     lim = _limit(st, limit)
     try:
         with st.engine.connect() as conn:
@@ -73,10 +87,15 @@ def list_posts(
 PostId = Annotated[str, PathParam(max_length=300, pattern=r"^[^\x00]+$")]
 
 
-@router.get("/posts/{post_id:path}/media/{idx}", tags=["posts"], response_class=Response,
-            responses={200: {"content": {"image/*": {}, "application/octet-stream": {}},
-                             "description": "the media bytes"},
-                       404: {"model": S.ErrorOut, "description": "no such media, or it cannot be read"}})
+@router.get(
+    "/posts/{post_id:path}/media/{idx}",
+    tags=["posts"],
+    response_class=Response,
+    responses={
+        200: {"content": {"image/*": {}, "application/octet-stream": {}}, "description": "the media bytes"},
+        404: {"model": S.ErrorOut, "description": "no such media, or it cannot be read"},
+    },
+)
 def get_media(post_id: PostId, idx: Annotated[int, PathParam(ge=0, le=15)], st: State, _: Reader) -> Response:
     """The post's media through the scorer's limits (allowed roots, size cap, timeout, no private hosts)."""
     from PIL import Image, UnidentifiedImageError
@@ -84,8 +103,11 @@ def get_media(post_id: PostId, idx: Annotated[int, PathParam(ge=0, le=15)], st: 
     from services.scorer.media import MediaError, MediaPolicy, fetch_bytes
 
     with st.engine.connect() as conn:
-        m = conn.execute(text("SELECT * FROM media WHERE post_id = :p AND idx = :i"), {"p": post_id, "i": idx}
-                         ).mappings().first()
+        m = (
+            conn.execute(text("SELECT * FROM media WHERE post_id = :p AND idx = :i"), {"p": post_id, "i": idx})
+            .mappings()
+            .first()
+        )
     if m is None:
         raise HTTPException(404, f"post {post_id} has no media #{idx}")
     s = st.settings
@@ -102,9 +124,15 @@ def get_media(post_id: PostId, idx: Annotated[int, PathParam(ge=0, le=15)], st: 
         except (UnidentifiedImageError, OSError):
             raise HTTPException(404, "media unavailable: not a decodable image") from None
         mime = Image.MIME.get(fmt or "", "application/octet-stream")
-    return Response(data, media_type=mime, headers={"X-Content-Type-Options": "nosniff",
-                                                    "Content-Security-Policy": "sandbox",
-                                                    "Cache-Control": "private, max-age=3600"})
+    return Response(
+        data,
+        media_type=mime,
+        headers={
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "sandbox",
+            "Cache-Control": "private, max-age=3600",
+        },
+    )
 
 
 # --- trends ---------------------------------------------------------------------------------------
@@ -131,11 +159,15 @@ def get_post(post_id: PostId, st: State, _: Reader) -> dict[str, Any]:
 
 @router.get("/trends", response_model=S.TrendsOut, tags=["trends"], responses=BAD | NOT_FOUND)
 def get_trends(
-    st: State, _: Reader,
-    watch_id: Annotated[list[Annotated[int, Query(ge=1, le=2_147_483_647)]] | None,
-                        Query(max_length=50, description="repeat for several; default: every watch")] = None,
+    st: State,
+    _: Reader,
+    watch_id: Annotated[
+        list[Annotated[int, Query(ge=1, le=2_147_483_647)]] | None,
+        Query(max_length=50, description="repeat for several; default: every watch"),
+    ] = None,
     bucket: Annotated[str, Query(max_length=8, description="bucket width: 15m, 1h, 1d, 1w ...")] = "1h",
-    since: Since = None, until: Until = None,
+    since: Since = None,
+    until: Until = None,
     days: Annotated[int, Query(ge=1, le=3660, description="range length when `since` is omitted")] = 7,
 ) -> dict[str, Any]:
     """Any bucket width over any range, computed from stored predictions (date_bin).
@@ -166,10 +198,15 @@ def get_trends(
 
 
 @router.get("/trends/windows", response_model=list[S.WindowOut], tags=["trends"])
-def closed_windows(st: State, _: Reader, watch_id: IdQuery = None,
-                   size: Annotated[str, Query(max_length=16, pattern=r"^[^\x00]*$")] = "1h",
-                   since: Since = None, until: Until = None,
-                   limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[dict[str, Any]]:
+def closed_windows(
+    st: State,
+    _: Reader,
+    watch_id: IdQuery = None,
+    size: Annotated[str, Query(max_length=16, pattern=r"^[^\x00]*$")] = "1h",
+    since: Since = None,
+    until: Until = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> list[dict[str, Any]]:
     """Closed windows as the trends app wrote them (the numbers alert rules were evaluated on)."""
     _aware(since, until)
     where, p = ["size = :size"], {"size": size, "lim": limit}
@@ -183,15 +220,24 @@ def closed_windows(st: State, _: Reader, watch_id: IdQuery = None,
         where.append("window_start < :until")
         p["until"] = until
     with st.engine.connect() as conn:
-        rows = conn.execute(text(f"SELECT * FROM (SELECT * FROM trend_windows WHERE {' AND '.join(where)} "
-                                 "ORDER BY window_start DESC, watch_id LIMIT :lim) w ORDER BY window_start, watch_id"),
-                            p).mappings().all()
+        rows = (
+            conn.execute(
+                text(
+                    f"SELECT * FROM (SELECT * FROM trend_windows WHERE {' AND '.join(where)} "
+                    "ORDER BY window_start DESC, watch_id LIMIT :lim) w ORDER BY window_start, watch_id"
+                ),
+                p,
+            )
+            .mappings()
+            .all()
+        )
     return [dict(r) for r in rows]
 
 
 @router.get("/trends/live", response_model=S.LiveOut, tags=["trends"])
-def live_windows(st: State, _: Reader, size: Annotated[str, Query(max_length=16, pattern=r"^[^\x00:*?\[\]]*$")
-                                                        ] = "1h") -> dict[str, Any]:
+def live_windows(
+    st: State, _: Reader, size: Annotated[str, Query(max_length=16, pattern=r"^[^\x00:*?\[\]]*$")] = "1h"
+) -> dict[str, Any]:
     """The newest open window per watch, from the trends app's live snapshots in Redis."""
     ids = list(_watches(st, None))
     vals = st.redis.mget([rk.trend_live(w, size) for w in ids]) if ids else []
@@ -201,9 +247,14 @@ def live_windows(st: State, _: Reader, size: Annotated[str, Query(max_length=16,
             d = json.loads(v)
             d.setdefault("size", size)
             d["open"] = True
-            wins.append({k: d.get(k) for k in S.WindowOut.model_fields if k in d} | {
-                "top_negative": d.get("top_negative") or [], "top_positive": d.get("top_positive") or [],
-                "late_posts": d.get("late_posts") or 0})
+            wins.append(
+                {k: d.get(k) for k in S.WindowOut.model_fields if k in d}
+                | {
+                    "top_negative": d.get("top_negative") or [],
+                    "top_positive": d.get("top_positive") or [],
+                    "late_posts": d.get("late_posts") or 0,
+                }
+            )
     wm = st.redis.get(rk.TRENDS_WATERMARK)
     out = []
     for w in wins:
@@ -216,9 +267,15 @@ def live_windows(st: State, _: Reader, size: Annotated[str, Query(max_length=16,
 
 # --- authors --------------------------------------------------------------------------------------
 @router.get("/authors", response_model=list[S.AuthorSummary], tags=["authors"])
-def list_authors(st: State, _: Reader, watch_id: IdQuery = None, since: Since = None, until: Until = None,
-                 sort: Annotated[Literal["posts", "negative", "positive"], Query()] = "posts",
-                 limit: Annotated[int, Query(ge=1, le=500)] = 20) -> list[dict[str, Any]]:
+def list_authors(
+    st: State,
+    _: Reader,
+    watch_id: IdQuery = None,
+    since: Since = None,
+    until: Until = None,
+    sort: Annotated[Literal["posts", "negative", "positive"], Query()] = "posts",
+    limit: Annotated[int, Query(ge=1, le=500)] = 20,
+) -> list[dict[str, Any]]:
     """Most active (or most negative / positive) authors in a range."""
     _aware(since, until)
     with st.engine.connect() as conn:
@@ -226,8 +283,12 @@ def list_authors(st: State, _: Reader, watch_id: IdQuery = None, since: Since = 
 
 
 @router.get("/authors/{author_id}", response_model=S.AuthorDetail, tags=["authors"], responses=NOT_FOUND)
-def get_author(author_id: Annotated[str, PathParam(max_length=300, pattern=r"^[^\x00/]+$")], st: State, _: Reader,
-               limit: Annotated[int, Query(ge=1, le=2000)] = 500) -> dict[str, Any]:
+def get_author(
+    author_id: Annotated[str, PathParam(max_length=300, pattern=r"^[^\x00/]+$")],
+    st: State,
+    _: Reader,
+    limit: Annotated[int, Query(ge=1, le=2000)] = 500,
+) -> dict[str, Any]:
     """Sentiment history of one author: each post's score, the n behind its per-user term, and the
     author's running mean score."""
     with st.engine.connect() as conn:
@@ -244,13 +305,25 @@ COUNTERS = ("ingest_accepted", "ingest_duplicates", "ingest_dlq", "scored", "sco
 @router.get("/overview", response_model=S.Overview, tags=["overview"])
 def overview(st: State, _: Reader) -> dict[str, Any]:
     with st.engine.connect() as conn:
-        r = conn.execute(text("""SELECT (SELECT count(*) FROM posts) AS posts,
+        r = (
+            conn.execute(
+                text("""SELECT (SELECT count(*) FROM posts) AS posts,
                                         (SELECT count(*) FROM authors) AS authors,
                                         (SELECT count(*) FROM watches WHERE active) AS watches,
                                         (SELECT count(*) FROM alert_rule_state WHERE firing) AS firing,
-                                        (SELECT max(created_at) FROM posts) AS latest""")).mappings().one()
+                                        (SELECT max(created_at) FROM posts) AS latest""")
+            )
+            .mappings()
+            .one()
+        )
     vals = st.redis.mget([KEYS.stats(c) for c in COUNTERS])
     wm = st.redis.get(rk.TRENDS_WATERMARK)
-    return {"posts": r["posts"], "authors": r["authors"], "watches": r["watches"], "firing_alerts": r["firing"],
-            "latest_post_at": r["latest"], "counters": {c: int(v or 0) for c, v in zip(COUNTERS, vals, strict=True)},
-            "watermark": wm.decode() if wm else None}
+    return {
+        "posts": r["posts"],
+        "authors": r["authors"],
+        "watches": r["watches"],
+        "firing_alerts": r["firing"],
+        "latest_post_at": r["latest"],
+        "counters": {c: int(v or 0) for c, v in zip(COUNTERS, vals, strict=True)},
+        "watermark": wm.decode() if wm else None,
+    }

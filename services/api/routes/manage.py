@@ -82,8 +82,14 @@ def patch_watch(watch_id: IdPath, body: S.WatchPatch, st: State, _: Writer) -> d
         raise invalid(str(e).split("\n", 1)[-1].strip()) from None
     if not values:
         return cur
-    return _write(st, update(Watch).where(Watch.id == watch_id).values(**{k: merged[k] for k in values})
-                  .returning(*Watch.__table__.c), "watch")
+    return _write(
+        st,
+        update(Watch)
+        .where(Watch.id == watch_id)
+        .values(**{k: merged[k] for k in values})
+        .returning(*Watch.__table__.c),
+        "watch",
+    )
 
 
 @router.delete("/watches/{watch_id}", status_code=204, tags=["watches"], responses=NOT_FOUND)
@@ -129,8 +135,13 @@ def list_rules(st: State, _: Reader, watch_id: IdQuery = None) -> list[dict[str,
     return _rule_out(st, rows)
 
 
-@router.post("/rules", response_model=S.RuleOut, status_code=201, tags=["rules"],
-             responses=CONFLICT | {404: {"model": S.ErrorOut}})
+@router.post(
+    "/rules",
+    response_model=S.RuleOut,
+    status_code=201,
+    tags=["rules"],
+    responses=CONFLICT | {404: {"model": S.ErrorOut}},
+)
 def create_rule(body: S.RuleIn, st: State, _: Writer) -> dict[str, Any]:
     values = body.model_dump()
     _watch_exists(st, body.watch_id)
@@ -150,17 +161,34 @@ def patch_rule(rule_id: IdPath, body: S.RulePatch, st: State, _: Writer) -> dict
     values = body.model_dump(exclude_unset=True)
     if "watch_id" in values:
         _watch_exists(st, values["watch_id"])
-    for k in ("name", "window_size", "kind", "metric", "op", "direction", "baseline_method", "ewma_alpha",
-              "lookback", "min_baseline", "std_floor", "min_volume", "severity", "cooldown_s", "enabled",
-              "labels", "min_delta"):
+    for k in (
+        "name",
+        "window_size",
+        "kind",
+        "metric",
+        "op",
+        "direction",
+        "baseline_method",
+        "ewma_alpha",
+        "lookback",
+        "min_baseline",
+        "std_floor",
+        "min_volume",
+        "severity",
+        "cooldown_s",
+        "enabled",
+        "labels",
+        "min_delta",
+    ):
         if k in values and values[k] is None:
             raise invalid(f"{k} cannot be null")
     merged = {**cur, **values}
     _check_rule({k: v for k, v in merged.items() if k not in ("id", "created_at")})
     if not values:
         return _rule_out(st, [cur])[0]
-    row = _write(st, update(AlertRule).where(AlertRule.id == rule_id).values(**values)
-                 .returning(*AlertRule.__table__.c), "rule")
+    row = _write(
+        st, update(AlertRule).where(AlertRule.id == rule_id).values(**values).returning(*AlertRule.__table__.c), "rule"
+    )
     return _rule_out(st, [row])[0]
 
 
@@ -185,8 +213,9 @@ def list_silences(st: State, _: Reader, active: bool | None = None) -> list[dict
     return [r for r in rows if active is None or r["active"] == active]
 
 
-@router.post("/silences", response_model=S.SilenceOut, status_code=201, tags=["silences"],
-             responses={404: {"model": S.ErrorOut}})
+@router.post(
+    "/silences", response_model=S.SilenceOut, status_code=201, tags=["silences"], responses={404: {"model": S.ErrorOut}}
+)
 def create_silence(body: S.SilenceIn, st: State, who: Writer) -> dict[str, Any]:
     values = body.model_dump()
     values["starts_at"] = values["starts_at"] or datetime.now(UTC)
@@ -208,8 +237,13 @@ def patch_silence(silence_id: IdPath, body: S.SilencePatch, st: State, _: Writer
         raise invalid("ends_at must be after starts_at")
     if not values:
         return _silence_out(cur)
-    return _silence_out(_write(st, update(Silence).where(Silence.id == silence_id).values(**values)
-                               .returning(*Silence.__table__.c), "silence"))
+    return _silence_out(
+        _write(
+            st,
+            update(Silence).where(Silence.id == silence_id).values(**values).returning(*Silence.__table__.c),
+            "silence",
+        )
+    )
 
 
 @router.delete("/silences/{silence_id}", response_model=S.SilenceOut, tags=["silences"], responses=NOT_FOUND)
@@ -220,14 +254,20 @@ def expire_silence(silence_id: IdPath, st: State, _: Writer) -> dict[str, Any]:
     values = {"expired_at": now, "ends_at": min(cur["ends_at"], max(now, cur["starts_at"]))}
     if cur["expired_at"] is not None:
         return _silence_out(cur)
-    return _silence_out(_write(st, update(Silence).where(Silence.id == silence_id).values(**values)
-                               .returning(*Silence.__table__.c), "silence"))
+    return _silence_out(
+        _write(
+            st,
+            update(Silence).where(Silence.id == silence_id).values(**values).returning(*Silence.__table__.c),
+            "silence",
+        )
+    )
 
 
 # --- webhook endpoints ----------------------------------------------------------------------------
 def _check_url(url: str) -> None:
     """The alerts dispatcher's allow/deny policy, applied at registration too (clear 422, not a dead letter)."""
     from services.alerts.policy import PolicyError, UrlPolicy
+
     try:
         UrlPolicy.configured().check(url)
     except (PolicyError, ValueError) as e:
@@ -246,8 +286,10 @@ def _hook_out(r: dict[str, Any], who: Principal | None = None) -> dict[str, Any]
 def list_webhooks(st: State, who: Reader) -> list[dict[str, Any]]:
     """Endpoints; read and write keys see each URL as scheme://host/*** (admin keys see it whole)."""
     with st.engine.connect() as conn:
-        return [_hook_out(dict(r), who) for r in conn.execute(select(WebhookEndpoint).order_by(WebhookEndpoint.id))
-                .mappings()]
+        return [
+            _hook_out(dict(r), who)
+            for r in conn.execute(select(WebhookEndpoint).order_by(WebhookEndpoint.id)).mappings()
+        ]
 
 
 @router.post("/webhooks", response_model=S.WebhookCreated, status_code=201, tags=["webhooks"], responses=CONFLICT)
@@ -266,18 +308,24 @@ def get_webhook(hook_id: IdPath, st: State, who: Reader) -> dict[str, Any]:
     return _hook_out(_one(st, WebhookEndpoint, hook_id, "webhook"), who)
 
 
-@router.patch("/webhooks/{hook_id}", response_model=S.WebhookOut, tags=["webhooks"],
-              responses=NOT_FOUND | CONFLICT)
+@router.patch("/webhooks/{hook_id}", response_model=S.WebhookOut, tags=["webhooks"], responses=NOT_FOUND | CONFLICT)
 def patch_webhook(hook_id: IdPath, body: S.WebhookPatch, st: State, _: Admin) -> dict[str, Any]:
     cur = _one(st, WebhookEndpoint, hook_id, "webhook")
-    values = {k: (str(v) if k == "url" else v) for k, v in body.model_dump(exclude_unset=True).items()
-              if v is not None}
+    values = {k: (str(v) if k == "url" else v) for k, v in body.model_dump(exclude_unset=True).items() if v is not None}
     if "url" in values:
         _check_url(values["url"])
     if not values:
         return _hook_out(cur)
-    return _hook_out(_write(st, update(WebhookEndpoint).where(WebhookEndpoint.id == hook_id).values(**values)
-                            .returning(*WebhookEndpoint.__table__.c), "webhook"))
+    return _hook_out(
+        _write(
+            st,
+            update(WebhookEndpoint)
+            .where(WebhookEndpoint.id == hook_id)
+            .values(**values)
+            .returning(*WebhookEndpoint.__table__.c),
+            "webhook",
+        )
+    )
 
 
 @router.delete("/webhooks/{hook_id}", status_code=204, tags=["webhooks"], responses=NOT_FOUND)

@@ -33,20 +33,29 @@ def _out(r: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get("/reports", response_model=list[S.ReportOut])
-def list_reports(st: State, _: Reader, watch_id: IdQuery = None,
-                 limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict[str, Any]]:
+def list_reports(
+    st: State, _: Reader, watch_id: IdQuery = None, limit: Annotated[int, Query(ge=1, le=500)] = 50
+) -> list[dict[str, Any]]:
     where = "WHERE watch_id = :w" if watch_id is not None else ""
     with st.engine.connect() as conn:
-        rows = conn.execute(text(f"SELECT * FROM report_runs {where} ORDER BY period_start DESC, id DESC LIMIT :l"),
-                            {"w": watch_id, "l": limit}).mappings().all()
+        rows = (
+            conn.execute(
+                text(f"SELECT * FROM report_runs {where} ORDER BY period_start DESC, id DESC LIMIT :l"),
+                {"w": watch_id, "l": limit},
+            )
+            .mappings()
+            .all()
+        )
     return [_out(dict(r)) for r in rows]
 
 
-@router.post("/reports", response_model=S.ReportOut, status_code=201,
-             responses={404: {"model": S.ErrorOut}})
-def create_report(body: S.ReportIn, st: State, _: Writer,
-                  force: Annotated[bool, Query(description="regenerate even if this period was done")] = False
-                  ) -> dict[str, Any]:
+@router.post("/reports", response_model=S.ReportOut, status_code=201, responses={404: {"model": S.ErrorOut}})
+def create_report(
+    body: S.ReportIn,
+    st: State,
+    _: Writer,
+    force: Annotated[bool, Query(description="regenerate even if this period was done")] = False,
+) -> dict[str, Any]:
     """Generate (or return the existing) report of one watch and period, synchronously."""
     end = body.end or last_full_period_end(body.period, datetime.now(UTC))
     if end.tzinfo is None:
@@ -59,10 +68,18 @@ def create_report(body: S.ReportIn, st: State, _: Writer,
 
         _check_url(str(body.webhook_url))
     try:
-        row = generate_report(st.engine, body.watch_id, body.period, end, report_dir(st), trigger="api",
-                              webhook_url=str(body.webhook_url) if body.webhook_url else rs.webhook_url,
-                              webhook_secret=rs.webhook_secret.get_secret_value() if rs.webhook_secret else None,
-                              force=force, stale_s=rs.stale_run_s)
+        row = generate_report(
+            st.engine,
+            body.watch_id,
+            body.period,
+            end,
+            report_dir(st),
+            trigger="api",
+            webhook_url=str(body.webhook_url) if body.webhook_url else rs.webhook_url,
+            webhook_secret=rs.webhook_secret.get_secret_value() if rs.webhook_secret else None,
+            force=force,
+            stale_s=rs.stale_run_s,
+        )
     except LookupError as e:
         raise HTTPException(404, str(e)) from None
     return _out(row)
@@ -76,9 +93,14 @@ def get_report(run_id: RunId, st: State, _: Reader) -> dict[str, Any]:
     return _out(r)
 
 
-@router.get("/reports/{run_id}/{kind}", response_class=FileResponse,
-            responses={200: {"content": {m.split(";")[0]: {} for m in MIME.values()}, "description": "the file"},
-                       404: {"model": S.ErrorOut}})
+@router.get(
+    "/reports/{run_id}/{kind}",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {m.split(";")[0]: {} for m in MIME.values()}, "description": "the file"},
+        404: {"model": S.ErrorOut},
+    },
+)
 def report_file(run_id: RunId, kind: Literal["html", "pdf", "csv"], st: State, _: Reader) -> FileResponse:
     r = report_run(st.engine, run_id)
     path = (r or {}).get("files", {}).get(kind)
@@ -86,5 +108,10 @@ def report_file(run_id: RunId, kind: Literal["html", "pdf", "csv"], st: State, _
         raise HTTPException(404, f"report {run_id} has no {kind} file")
     name = f"{r['watch_name']}-{r['period']}-{r['period_start']:%Y-%m-%d}.{kind}".replace(" ", "_")
     headers = {"Content-Security-Policy": "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"}
-    return FileResponse(path, media_type=MIME[kind], filename=name, headers=headers,
-                        content_disposition_type="inline" if kind != "csv" else "attachment")
+    return FileResponse(
+        path,
+        media_type=MIME[kind],
+        filename=name,
+        headers=headers,
+        content_disposition_type="inline" if kind != "csv" else "attachment",
+    )

@@ -89,9 +89,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("watch_id", "post_id"),
     )
     op.create_index("ix_trend_members_created", "trend_members", ["created_at"], unique=False)
-    op.create_index(
-        "ix_trend_members_watch_created", "trend_members", ["watch_id", "created_at"], unique=False
-    )
+    op.create_index("ix_trend_members_watch_created", "trend_members", ["watch_id", "created_at"], unique=False)
     op.create_table(
         "trend_progress",
         sa.Column("source", sa.String(length=200), nullable=False),
@@ -202,9 +200,7 @@ def upgrade() -> None:
         sa.Column("state", sa.String(length=10), nullable=False),
         sa.Column("silence_id", sa.Integer(), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column(
-            "next_attempt_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
-        ),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),

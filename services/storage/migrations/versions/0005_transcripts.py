@@ -3,6 +3,7 @@
 Revision ID: 0005
 Revises: 0004
 """
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
@@ -32,8 +33,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("post_id"),
     )
     # word search over what was said, like the API's search over post text
-    op.create_index("ix_transcripts_words", "transcripts", [sa.text("to_tsvector('simple', text)")],
-                    postgresql_using="gin")
+    op.create_index(
+        "ix_transcripts_words", "transcripts", [sa.text("to_tsvector('simple', text)")], postgresql_using="gin"
+    )
 
 
 def downgrade() -> None:
