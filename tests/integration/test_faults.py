@@ -150,7 +150,7 @@ def test_following_a_new_epoch_revokes_the_old_partitions_first(stack_endpoints)
         heartbeat_interval_ms=1000,
     )
     try:
-        wait_for(lambda: m.consumer.poll(200) is not None and bool(m.consumer.assignment()), 60, "an assignment")
+        wait_for(lambda: m.consumer.poll(200) is not None and bool(m.consumer.assignment()), 180, "an assignment")
         owned = set(m.consumer.assignment())
         assert advance_epoch(db, ep.kafka_bootstrap, s.scorer_group, 0, "test") == 1
         assert m.check() and m.epoch == 1
