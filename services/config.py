@@ -334,6 +334,20 @@ def child_environ(**extra: str) -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **extra}
 
 
+#: What every stream child needs to find the same servers, topics, consumer group and data.
+STREAM_FIELDS = (
+    "database_url",
+    "redis_url",
+    "kafka_bootstrap",
+    "topic_raw",
+    "topic_scored",
+    "topic_dlq",
+    "topic_alerts",
+    "scorer_group",
+    "data_dir",
+)
+
+
 def settings_environ(s: Settings, names: Iterable[str]) -> dict[str, str]:
     """`VOXPOP_*` variables that give a child process these fields of `s` (lists as JSON, secrets revealed)."""
     out = {}

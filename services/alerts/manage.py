@@ -6,6 +6,7 @@ Every function takes a database URL or Engine and returns plain dicts (secrets m
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,35 +20,8 @@ from services.alerts.signing import SECRET_PREFIX, _key, new_secret
 from services.storage.alert_models import AlertRule, Notification, Silence, WebhookEndpoint
 from services.storage.db import engine_for
 
-RULE_FIELDS = (
-    "name",
-    "watch_id",
-    "window_size",
-    "kind",
-    "metric",
-    "op",
-    "threshold",
-    "z_score",
-    "direction",
-    "factor",
-    "drop",
-    "min_delta",
-    "baseline_method",
-    "ewma_alpha",
-    "lookback",
-    "min_baseline",
-    "std_floor",
-    "min_volume",
-    "severity",
-    "cooldown_s",
-    "model",
-    "exclude_fired",
-    "seasonality",
-    "resolve_after",
-    "resolve_ratio",
-    "enabled",
-    "labels",
-)
+#: What a stored rule holds: the evaluator's fields (pipelines/trends/rules.py), plus on/off and labels.
+RULE_FIELDS = (*(f.name for f in fields(Rule) if f.name != "id"), "enabled", "labels")
 
 
 def _engine(db: str | Engine) -> Engine:

@@ -25,7 +25,7 @@ from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import text
 
 from infra.local_stack import Endpoints
-from services.config import Settings, child_environ, settings_environ
+from services.config import STREAM_FIELDS, Settings, child_environ, settings_environ
 from services.ingest.gate import Incoming, IngestGate
 from services.ingest.records import PRESETS
 from services.ingest.replay import load_records
@@ -88,20 +88,7 @@ class Run:
     def env(self, **extra: object) -> dict[str, str]:
         s = self.settings
         return child_environ(
-            **settings_environ(
-                s,
-                (
-                    "database_url",
-                    "redis_url",
-                    "kafka_bootstrap",
-                    "topic_raw",
-                    "topic_scored",
-                    "topic_dlq",
-                    "topic_alerts",
-                    "scorer_group",
-                    "data_dir",
-                ),
-            ),
+            **settings_environ(s, STREAM_FIELDS),
             **{f"VOXPOP_{k.upper()}": str(v) for k, v in extra.items()},
         )
 

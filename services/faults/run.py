@@ -47,7 +47,7 @@ from services.alerts import manage
 from services.alerts.policy import UrlPolicy
 from services.alerts.receiver import Receiver, free_port
 from services.alerts.signing import new_secret
-from services.config import PROJECT_ROOT, Settings, child_environ, settings_environ
+from services.config import PROJECT_ROOT, STREAM_FIELDS, Settings, child_environ, settings_environ
 from services.ingest.records import PRESETS
 from services.ingest.replay import load_records
 from services.storage.db import ALERT_TABLES, TREND_TABLES, engine_for, migrate, truncate_stream_tables
@@ -59,15 +59,7 @@ from services.trends.replay import AIRLINE_RULES
 
 #: Settings the children get from the run (the rest comes from the caller's environment).
 ENV_FIELDS = (
-    "database_url",
-    "redis_url",
-    "kafka_bootstrap",
-    "topic_raw",
-    "topic_scored",
-    "topic_dlq",
-    "topic_alerts",
-    "scorer_group",
-    "data_dir",
+    *STREAM_FIELDS,
     "scorer_max_batch",
     "scorer_threads",
     "reconcile_grace_s",

@@ -155,31 +155,17 @@ def get_rule(rule_id: IdPath, st: State, _: Reader) -> dict[str, Any]:
     return _rule_out(st, [_one(st, AlertRule, rule_id, "rule")])[0]
 
 
+#: Rule fields a patch may not set to null: every field of a new rule whose default is not None.
+NOT_NULL_RULE_FIELDS = tuple(k for k, f in S.RuleIn.model_fields.items() if f.default is not None)
+
+
 @router.patch("/rules/{rule_id}", response_model=S.RuleOut, tags=["rules"], responses=NOT_FOUND | CONFLICT)
 def patch_rule(rule_id: IdPath, body: S.RulePatch, st: State, _: Writer) -> dict[str, Any]:
     cur = _one(st, AlertRule, rule_id, "rule")
     values = body.model_dump(exclude_unset=True)
     if "watch_id" in values:
         _watch_exists(st, values["watch_id"])
-    for k in (
-        "name",
-        "window_size",
-        "kind",
-        "metric",
-        "op",
-        "direction",
-        "baseline_method",
-        "ewma_alpha",
-        "lookback",
-        "min_baseline",
-        "std_floor",
-        "min_volume",
-        "severity",
-        "cooldown_s",
-        "enabled",
-        "labels",
-        "min_delta",
-    ):
+    for k in NOT_NULL_RULE_FIELDS:
         if k in values and values[k] is None:
             raise invalid(f"{k} cannot be null")
     merged = {**cur, **values}
