@@ -70,6 +70,8 @@ class EtaFusionHead(ScoringHead):
         name: str = "production",
         version: str = "1",
         text_adapter: dict[str, Any] | None = None,
+        text_reading: dict[str, Any] | None = None,
+        logit_bias: list[float] | None = None,
     ) -> None:
         super().__init__()
         self.feature_dims = dict(feature_dims or DEFAULT_DIMS)
@@ -87,6 +89,10 @@ class EtaFusionHead(ScoringHead):
         self.gate = nn.Linear(hidden, 1)
         self.classifier = nn.Sequential(nn.LayerNorm(hidden), nn.Dropout(dropout), nn.Linear(hidden, len(self.labels)))
         self.text_adapter = TextAdapter(**text_adapter) if text_adapter else None
+        # which encoder, and how it read texts (models.text_encoder.head_reading); None = MiniLM, raw
+        self.text_reading = dict(text_reading) if text_reading else None
+        # added to the logits: the neutral class calibrated on validation (zeros = uncalibrated)
+        self.register_buffer("logit_bias", torch.tensor(logit_bias or [0.0] * len(self.labels)), persistent=False)
 
     def config(self) -> dict[str, Any]:
         return {
@@ -98,6 +104,8 @@ class EtaFusionHead(ScoringHead):
             "modality_dropout": self.modality_dropout,
             "labels": list(self.labels),
             **({"text_adapter": self.text_adapter.config()} if self.text_adapter is not None else {}),
+            **({"text_reading": self.text_reading} if self.text_reading else {}),
+            **({"logit_bias": self.logit_bias.tolist()} if bool(self.logit_bias.any()) else {}),
         }
 
     @property
@@ -132,7 +140,7 @@ class EtaFusionHead(ScoringHead):
             zs.append((v, z))
             masks.append(m)
         if not zs:
-            logits = self.classifier(torch.zeros(b, self.hidden, device=device))
+            logits = self.classifier(torch.zeros(b, self.hidden, device=device)) + self.logit_bias
             return HeadOutput(logits=logits, modality_weights={})
         names = [v for v, _ in zs]
         z = torch.stack([t for _, t in zs], 1)  # [B, V, H]
@@ -144,5 +152,5 @@ class EtaFusionHead(ScoringHead):
         scores = self.gate(torch.tanh(z)).squeeze(-1).masked_fill(~m, -1e4)
         w = scores.softmax(1) * m  # rows with no present view -> all zeros
         fused = (w.unsqueeze(-1) * z).sum(1)
-        logits = self.classifier(fused)
+        logits = self.classifier(fused) + self.logit_bias
         return HeadOutput(logits=logits, modality_weights={v: w[:, j] for j, v in enumerate(names)})

@@ -67,7 +67,16 @@ class ScoringHead(nn.Module):
 
 
 _HEADS: dict[str, type[ScoringHead]] = {}
-_SKIP = {"registry", "checkpoint", "text_encoder", "text_adapter", "image_encoder", "audio_frontend"}
+_SKIP = {
+    "registry",
+    "checkpoint",
+    "text_encoder",
+    "text_adapter",
+    "text_normalise",
+    "large_text_encoder",
+    "image_encoder",
+    "audio_frontend",
+}
 
 
 def register_head(name: str) -> Callable[[type[ScoringHead]], type[ScoringHead]]:

@@ -23,7 +23,6 @@ Why this shape:
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import importlib.util
 import json
 import os
@@ -36,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from models.large_text_encoder import concatenate
 
 SAMPLE_RATE = 16000
 EXTRA_HINT = "pip install 'voxpop[asr]'"
@@ -116,15 +117,7 @@ def assemble(size: str, cache_dir: Path) -> Path:
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".whisper-{size}-", dir=cache_dir))
         try:
-            h, n = hashlib.sha256(), 0
-            with (tmp / "model.bin").open("wb") as out:
-                for p in parts:
-                    with p.open("rb") as f:
-                        while chunk := f.read(1 << 22):
-                            h.update(chunk)
-                            n += len(chunk)
-                            out.write(chunk)
-            digest = h.hexdigest()
+            n, digest = concatenate(parts, tmp / "model.bin")
             if w.model_bytes is not None and n != w.model_bytes:
                 raise ASRUnavailable(f"Whisper {size}: assembled model.bin is {n:,} bytes, expected {w.model_bytes:,}")
             if w.model_sha256 is not None and digest != w.model_sha256:

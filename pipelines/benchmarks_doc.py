@@ -421,6 +421,15 @@ def _production(doc: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
+def _sentiment_heldout(doc: dict[str, Any]) -> list[str]:
+    from pipelines.sentiment_heldout import render as render_heldout
+
+    held = doc["raw"].get("sentiment_heldout")
+    if not held:
+        return []
+    return ["## Sentiment on held-out sets: teacher, student and baselines", "", *render_heldout(held)]
+
+
 def render(doc: dict[str, Any]) -> str:
     meta = doc["meta"]
     passes = meta.get("passes") or []
@@ -484,6 +493,7 @@ def render(doc: dict[str, Any]) -> str:
         "## Production model vs the baselines a user would pick",
         "",
         *_production(doc),
+        *_sentiment_heldout(doc),
         "## Setting differences from the papers",
         "",
         "| | papers | here |",

@@ -504,6 +504,7 @@ def build(
     threads: int = 2,
     command: str = "voxpop benchmarks",
     production: bool = True,
+    model_cache_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate (unless from_cards), derive, write `out` (.md) and its .json; return the JSON document."""
     from tqdm.auto import tqdm
@@ -531,6 +532,7 @@ def build(
     raw["baselines"] = dict(prev.get("raw", {}).get("baselines", {}))
     raw["amsgfn_dominant"] = dict(prev.get("raw", {}).get("amsgfn_dominant", {}))
     raw["production"] = prev.get("raw", {}).get("production")
+    raw["sentiment_heldout"] = prev.get("raw", {}).get("sentiment_heldout")
     if not from_cards:
         import torch
 
@@ -545,6 +547,7 @@ def build(
             options={"threads": threads},
             command=command,
             checkpoint=path,
+            model_cache_dir=model_cache_dir,
         )
         todo = [n for n in ckpts if selected(n)]
         base_todo = [d for d in TEXT_BASELINE_SETS if selected(d) or any(ckpts[n]["dataset"] == d for n in todo)]
@@ -577,6 +580,11 @@ def build(
 
             with _recorded(raw["errors"], "production"):
                 raw["production"] = benchmark(ctx_for(), "test")
+        if production and (not only or selected("sentiment-heldout")):
+            from pipelines import sentiment_heldout
+
+            with _recorded(raw["errors"], "sentiment-heldout"):
+                raw["sentiment_heldout"] = sentiment_heldout.build(ctx_for())
     doc = {
         "meta": {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),

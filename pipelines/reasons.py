@@ -10,7 +10,6 @@ is below a threshold chosen on a validation slice of the training split; the hel
 from __future__ import annotations
 
 import csv
-import html
 import json
 import zlib
 from collections.abc import Sequence
@@ -21,6 +20,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from sklearn.metrics import f1_score
+
+from models.text_normalise import unescape_entities
 
 CANT_TELL = "Can't Tell"
 REASONS = (
@@ -67,7 +68,7 @@ def load_reasons(csv_path: Path) -> ReasonData:
             if row["negativereason"] not in ALL_LABELS:
                 raise ValueError(f"unknown negativereason {row['negativereason']!r} in {csv_path}")
             seen.add(row["tweet_id"])
-            out.texts.append(html.unescape(row["text"]))
+            out.texts.append(unescape_entities(row["text"]))
             out.labels.append(row["negativereason"])
             out.ids.append(row["tweet_id"])
     return out

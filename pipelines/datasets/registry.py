@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from pipelines.datasets import airline, meld, mvsa, tweeteval
+from pipelines.datasets import airline, meld, mvsa, semeval, tweeteval
 from pipelines.datasets.base import Record
 
 SENTIMENT_SETS: dict[str, Callable[[Path], list[Record]]] = {
@@ -14,6 +14,8 @@ SENTIMENT_SETS: dict[str, Callable[[Path], list[Record]]] = {
     "mvsa-single": mvsa.load_single,
     "mvsa-multiple": mvsa.load_multiple,
     "meld": meld.load,
+    semeval.NAME: semeval.load,
+    tweeteval.HELDOUT_NAME: tweeteval.load_heldout,  # all 2,000 as test: never trained on
     tweeteval.EMOTION_NAME: tweeteval.load_emotion_as_sentiment,  # train-only, distant labels
 }
 
@@ -33,6 +35,8 @@ def available(data_dir: Path) -> list[str]:
         "mvsa-single": "mvsa-single",
         "mvsa-multiple": "mvsa-multiple-text",
         "meld": "meld",
+        semeval.NAME: semeval.FOLDER,
+        tweeteval.HELDOUT_NAME: "tweeteval/sentiment",
         tweeteval.EMOTION_NAME: "tweeteval/emotion",
     }
     return [n for n, d in folders.items() if (Path(data_dir) / d).exists()]

@@ -33,6 +33,20 @@ def load(data_dir: Path, seed: int = 13) -> list[Record]:
     ]
 
 
+HELDOUT_NAME = "tweeteval-heldout"
+
+
+def load_heldout(data_dir: Path) -> list[Record]:
+    """The whole sentiment validation file as test rows: the held-out benchmark of recipes that
+    train on SemEval instead (pipelines/datasets/semeval.py drops its overlap with this file)."""
+    return [
+        Record(
+            uid=r.uid, text=r.text, label=r.label, split="test", author=r.author, order=r.order, dataset=HELDOUT_NAME
+        )
+        for r in load(data_dir)
+    ]
+
+
 EMOTION_NAME = "tweeteval-emotion"
 # TweetEval emotion's four classes as distant sentiment labels (no neutral class exists there)
 EMOTION_TO_SENTIMENT = {"anger": "negative", "joy": "positive", "optimism": "positive", "sadness": "negative"}

@@ -17,7 +17,6 @@ macro-F1 over the data sets (never test).
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,8 @@ from tqdm.auto import tqdm
 from models.production import EtaFusionHead
 from models.text_encoder import TextEncoder
 from pipelines.feature_cache import FeatureStore, content_key
+from pipelines.training.distill import distillation_loss
+from pipelines.training.sampling import adapter_optimizer, eval_points, length_grouped_batches
 
 
 def _attn_mask(config, h: Tensor, mask: Tensor):
@@ -77,7 +78,7 @@ def encode_prefix(encoder: TextEncoder, texts: Sequence[str], start: int, cache_
     model = encoder.model.eval()
     n_layers = len(model.encoder.layer)
     uniq = list(dict.fromkeys(t if t else "" for t in texts))
-    lens = [len(x) for x in encoder.tokenizer(uniq, truncation=True, max_length=encoder.max_length)["input_ids"]]
+    lens = [len(x) for x in encoder.token_ids(uniq)["input_ids"]]
     order = sorted(range(len(uniq)), key=lens.__getitem__)
     offsets = np.zeros(len(uniq) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(lens)
@@ -132,6 +133,8 @@ class TuneConfig:
     label_smoothing: float = 0.05
     bf16: bool = False  # autocast the adapted layers (CPU bf16 only helps with AMX or avx512_bf16)
     seed: int = 0
+    distill_alpha: float = 0.0  # weight of the teacher's soft labels (pipelines/training/distill.py)
+    temperature: float = 2.0
 
 
 def tune(
@@ -147,9 +150,14 @@ def tune(
     weights: Tensor,
     val_score: Callable[[np.ndarray, np.ndarray], float],
     cfg: TuneConfig,
+    soft: Tensor | None = None,
+    has_soft: Tensor | None = None,
 ) -> tuple[EtaFusionHead, dict]:
     """Train head.text_adapter and the head jointly (no author prior here: u is built later from
-    the tuned features). Returns the head at its best validation point, and the history."""
+    the tuned features). Returns the head at its best validation point, and the history.
+
+    With `soft` ([N, C] teacher probabilities per table row, `has_soft` [N] where known) and
+    `cfg.distill_alpha` > 0, the loss is the distillation loss of pipelines/training/distill.py."""
     adapter = head.text_adapter
     assert adapter is not None
     if adapter.first_layer != prefix.start:
@@ -185,29 +193,10 @@ def tune(
     steps = max(1, cfg.samples // cfg.batch_size)
     draws = torch.multinomial(weights, steps * cfg.batch_size, replacement=True, generator=gen).numpy()
     # group draws of similar length: 16 batches per pool, sorted, then the batches shuffled
-    batches: list[np.ndarray] = []
-    pool = 16 * cfg.batch_size
-    for s in range(0, len(draws), pool):
-        chunk = draws[s : s + pool]
-        chunk = chunk[np.argsort([prefix.length(rows_of[train_rows[i]]) for i in chunk], kind="stable")]
-        batches.extend(chunk[j : j + cfg.batch_size] for j in range(0, len(chunk), cfg.batch_size))
-    batches = [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
+    batches = length_grouped_batches(draws, lambda i: prefix.length(rows_of[train_rows[i]]), cfg.batch_size, gen)
     steps = len(batches)
-
-    adapter_params = list(adapter.parameters())
-    ids = {id(p) for p in adapter_params}
-    head_params = [p for p in head.parameters() if id(p) not in ids]
-    opt = torch.optim.AdamW(
-        [
-            {"params": adapter_params, "lr": cfg.lr, "weight_decay": 0.0},
-            {"params": head_params, "lr": cfg.head_lr, "weight_decay": cfg.wd},
-        ]
-    )
-    warm = max(1, int(cfg.warmup * steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
-    )
-    eval_at = {int(round(steps * (k + 1) / cfg.evals)) for k in range(cfg.evals)}
+    opt, sched, params = adapter_optimizer(adapter, head, cfg.lr, cfg.head_lr, cfg.wd, steps, cfg.warmup)
+    eval_at = set(eval_points(steps, cfg.evals))
     best, best_state, history = -1.0, None, []
     t0, running = time.time(), 0.0
     bar = tqdm(range(1, steps + 1), desc="adapter + head", unit="step")
@@ -221,11 +210,17 @@ def tune(
         feats = TextEncoder.mean_pool(top.float(), mask)
         x, m = head_inputs(rows, feats)
         logits = head(x, {}, {}, m).logits
-        target = y[torch.as_tensor(rows, dtype=torch.long)]
-        loss = F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
+        r = torch.as_tensor(rows, dtype=torch.long)
+        target = y[r]
+        if soft is not None and has_soft is not None and cfg.distill_alpha > 0:
+            loss = distillation_loss(
+                logits, target, soft[r], has_soft[r], cfg.distill_alpha, cfg.temperature, cfg.label_smoothing
+            )
+        else:
+            loss = F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(adapter_params + head_params, 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         running = 0.98 * running + 0.02 * float(loss.detach()) if step > 1 else float(loss.detach())

@@ -48,6 +48,7 @@ from pipelines.datasets.base import SENTIMENT_LABELS
 from pipelines.metrics import classification_metrics
 from pipelines.recipes import RecipeContext, recipe
 from pipelines.sentiment_features import IMAGE, TEXT, SentimentTable, build
+from pipelines.training.sampling import balanced_weights
 
 ALL_SETS = ["airline", "tweeteval", "mvsa-single", "meld", "mvsa-multiple"]
 UNION = "sentiment-union"
@@ -80,6 +81,13 @@ DEFAULTS: dict[str, Any] = {
     "adapter_evals": 4,
     "adapter_bf16": False,
     "adapter_threads": 2,
+    # v6: read texts as people write them, learn from a teacher, calibrate the neutral class
+    "text_preprocess": "raw",
+    "head_tail": False,
+    "teacher": "",
+    "distill_alpha": 0.7,
+    "distill_t": 2.0,
+    "calibrate_neutral": False,
 }
 SPLIT_RULES = {
     "airline": "time-ordered stream, dedup by tweet id; first 80% train, next 10% val, last 10% test",
@@ -137,16 +145,8 @@ def load_table(
 
 
 def _sample_weights(table: SentimentTable, rows: np.ndarray, class_balance: float) -> torch.Tensor:
-    """Each data set weighs ~sqrt(its size); within a set, classes weigh freq^-class_balance."""
-    w = np.ones(len(rows), dtype=np.float64)
-    ds, y = table.dataset[rows], table.y.numpy()[rows]
-    for d in np.unique(ds):
-        sel = ds == d
-        w[sel] = np.sqrt(sel.sum()) / sel.sum()
-        for c in np.unique(y[sel]):
-            cs = sel & (y == c)
-            w[cs] *= (cs.sum() / sel.sum()) ** (-class_balance)
-    return torch.from_numpy(w / w.mean()).float()
+    """`balanced_weights` of the table's rows number `rows`."""
+    return balanced_weights(table.dataset[rows], table.y.numpy()[rows], class_balance)
 
 
 @torch.inference_mode()
@@ -252,6 +252,28 @@ def train_head(table: SentimentTable, ctx: RecipeContext, views: tuple[str, ...]
     return head.eval(), {"history": history, "best_val_mean_f1_macro": round(best, 4)}
 
 
+def calibrate_neutral(head: EtaFusionHead, table: SentimentTable, rows: np.ndarray) -> dict[str, float]:
+    """Set the head's neutral logit bias to the value in [-1.5, 1.5] with the best mean validation
+    macro-F1 (ties: the smallest |bias|). Why: the main error was calling neutral posts positive
+    or negative; a shift of one logit is the least a calibration can change."""
+    neutral = head.labels.index("neutral")
+    probs, _ = predict_probs(head, table, rows)
+    logp = probs.clamp_min(1e-9).log()
+    grid = sorted((round(b, 2) for b in np.arange(-1.5, 1.51, 0.1)), key=abs)
+    scores = {}
+    for b in grid:
+        shifted = logp.clone()
+        shifted[:, neutral] += b
+        scores[b] = _mean_f1(per_dataset_metrics(shifted.numpy(), table, rows))
+    best = max(grid, key=lambda b: (scores[b], -abs(b)))
+    head.logit_bias[neutral] = best
+    return {
+        "neutral_bias": best,
+        "val_mean_f1_before": round(scores[0.0], 4),
+        "val_mean_f1_after": round(scores[best], 4),
+    }
+
+
 def train_tuned(ctx: RecipeContext, use_image: bool) -> tuple[EtaFusionHead, SentimentTable, dict, TextEncoder]:
     """v4: LoRA adapter + head jointly (stage 1), then the eta head on the tuned features (stage 2).
 
@@ -264,7 +286,8 @@ def train_tuned(ctx: RecipeContext, use_image: bool) -> tuple[EtaFusionHead, Sen
     torch.manual_seed(ctx.seed)
     torch.set_num_threads(_opt(ctx, "adapter_threads"))
     layers = sorted(int(i) for i in str(_opt(ctx, "adapter_layers")).split(",") if i.strip())
-    base = TextEncoder(device=ctx.device)
+    reading = {"encoder": "minilm", "preprocess": _opt(ctx, "text_preprocess"), "head_tail": _opt(ctx, "head_tail")}
+    base = TextEncoder(device=ctx.device).reading(reading["preprocess"], reading["head_tail"])
     records = load_records(present_sets(ctx), ctx.data_dir, ctx.limit)
     t0 = time.time()
     # one pass of the frozen encoder over every distinct text: the prefix states for training,
@@ -287,6 +310,7 @@ def train_tuned(ctx: RecipeContext, use_image: bool) -> tuple[EtaFusionHead, Sen
         "learn_eta": _opt(ctx, "learn_eta"),
         "modality_dropout": _opt(ctx, "modality_dropout"),
         "name": _opt(ctx, "name"),
+        **({"text_reading": reading} if base.version != TEXT_ENCODER_VERSION else {}),
     }
     joint = EtaFusionHead(dims, text_adapter=adapter_cfg, **head_kw).to(ctx.device)
     tr, va = table.rows("train"), table.rows("val")
@@ -300,7 +324,10 @@ def train_tuned(ctx: RecipeContext, use_image: bool) -> tuple[EtaFusionHead, Sen
         label_smoothing=_opt(ctx, "label_smoothing"),
         bf16=_opt(ctx, "adapter_bf16"),
         seed=ctx.seed,
+        distill_alpha=_opt(ctx, "distill_alpha") if _opt(ctx, "teacher") else 0.0,
+        temperature=_opt(ctx, "distill_t"),
     )
+    soft, has_soft, teacher_info = teacher_soft_labels(ctx, table)
     joint, info1 = tune(
         joint,
         base,
@@ -314,6 +341,8 @@ def train_tuned(ctx: RecipeContext, use_image: bool) -> tuple[EtaFusionHead, Sen
         _sample_weights(table, tr, _opt(ctx, "class_balance")),
         lambda pred, rows: _mean_f1(per_dataset_metrics(pred, table, rows)),
         cfg,
+        soft,
+        has_soft,
     )
     adapter = joint.text_adapter
     assert adapter is not None
@@ -339,8 +368,37 @@ def train_tuned(ctx: RecipeContext, use_image: bool) -> tuple[EtaFusionHead, Sen
         "prefix_seconds": round(prefix_s, 1),
         "tuned_features_seconds": round(tuned_s, 1),
         "stage2_best_val_mean_f1_macro": info2["best_val_mean_f1_macro"],
+        **({"teacher": teacher_info} if teacher_info else {}),
     }
     return final.to(ctx.device).eval(), table2, info, tuned
+
+
+def teacher_soft_labels(
+    ctx: RecipeContext, table: SentimentTable
+) -> tuple[torch.Tensor | None, torch.Tensor | None, dict[str, Any]]:
+    """The `teacher` option's soft labels for the table's rows ([N, 3], known-mask [N]), or Nones."""
+    name = _opt(ctx, "teacher")
+    if not name:
+        return None, None, {}
+    from pipelines.feature_cache import content_key
+    from pipelines.training.production_large import read_soft_labels
+
+    ref = json.loads((Path(ctx.checkpoints_dir) / name / "soft_labels.json").read_text())
+    path = Path(ctx.cache_dir) / ref["file"]
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{name}'s soft labels are not in this feature cache ({path}); "
+            f"rebuild them with `voxpop train --model {name} --dataset sentiment-union` (it resumes)"
+        )
+    rows, probs, version = read_soft_labels(path)
+    soft = torch.full((len(table.texts), probs.shape[1]), 1.0 / probs.shape[1])
+    has = torch.zeros(len(table.texts), dtype=torch.bool)
+    for i, t in enumerate(table.texts):
+        j = rows.get(content_key(version, t.encode("utf-8")))
+        if j is not None:
+            soft[i], has[i] = torch.from_numpy(probs[j]), True
+    info = {"name": name, "encoder": version, "rows_with_soft_labels": int(has.sum()), "rows": len(has)}
+    return soft, has, info
 
 
 class ProductionRecipe:
@@ -371,6 +429,8 @@ class ProductionRecipe:
             head, info = train_head(table, ctx, views)
         torch.set_num_threads(_opt(ctx, "threads"))
         va, te = table.rows("val"), table.rows("test")
+        if _opt(ctx, "calibrate_neutral"):
+            extra["neutral_calibration"] = calibrate_neutral(head, table, va)
         val = per_dataset_metrics(predict_probs(head, table, va)[0].numpy(), table, va)
         test = per_dataset_metrics(predict_probs(head, table, te)[0].numpy(), table, te)
         test_off = per_dataset_metrics(predict_probs(head, table, te, user_fusion=False)[0].numpy(), table, te)

@@ -95,6 +95,7 @@ def create_app(
     batch_within_s: float = 0.5,
     publish_interval_s: float = 2.0,
     session_timeout_s: float = 60.0,
+    retention_interval_s: float = 3600.0,
 ) -> faust.App:
     """Build the trends Faust app (not started). ``bootstrap`` is ``host:port[,host:port]``."""
     hooks = hooks or TrendHooks()
@@ -156,8 +157,17 @@ def create_app(
 
     @app.timer(publish_interval_s)
     async def relay() -> None:
+        merged = await _in_db(processor.merge)  # windows a batch's skipped merge left (another was merging)
+        if merged.closed or merged.firings:
+            await asyncio.to_thread(hooks.on_batch, merged)
         n = await publish_pending()
         if n:
             log.info("published %d alert events to %s", n, alerts_topic)
+
+    @app.timer(retention_interval_s)
+    async def retention() -> None:
+        deleted = await _in_db(processor.prune)
+        if any(deleted.values()):
+            log.info("retention deleted %s", deleted)
 
     return app

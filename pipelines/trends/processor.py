@@ -2,25 +2,34 @@
 
 Design (why not Faust table state): Faust's changelog writes and its offset commits are not
 atomic, so after a SIGKILL a changelog-backed aggregate can count a replayed post twice or miss
-one. Here a batch of ``posts.scored`` records is applied in ONE PostgreSQL transaction:
+one. Here a batch of ``posts.scored`` records is applied in ONE PostgreSQL transaction per batch,
+and each source partition's state is owned by that partition (no lock shared by all workers):
 
 1. every (watch, post) goes into ``trend_members`` with ``ON CONFLICT DO NOTHING`` (a replayed
-   post is a no-op, whichever worker replays it, before or after a rebalance);
-2. each source partition's highest event time goes into ``trend_watermarks``; the global
-   watermark is the minimum over partitions minus the allowed lateness, so a partition consumed
-   ahead of the others cannot make the others' posts late;
-3. every window whose end the watermark passed is aggregated in SQL from the membership rows and
-   upserted into ``trend_windows``; alert rules are evaluated on those windows and their firings
-   (plus an outbox row each) are written in the same transaction.
+   post is a no-op, whichever worker replays it, before or after a rebalance), stamped with its
+   partition's closed-through point (``arrival_wm``);
+2. the partition's highest event time goes into ``trend_watermarks``; the partition closes its
+   *parts* of every window ending by that time minus the allowed lateness, aggregated in SQL from
+   its own members into ``trend_window_parts``, and moves its own ``closed_through``;
+3. a merge (one merger at a time, ``pg_try_advisory_xact_lock``: a busy merger is skipped, never
+   waited for) sums the parts of every window that all partitions closed, i.e. up to the global
+   watermark (the minimum over partitions minus the lateness, idle partitions excepted), into
+   ``trend_windows``; alert rules are evaluated on those windows and their firings (plus an
+   outbox row each) are written in the same transaction. Partitions behind it (idle ones) have
+   their parts closed by the merger, under their lock.
 
-The Kafka offset is committed only after the transaction, so a crash at any point either
-replays into no-ops or redoes the whole batch. A transaction-scoped advisory lock serialises
-batches of all trends workers, so "which windows were closed when a post arrived"
-(``arrival_wm``) is exact: a post counts in every window that ends after ``arrival_wm``, and
-is *late* (counted in ``trend_windows.late_posts``, never silently dropped) for the others.
+The parts of a window add up because ``posts.scored`` is keyed by author: one author's posts are
+all on one partition, so counts, score sums and distinct authors are disjoint across parts, and
+each window's top posts are the top of the parts' tops. The Kafka offset is committed only after
+the transaction, so a crash at any point either replays into no-ops or redoes the whole batch. A
+partition's batches are serialised by ``pg_advisory_xact_lock(TRENDS_BATCH, partition)``, taken
+only by the worker owning it (two only while a rebalance hands it over), so "which of its windows
+were closed when a post arrived" (``arrival_wm``) is exact: a post counts in every window that
+ends after it, and is *late* (counted in ``trend_windows.late_posts``, never silently dropped)
+for the others.
 
 Raw SQL on purpose: ``pipelines`` may not import ``services``; the tables are defined in
-``services/storage/alert_models.py`` and created by migration 0002.
+``services/storage/alert_models.py`` and created by migrations 0002 and 0008.
 """
 
 from __future__ import annotations
@@ -42,12 +51,14 @@ from pipelines.trends.windows import (
     DEFAULT_SPECS,
     WindowSpec,
     closed_windows_containing,
+    epoch_time,
     global_watermark,
 )
 
 log = logging.getLogger("voxpop.trends")
 
-LOCK_KEY = int(Lock.TRENDS_BATCH)  # pg_advisory_xact_lock key shared by every trends worker
+LOCK_KEY = int(Lock.TRENDS_BATCH)  # with a partition: pg_advisory_xact_lock(key, partition), per partition
+MERGE_KEY = int(Lock.TRENDS_MERGE)  # the merge of closed parts and the alert rules: one merger at a time
 _EPOCH_FLOOR = datetime(1900, 1, 1, tzinfo=UTC)
 WINDOW_COLUMNS = (
     "watch_id",
@@ -98,6 +109,13 @@ class TrendConfig:
     expected_partitions: int = 1
     idle_s: float = 120.0
     top_n: int = 5
+    #: closed windows kept per size, in days of event time behind the merged point (absent: forever)
+    retention_days: dict[str, float] = field(default_factory=dict)
+    #: memberships kept (days of event time): they close windows and feed the live snapshots
+    members_retention_days: float | None = None
+    #: a batch merges only if this long passed since this processor's last merge (0: every batch);
+    #: the worker's relay timer merges too, so closed windows wait at most about this long
+    merge_interval_s: float = 0.0
 
 
 class TrendProcessor:
@@ -108,39 +126,72 @@ class TrendProcessor:
         self.cfg = config or TrendConfig()
         self.started = time.monotonic()
         self._spec_by_name = {s.name: s for s in self.cfg.specs}
+        self._merged_at = float("-inf")
+        self._merged_wm: datetime | None = None
 
     # --- public -------------------------------------------------------------------------------
 
     def process(self, items: Sequence[tuple[int, ScoredPost]]) -> BatchResult:
-        """Apply ``(source partition, post)`` pairs; returns what changed."""
+        """Apply ``(source partition, post)`` pairs; returns what changed.
+
+        One transaction per batch holds only the locks of the batch's own partitions (uncontended
+        unless a rebalance hands a partition over mid-batch); the merge runs after it, skipped when
+        another worker is merging (that merge, or the next one, takes these parts too).
+        """
         res = BatchResult(received=len(items))
+        by_part: dict[int, list[tuple[int, ScoredPost]]] = defaultdict(list)
+        for it in items:
+            by_part[it[0]].append(it)
         with self.engine.begin() as conn:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
+            if self._any_unclosed(conn, list(by_part)):  # before the partition locks: see _part_closed_through
+                conn.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": MERGE_KEY})
+            for part in sorted(by_part):
+                conn.execute(text(_PART_LOCK_SQL), {"k": LOCK_KEY, "p": part})
+            for part in sorted(by_part):
+                its = by_part[part]
+                prev = self._part_closed_through(conn, part)
+                new = self._insert_members(conn, its, prev)
+                res.new_members += len(new)
+                res.duplicate_members += sum(len(set(p.watches)) for _, p in its) - len(new)
+                res.late += self._record_late(conn, new, prev)
+                top = self._bump_watermark(conn, part, its)
+                wm = top - timedelta(seconds=self.cfg.lateness_s)
+                if prev is None or wm > prev:
+                    self._close_part(conn, part, prev, wm)
+        if time.monotonic() - self._merged_at >= self.cfg.merge_interval_s:
+            merged = self.merge()
+            res.closed, res.firings = merged.closed, merged.firings
+        res.watermark = self._merged_wm
+        res.live = self.live_snapshots(_latest_per_watch(items), res.watermark)
+        return res
+
+    def merge(self, through: datetime | None = None, wait: bool = False) -> BatchResult:
+        """Merge the parts of every window that all partitions closed into ``trend_windows`` and
+        evaluate the alert rules on them, in event-time order; one merger at a time.
+
+        ``through``: merge up to here instead of the watermark (the end of a finite replay).
+        Without ``wait`` a merge already running elsewhere makes this a no-op.
+        """
+        res = BatchResult()
+        with self.engine.begin() as conn:
+            if wait:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MERGE_KEY})
+            elif not conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": MERGE_KEY}).scalar_one():
+                return res
+            self._merged_at = time.monotonic()
             prev = self._closed_through(conn)
-            new = self._insert_members(conn, items, prev)
-            res.new_members = len(new)
-            res.duplicate_members = sum(len(set(p.watches)) for _, p in items) - len(new)
-            res.late = self._record_late(conn, new, prev)
-            self._bump_watermarks(conn, items)
-            wm = self._watermark(conn)
+            wm = through or self._watermark(conn)
             res.watermark = prev
             if wm is not None and (prev is None or wm > prev):
-                res.closed, res.firings = self._close(conn, prev, wm)
+                self._catch_up(conn, wm)
+                res.closed, res.firings = self._merge(conn, prev, wm)
                 res.watermark = wm
-        res.live = self.live_snapshots(_latest_per_watch(items), res.watermark)
+        self._merged_wm = res.watermark
         return res
 
     def advance(self, watermark: datetime) -> BatchResult:
         """Close every window ending at or before ``watermark`` (end of a finite replay)."""
-        res = BatchResult()
-        with self.engine.begin() as conn:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
-            prev = self._closed_through(conn)
-            res.watermark = prev
-            if prev is None or watermark > prev:
-                res.closed, res.firings = self._close(conn, prev, watermark)
-                res.watermark = watermark
-        return res
+        return self.merge(through=watermark, wait=True)
 
     def live_snapshots(self, latest: dict[int, datetime], watermark: datetime | None) -> list[dict[str, Any]]:
         """Aggregates of the newest open window of each watch in ``latest`` and each spec."""
@@ -172,6 +223,29 @@ class TrendProcessor:
                     out.append(d)
         return out
 
+    def prune(self) -> dict[str, int]:
+        """Retention, in event time behind the merged point (replays of old data keep theirs):
+        closed windows per size and memberships older than configured. Rows deleted per kind."""
+        out: dict[str, int] = {}
+        with self.engine.begin() as conn:
+            through = conn.execute(
+                text("SELECT closed_through FROM trend_progress WHERE source = :s"), {"s": self.cfg.source}
+            ).scalar()
+            if through is None:
+                return out
+            longest = max((sp.size_s for sp in self.cfg.specs), default=0) + self.cfg.lateness_s
+            for size, days in self.cfg.retention_days.items():
+                cut = through - timedelta(days=days)
+                out[size] = conn.execute(
+                    text("DELETE FROM trend_windows WHERE size = :z AND window_start < :cut"), {"z": size, "cut": cut}
+                ).rowcount
+            if self.cfg.members_retention_days is not None:  # never what an open window still needs
+                keep = max(timedelta(days=self.cfg.members_retention_days), timedelta(seconds=2 * longest))
+                out["members"] = conn.execute(
+                    text("DELETE FROM trend_members WHERE created_at < :cut"), {"cut": through - keep}
+                ).rowcount
+        return out
+
     def unpublished_firings(self, limit: int = 500) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = (
@@ -193,6 +267,7 @@ class TrendProcessor:
     # --- steps --------------------------------------------------------------------------------
 
     def _closed_through(self, conn: Connection) -> datetime | None:
+        """How far windows are merged (the global, "closed" point the API and dispatcher read)."""
         conn.execute(
             text(
                 "INSERT INTO trend_progress (source, closed_through, updated_at) "
@@ -203,6 +278,36 @@ class TrendProcessor:
         return conn.execute(
             text("SELECT closed_through FROM trend_progress WHERE source = :s"), {"s": self.cfg.source}
         ).scalar_one()
+
+    def _any_unclosed(self, conn: Connection, parts: list[int]) -> bool:
+        """Whether any of these partitions has no closed-through point of its own yet.
+
+        Such a partition is invisible to a concurrent merge's catch-up (its row is not committed
+        yet), so its batch takes the merge lock in shared mode first, before any partition lock (a
+        merger holds the merge lock while it takes partition locks): a merge running now finishes
+        first, and its merged point is read after it; no merge starts until this batch commits
+        (merges only try the lock, and run again later).
+        """
+        n = conn.execute(
+            text(
+                "SELECT count(*) FROM trend_watermarks WHERE source = :s AND partition = ANY(:p) "
+                "AND closed_through IS NOT NULL"
+            ),
+            {"s": self.cfg.source, "p": parts},
+        ).scalar_one()
+        return n < len(parts)
+
+    def _part_closed_through(self, conn: Connection, part: int) -> datetime | None:
+        """Through where this partition's parts are closed: never before the merged point, so a
+        partition that reports for the first time (or was never caught up) after windows were
+        merged finds its posts for those windows late, instead of closing parts of merged windows."""
+        return conn.execute(
+            text(
+                "SELECT greatest((SELECT closed_through FROM trend_watermarks WHERE source = :s AND partition = :p), "
+                "(SELECT closed_through FROM trend_progress WHERE source = :s))"
+            ),
+            {"s": self.cfg.source, "p": part},
+        ).scalar_one_or_none()
 
     def _insert_members(
         self, conn: Connection, items: Sequence[tuple[int, ScoredPost]], prev: datetime | None
@@ -249,21 +354,17 @@ class TrendProcessor:
                 )
         return late
 
-    def _bump_watermarks(self, conn: Connection, items: Sequence[tuple[int, ScoredPost]]) -> None:
-        top: dict[int, datetime] = {}
-        for partition, p in items:
-            if partition not in top or p.created_at > top[partition]:
-                top[partition] = p.created_at
-        for partition, t in top.items():
-            conn.execute(
-                text(
-                    "INSERT INTO trend_watermarks (source, partition, max_event_time, updated_at) "
-                    "VALUES (:s, :p, :t, now()) ON CONFLICT (source, partition) DO UPDATE SET "
-                    "max_event_time = GREATEST(trend_watermarks.max_event_time, EXCLUDED.max_event_time), "
-                    "updated_at = now()"
-                ),
-                {"s": self.cfg.source, "p": partition, "t": t},
-            )
+    def _bump_watermark(self, conn: Connection, part: int, items: Sequence[tuple[int, ScoredPost]]) -> datetime:
+        """Raise this partition's highest event time; returns it (as stored, never lowered)."""
+        return conn.execute(
+            text(
+                "INSERT INTO trend_watermarks (source, partition, max_event_time, updated_at) "
+                "VALUES (:s, :p, :t, now()) ON CONFLICT (source, partition) DO UPDATE SET "
+                "max_event_time = GREATEST(trend_watermarks.max_event_time, EXCLUDED.max_event_time), "
+                "updated_at = now() RETURNING max_event_time"
+            ),
+            {"s": self.cfg.source, "p": part, "t": max(p.created_at for _, p in items)},
+        ).scalar_one()
 
     def _watermark(self, conn: Connection) -> datetime | None:
         rows = conn.execute(
@@ -280,32 +381,66 @@ class TrendProcessor:
             idle.add(-1)  # stop waiting for partitions that never reported
         return global_watermark(maxes, self.cfg.expected_partitions, idle, self.cfg.lateness_s)
 
-    def _close(
-        self, conn: Connection, prev: datetime | None, wm: datetime
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        closed: list[dict[str, Any]] = []
+    def _close_part(self, conn: Connection, part: int, prev: datetime | None, wm: datetime) -> None:
+        """Aggregate this partition's members of every window ending in ``(prev, wm]`` into its
+        parts (the caller holds the partition's lock); moves the partition's closed-through point."""
         prev_e = (prev or _EPOCH_FLOOR).timestamp()
         for spec in self.cfg.specs:
-            lo = (prev or _EPOCH_FLOOR) - timedelta(seconds=spec.size_s)
-            rows = (
-                conn.execute(
-                    text(_CLOSE_SQL),
-                    {
-                        "lo": lo,
-                        "hi": wm,
-                        "step": spec.step_s,
-                        "slots": spec.slots,
-                        "size": spec.size_s,
-                        "prev_e": prev_e,
-                        "wm_e": wm.timestamp(),
-                        "name": spec.name,
-                        "top": self.cfg.top_n,
-                    },
-                )
-                .mappings()
-                .all()
+            # windows end on multiples of the step: the first and last ending in (prev, wm]
+            first_end = (prev_e // spec.step_s + 1) * spec.step_s
+            last_end = wm.timestamp() // spec.step_s * spec.step_s
+            if last_end < first_end:
+                continue  # no window of this spec closes: nothing to scan
+            conn.execute(
+                text(_CLOSE_PART_SQL),
+                {
+                    "src": self.cfg.source,
+                    "part": part,
+                    "lo": epoch_time(first_end - spec.size_s),  # the members of exactly the closing windows
+                    "hi": epoch_time(last_end),
+                    "step": spec.step_s,
+                    "slots": spec.slots,
+                    "size": spec.size_s,
+                    "prev_e": prev_e,
+                    "wm_e": wm.timestamp(),
+                    "name": spec.name,
+                    "top": self.cfg.top_n,
+                },
             )
-            closed.extend(_window_dict(r) for r in rows)
+        conn.execute(
+            text("UPDATE trend_watermarks SET closed_through = :wm WHERE source = :s AND partition = :p"),
+            {"wm": wm, "s": self.cfg.source, "p": part},
+        )
+
+    def _catch_up(self, conn: Connection, wm: datetime) -> None:
+        """Close the parts of partitions behind ``wm`` (idle ones, or the end of a replay) under
+        their locks, so the merge misses no partition's members."""
+        behind = conn.execute(
+            text(
+                "SELECT partition FROM trend_watermarks WHERE source = :s "
+                "AND (closed_through IS NULL OR closed_through < :wm) ORDER BY partition"
+            ),
+            {"s": self.cfg.source, "wm": wm},
+        ).scalars()
+        for part in list(behind):
+            conn.execute(text(_PART_LOCK_SQL), {"k": LOCK_KEY, "p": part})
+            prev = self._part_closed_through(conn, part)  # read again under the lock
+            if prev is None or prev < wm:
+                self._close_part(conn, part, prev, wm)
+
+    def _merge(
+        self, conn: Connection, prev: datetime | None, wm: datetime
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        # The parts come from a DELETE ... RETURNING, which the planner estimates at one row (the
+        # table churns faster than its statistics): with nested loops that join is quadratic in
+        # the windows merged (seconds per merge at thousands of windows); hash joins stay linear.
+        # (Disabling them inflates the cost estimate past the JIT threshold: no JIT for a merge.)
+        conn.execute(text("SET LOCAL enable_nestloop = off"))
+        conn.execute(text("SET LOCAL jit = off"))
+        rows = conn.execute(
+            text(_MERGE_SQL), {"s": self.cfg.source, "lo": prev or _EPOCH_FLOOR, "hi": wm, "top": self.cfg.top_n}
+        ).mappings()
+        closed = [_window_dict(r) for r in rows]
         conn.execute(
             text("UPDATE trend_progress SET closed_through = :wm, updated_at = now() WHERE source = :s"),
             {"wm": wm, "s": self.cfg.source},
@@ -581,33 +716,71 @@ _AGG_COLUMNS = """
     (array_agg(post_id ORDER BY score DESC, post_id ASC))[1:CAST(:top AS int)] AS top_positive
 """
 
-_CLOSE_SQL = f"""
+_PART_LOCK_SQL = "SELECT pg_advisory_xact_lock(CAST(:k AS int), CAST(:p AS int))"
+
+_CLOSE_PART_SQL = f"""
 WITH m AS (
     SELECT watch_id, post_id, author_id, label, score, arrival_wm,
            CAST(floor(extract(epoch FROM created_at) / CAST(:step AS bigint)) AS bigint)
                * CAST(:step AS bigint) AS slot
     FROM trend_members
-    WHERE created_at >= :lo AND created_at < :hi
+    WHERE source_partition = :part AND created_at >= :lo AND created_at < :hi
 ), w AS (
     SELECT m.*, m.slot - k.i * CAST(:step AS bigint) AS ws
     FROM m CROSS JOIN generate_series(0, CAST(:slots AS int) - 1) AS k(i)
 ), agg AS (
-    SELECT watch_id, ws, {_AGG_COLUMNS}
+    SELECT watch_id, ws, {_AGG_COLUMNS}, sum(score) AS sum_score,
+           (array_agg(score ORDER BY score ASC, post_id ASC))[1:CAST(:top AS int)] AS top_negative_scores,
+           (array_agg(score ORDER BY score DESC, post_id ASC))[1:CAST(:top AS int)] AS top_positive_scores
     FROM w
     WHERE ws + CAST(:size AS bigint) > CAST(:prev_e AS float8)
       AND ws + CAST(:size AS bigint) <= CAST(:wm_e AS float8)
       AND (arrival_wm IS NULL OR arrival_wm < to_timestamp(ws + CAST(:size AS bigint)))
     GROUP BY watch_id, ws
 )
+INSERT INTO trend_window_parts (source, watch_id, size, window_start, partition, window_end, n_posts,
+    n_negative, n_neutral, n_positive, sum_score, unique_authors, top_negative, top_negative_scores,
+    top_positive, top_positive_scores)
+SELECT :src, watch_id, CAST(:name AS text), to_timestamp(ws), :part, to_timestamp(ws + CAST(:size AS bigint)),
+       n_posts, n_negative, n_neutral, n_positive, sum_score, unique_authors, top_negative,
+       top_negative_scores, top_positive, top_positive_scores
+FROM agg
+ON CONFLICT (source, watch_id, size, window_start, partition) DO UPDATE SET
+    n_posts = EXCLUDED.n_posts, n_negative = EXCLUDED.n_negative, n_neutral = EXCLUDED.n_neutral,
+    n_positive = EXCLUDED.n_positive, sum_score = EXCLUDED.sum_score, unique_authors = EXCLUDED.unique_authors,
+    top_negative = EXCLUDED.top_negative, top_negative_scores = EXCLUDED.top_negative_scores,
+    top_positive = EXCLUDED.top_positive, top_positive_scores = EXCLUDED.top_positive_scores
+"""
+
+# Parts of every window all partitions closed, summed (authors are disjoint across partitions:
+# posts.scored is keyed by author), their top posts merged from each part's top, then deleted.
+_MERGE_SQL = f"""
+WITH parts AS (
+    DELETE FROM trend_window_parts WHERE source = :s AND window_end > :lo AND window_end <= :hi RETURNING *
+), neg AS (
+    SELECT watch_id, size, window_start,
+           (array_agg(pid ORDER BY sc ASC, pid ASC))[1:CAST(:top AS int)] AS top_negative
+    FROM parts, unnest(top_negative, top_negative_scores) AS u(pid, sc) GROUP BY 1, 2, 3
+), pos AS (
+    SELECT watch_id, size, window_start,
+           (array_agg(pid ORDER BY sc DESC, pid ASC))[1:CAST(:top AS int)] AS top_positive
+    FROM parts, unnest(top_positive, top_positive_scores) AS u(pid, sc) GROUP BY 1, 2, 3
+), agg AS (
+    SELECT watch_id, size, window_start, max(window_end) AS window_end, CAST(sum(n_posts) AS int) AS n_posts,
+           CAST(sum(n_negative) AS int) AS n_negative, CAST(sum(n_neutral) AS int) AS n_neutral,
+           CAST(sum(n_positive) AS int) AS n_positive, sum(sum_score) AS sum_score,
+           CAST(sum(unique_authors) AS int) AS unique_authors
+    FROM parts GROUP BY 1, 2, 3
+)
 INSERT INTO trend_windows (watch_id, size, window_start, window_end, n_posts, n_negative, n_neutral,
     n_positive, label_counts, mean_score, share_negative, share_positive, unique_authors, top_negative,
     top_positive, late_posts, closed_at)
-SELECT watch_id, CAST(:name AS text), to_timestamp(ws), to_timestamp(ws + CAST(:size AS bigint)), n_posts,
-       n_negative, n_neutral, n_positive,
+SELECT a.watch_id, a.size, a.window_start, a.window_end, n_posts, n_negative, n_neutral, n_positive,
        jsonb_build_object('negative', n_negative, 'neutral', n_neutral, 'positive', n_positive),
-       mean_score, CAST(n_negative AS float8) / n_posts, CAST(n_positive AS float8) / n_posts,
-       unique_authors, top_negative, top_positive, 0, now()
-FROM agg
+       sum_score / n_posts, CAST(n_negative AS float8) / n_posts, CAST(n_positive AS float8) / n_posts,
+       unique_authors, coalesce(neg.top_negative, '{{}}'), coalesce(pos.top_positive, '{{}}'), 0, now()
+FROM agg a LEFT JOIN neg USING (watch_id, size, window_start) LEFT JOIN pos USING (watch_id, size, window_start)
+WHERE n_posts > 0
 ON CONFLICT (watch_id, size, window_start) DO UPDATE SET
     n_posts = EXCLUDED.n_posts, n_negative = EXCLUDED.n_negative, n_neutral = EXCLUDED.n_neutral,
     n_positive = EXCLUDED.n_positive, label_counts = EXCLUDED.label_counts, mean_score = EXCLUDED.mean_score,

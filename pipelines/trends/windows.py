@@ -31,14 +31,14 @@ class WindowSpec:
     def starts_for(self, t: datetime) -> list[datetime]:
         """Starts of every window of this spec that contains ``t`` (oldest first)."""
         e = int(t.timestamp() // self.step_s) * self.step_s
-        return [_ts(e - i * self.step_s) for i in range(self.slots - 1, -1, -1)]
+        return [epoch_time(e - i * self.step_s) for i in range(self.slots - 1, -1, -1)]
 
     def current_start(self, t: datetime) -> datetime:
         """Start of the newest window containing ``t`` (the one a live dashboard shows)."""
-        return _ts(int(t.timestamp() // self.step_s) * self.step_s)
+        return epoch_time(int(t.timestamp() // self.step_s) * self.step_s)
 
 
-def _ts(epoch: float) -> datetime:
+def epoch_time(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, tz=UTC)
 
 
@@ -60,7 +60,7 @@ def parse_spec(text: str) -> WindowSpec:
     return WindowSpec(text.strip(), size_s, parse_duration(step) if step else size_s)
 
 
-DEFAULT_SPECS: tuple[WindowSpec, ...] = tuple(parse_spec(s) for s in ("1m", "5m", "1h", "1h@5m"))
+DEFAULT_SPECS: tuple[WindowSpec, ...] = tuple(parse_spec(s) for s in ("1m", "5m", "1h", "1h@5m", "1d"))
 
 
 def parse_specs(texts: Iterable[str]) -> tuple[WindowSpec, ...]:

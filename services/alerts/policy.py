@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from services.config import AlertsSettings, get_settings
+from services.config import AlertsSettings, env_var, get_settings
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -20,7 +20,19 @@ _EXTRA_BLOCKED = [ipaddress.ip_network(n) for n in ("100.64.0.0/10", "192.0.0.0/
 
 
 class PolicyError(ValueError):
-    """The URL may not be called; the message says why."""
+    """The URL may not be called; the message says why and which setting would change it."""
+
+
+def _setting(field: str) -> str:
+    """How a message names the setting that decides: its variable and its place in `Settings`."""
+    return f"{env_var(AlertsSettings, field)} (settings.alerts.{field})"
+
+
+def _kind(ip: IPAddress) -> str:
+    for name in ("loopback", "link_local", "private", "multicast", "unspecified", "reserved"):
+        if getattr(ip, f"is_{name}"):
+            return name.replace("_", "-")
+    return "shared/benchmarking (RFC 6598/2544)"
 
 
 @dataclass
@@ -45,14 +57,16 @@ class UrlPolicy:
         """Raise PolicyError unless ``url`` may be called; returns the addresses it resolves to."""
         parts = urlsplit(url)
         if parts.scheme not in ("https", "http") or (self.require_https and parts.scheme != "https"):
-            raise PolicyError(f"scheme {parts.scheme!r} not allowed")
+            allowed = "https" if self.require_https else "http or https"
+            hint = f"; http is refused while {_setting('require_https')} is true" if parts.scheme == "http" else ""
+            raise PolicyError(f"scheme {parts.scheme!r} not allowed (use {allowed}){hint}")
         if parts.username or parts.password:
             raise PolicyError("credentials in webhook URLs are not allowed")
         host = (parts.hostname or "").lower().rstrip(".")
         if not host:
             raise PolicyError("URL has no host")
         if host in self._deny_hosts:
-            raise PolicyError(f"host {host} is on the deny list")
+            raise PolicyError(f"host {host} is on the deny list {_setting('deny_hosts')}")
         addrs = self._addresses(host, parts.port or (443 if parts.scheme == "https" else 80), resolve)
         for a in addrs:
             self._check_ip(a)
@@ -83,7 +97,7 @@ class UrlPolicy:
                 self._check_ip(ip if _in(ip, self._allow) else embedded)
                 return
         if _in(ip, self._deny):
-            raise PolicyError(f"{ip} is on the deny list")
+            raise PolicyError(f"{ip} is on the deny list {_setting('deny_cidrs')}")
         if _in(ip, self._allow):
             return
         special = (
@@ -96,7 +110,12 @@ class UrlPolicy:
             or _in(ip, _EXTRA_BLOCKED)
         )
         if special:
-            raise PolicyError(f"{ip} is a private/loopback/reserved address (allow it with an allow-list CIDR)")
+            cidr = f"{ip}/{ip.max_prefixlen}"
+            raise PolicyError(
+                f"{ip} is a {_kind(ip)} address: webhooks to private, loopback and reserved addresses are "
+                f"refused unless {_setting('allow_cidrs')} covers them; to allow this one, set "
+                f"{env_var(AlertsSettings, 'allow_cidrs')}='[\"{cidr}\"]' for the API and the dispatcher"
+            )
 
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")

@@ -6,12 +6,14 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
+from importlib.resources import files
 from pathlib import Path
 
 import redis
 import sqlalchemy.exc
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -27,6 +29,9 @@ from services.storage.db import engine_for
 
 log = logging.getLogger("voxpop.api")
 STATIC = Path(__file__).resolve().parent / "static"
+#: Swagger UI's and ReDoc's files from the `fastapi-offline` wheel, served at /docs/assets: the API
+#: docs work without the internet (FastAPI's defaults load them from a CDN).
+DOCS_ASSETS = Path(str(files("fastapi_offline") / "static"))
 TAGS = [
     {"name": "watches", "description": "brands and topics to follow"},
     {"name": "posts", "description": "scored posts: filters, keyset pages, media"},
@@ -90,6 +95,8 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
         version=_version(),
         lifespan=lifespan,
         openapi_tags=TAGS,
+        docs_url=None,  # served below from local assets
+        redoc_url=None,
         description="Streaming multimodal opinion monitor. Authenticate with an API key "
         "(`X-API-Key` or `Authorization: Bearer`); scopes read < write < admin.",
     )
@@ -166,5 +173,25 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
             STATIC / "index.html", headers={"Content-Security-Policy": DASHBOARD_CSP, "Cache-Control": "no-cache"}
         )
 
+    # The docs pages, their scripts from /docs/assets; no outside request (fonts, swagger.io's validator).
+    spec, asset = app.openapi_url or "/openapi.json", "/docs/assets/"
+    swagger = get_swagger_ui_html(
+        openapi_url=spec,
+        title=f"{app.title} - docs",
+        swagger_js_url=asset + "swagger-ui-bundle.js",
+        swagger_css_url=asset + "swagger-ui.css",
+        swagger_favicon_url="/static/favicon.svg",
+        swagger_ui_parameters={"validatorUrl": None},
+    ).body
+    redoc = get_redoc_html(
+        openapi_url=spec,
+        title=f"{app.title} - ReDoc",
+        redoc_js_url=asset + "redoc.standalone.js",
+        redoc_favicon_url="/static/favicon.svg",
+        with_google_fonts=False,
+    ).body
+    app.add_api_route("/docs", lambda: HTMLResponse(swagger), include_in_schema=False)
+    app.add_api_route("/redoc", lambda: HTMLResponse(redoc), include_in_schema=False)
+    app.mount("/docs/assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

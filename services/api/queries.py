@@ -303,21 +303,12 @@ def transcript_out(t: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 # --- trends ---------------------------------------------------------------------------------------
-def data_extent(conn: Connection, watch_ids: list[int]) -> tuple[datetime | None, datetime | None]:
-    """Oldest and newest post time of these watches (so replays of old data have a sensible default)."""
-    r = conn.execute(
-        text("SELECT min(created_at), max(created_at) FROM post_watches WHERE watch_id = ANY(:w)").bindparams(
-            bindparam("w", type_=ARRAY(Integer))
-        ),
-        {"w": watch_ids},
-    ).one()
-    return r[0], r[1]
-
-
 def trends(
     conn: Connection, watches: dict[int, str], since: datetime, until: datetime, step: timedelta
 ) -> list[dict[str, Any]]:
-    """Per watch and bucket: counts per label, mean score, shares, unique authors, share of voice.
+    """Per watch and bucket: counts per label, mean score, shares, unique authors, share of voice,
+    from the stored predictions (reports, which need every post of a closed period; the API reads
+    the trend windows instead: :func:`trends_from_windows`).
 
     One pass with GROUPING SETS: (watch, bucket, label) rows give the label mix, (watch, bucket)
     rows the distinct-author counts that cannot be summed from the finer rows.
@@ -348,12 +339,24 @@ def trends(
             c.update(n=r["n"], s=float(r["s"] or 0.0), ua=r["ua"])
         else:
             c["counts"][r["label"]] = r["n"]
+    return _series(watches, cells, totals, since, until, step)
+
+
+def _series(
+    watches: dict[int, str],
+    cells: dict[tuple[int, datetime], dict[str, Any]],
+    totals: dict[int, Any],
+    since: datetime,
+    until: datetime,
+    step: timedelta,
+) -> list[dict[str, Any]]:
+    """The response's series from per (watch, bucket) cells ({counts, n, s = score sum, ua})."""
     starts = []
     t = floor_time(since, step)
     while t < until:
         starts.append(t)
         t += step
-    all_n = defaultdict(int)
+    all_n: dict[datetime, int] = defaultdict(int)
     for (_, t), c in cells.items():
         all_n[t] += c["n"]
     out = []
@@ -389,6 +392,105 @@ def trends(
             }
         )
     return out
+
+
+# --- trends from the trend windows (the API: aggregates only, never `predictions`) -------------
+_WINDOW_CELLS_SQL = """
+SELECT watch_id, date_bin(:step, window_start, :origin) AS t, sum(n_posts) AS n, sum(n_negative) AS neg,
+       sum(n_neutral) AS neu, sum(n_positive) AS pos, sum(mean_score * n_posts) AS s, sum(unique_authors) AS ua
+FROM trend_windows
+WHERE size = :size AND watch_id = ANY(:w) AND window_start >= :since
+  AND window_start < least(:until, CAST(:open_from AS timestamptz))
+GROUP BY 1, 2"""
+
+# the windows still open: their members, from the start of the first open window on, those on time
+# for their window (as its close will count them: a partition may have closed its part already)
+_OPEN_CELLS_SQL = """
+SELECT watch_id, date_bin(:step, created_at, :origin) AS t, count(*) AS n,
+       count(*) FILTER (WHERE label = 'negative') AS neg, count(*) FILTER (WHERE label = 'neutral') AS neu,
+       count(*) FILTER (WHERE label = 'positive') AS pos, sum(score) AS s, count(DISTINCT author_id) AS ua
+FROM trend_members
+WHERE watch_id = ANY(:w) AND created_at >= greatest(:since, CAST(:open_from AS timestamptz)) AND created_at < :until
+  AND (arrival_wm IS NULL OR arrival_wm < date_bin(:size_step, created_at, :origin) + :size_step)
+GROUP BY 1, 2"""
+
+
+def window_extent(
+    conn: Connection, watch_ids: list[int], size: str, open_from: datetime | None
+) -> tuple[datetime | None, datetime | None]:
+    """First window start and newest counted instant of these watches (index probes per watch):
+    closed windows of this size, then the open windows' members from ``open_from`` on."""
+    r = conn.execute(
+        text("""SELECT min(lo), max(hi), max(newest) FROM unnest(CAST(:w AS int[])) AS u(w),
+                LATERAL (SELECT min(window_start) AS lo, max(window_end) AS hi FROM trend_windows t
+                         WHERE t.watch_id = u.w AND t.size = :size) e,
+                LATERAL (SELECT max(created_at) AS newest FROM trend_members m
+                         WHERE m.watch_id = u.w AND m.created_at >= CAST(:open_from AS timestamptz)) o"""),
+        {"w": watch_ids, "size": size, "open_from": open_from or ORIGIN},
+    ).one()
+    lo, hi, newest = r
+    if newest is not None:
+        hi = max(hi, newest + timedelta(microseconds=1)) if hi else newest + timedelta(microseconds=1)
+    if lo is None and newest is not None:  # nothing closed yet
+        lo = conn.execute(
+            text("SELECT min(created_at) FROM trend_members WHERE watch_id = ANY(:w)").bindparams(
+                bindparam("w", type_=ARRAY(Integer))
+            ),
+            {"w": watch_ids},
+        ).scalar()
+    return lo, hi
+
+
+def trends_from_windows(
+    conn: Connection,
+    watches: dict[int, str],
+    since: datetime,
+    until: datetime,
+    step: timedelta,
+    size: str,
+    open_from: datetime | None,
+) -> list[dict[str, Any]]:
+    """Like :func:`trends`, summed from the closed windows of one stored size that divides the
+    bucket (those starting before ``open_from``), plus the members of the windows still open
+    (from ``open_from`` on; every member when nothing is closed yet).
+
+    A bucket's distinct authors are the sum of its windows' (exact where bucket = window size);
+    a series' are the sum over its buckets.
+    """
+    params = {
+        "step": step,
+        "origin": ORIGIN,
+        "w": list(watches),
+        "since": since,
+        "until": until,
+        "size": size,
+        "size_step": parse_bucket(size),
+        "open_from": open_from,
+    }
+    cells: dict[tuple[int, datetime], dict[str, Any]] = {}
+    for sql in (_WINDOW_CELLS_SQL, _OPEN_CELLS_SQL):
+        rows = conn.execute(text(sql).bindparams(bindparam("w", type_=ARRAY(Integer))), params).mappings()
+        for r in rows:
+            c = cells.setdefault(
+                (r["watch_id"], r["t"]),
+                {"counts": {"negative": 0, "neutral": 0, "positive": 0}, "n": 0, "s": 0.0, "ua": 0},
+            )
+            c["n"] += int(r["n"])
+            c["s"] += float(r["s"] or 0)
+            c["ua"] += int(r["ua"])
+            for k, col in (("negative", "neg"), ("neutral", "neu"), ("positive", "pos")):
+                c["counts"][k] += int(r[col])
+    totals: dict[int, dict[str, Any]] = {}
+    for (wid, _), c in cells.items():
+        tot = totals.setdefault(wid, {"n": 0, "s": 0.0, "negn": 0, "ua": 0})
+        tot["n"] += c["n"]
+        tot["s"] += c["s"]
+        tot["negn"] += c["counts"]["negative"]
+        tot["ua"] += c["ua"]
+    for tot in totals.values():
+        tot["mean"] = tot["s"] / tot["n"] if tot["n"] else None
+        tot["neg"] = tot["negn"] / tot["n"] if tot["n"] else None
+    return _series(watches, cells, totals, since, until, step)
 
 
 # --- authors --------------------------------------------------------------------------------------

@@ -370,7 +370,9 @@ class TrendPoint(BaseModel):
     mean_score: float | None
     share_negative: float | None
     share_positive: float | None
-    unique_authors: int
+    unique_authors: int = Field(
+        ..., description="distinct authors of the bucket's stored windows, summed (exact where bucket = window size)"
+    )
     share_of_voice: float | None = Field(..., description="this watch's posts / all requested watches' posts")
 
 
@@ -380,7 +382,7 @@ class TrendSeries(BaseModel):
     total: int
     mean_score: float | None
     share_negative: float | None
-    unique_authors: int
+    unique_authors: int = Field(..., description="the points' unique_authors summed")
     points: list[TrendPoint]
 
 

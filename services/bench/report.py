@@ -61,6 +61,12 @@ def _plots(res: dict, out: Path) -> None:
         if r["precision"] == "fp32" and r["scorers"] == 1 and r["wait_ms"] == 50 and not r.get("encode_ahead")
     ]  # older reports swept encoding ahead too
     sweep.sort(key=lambda r: r["batch"])
+    if len(sweep) > 1:  # --quick runs no batch sweep
+        _batch_sweep_plot(sweep, out)
+    _latency_plot(res, out)
+
+
+def _batch_sweep_plot(sweep: list[dict], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot([r["batch"] for r in sweep], [r["posts_per_s"] for r in sweep], "o-", color="#2f6fdf")
     ax.set_xscale("log", base=2)
@@ -71,6 +77,8 @@ def _plots(res: dict, out: Path) -> None:
     fig.savefig(out / "batch-sweep.png", dpi=110)
     plt.close(fig)
 
+
+def _latency_plot(res: dict, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.2))
     loads = list(res["latency"])
     for q, c in (("p50_ms", "#2f6fdf"), ("p95_ms", "#e3a008"), ("p99_ms", "#d64545")):
@@ -141,7 +149,26 @@ def _header(res: dict) -> list[str]:
         "embedded PostgreSQL, Redis and Tansu broker, scorers as `voxpop score` children). "
         "Numbers are from this one run; ratios matter more than absolutes on a shared 2-core machine.",
         "",
+        *_earlier_phases(res),
     ]
+
+
+def _earlier_phases(res: dict) -> list[str]:
+    """A `--only` run keeps the other phases' results: say when and where each was measured."""
+    earlier = {
+        k: v for k, v in res.get("phases", {}).items() if v.get("status") == "ok" and v.get("date") != res["date"]
+    }
+    prev = res.get("previous_run")
+    if not earlier and not prev:
+        return []
+    out = ["Sections of phases this command did not re-run keep the results of the run that measured them"]
+    if prev:
+        out[0] += f": `{prev['command']}`, {prev['date']} on {prev['cpu']}, unless listed here"
+    out[0] += "."
+    if earlier:
+        rows = [[k, v.get("date", "-"), v.get("cpu", "-")] for k, v in earlier.items()]
+        out += ["", _table(["phase", "measured", "on"], rows)]
+    return [*out, ""]
 
 
 def _headline(res: dict) -> list[str]:
@@ -333,6 +360,30 @@ def _latency(res: dict) -> list[str]:
     ]
 
 
+def _cotenancy(res: dict) -> list[str]:
+    ct = res["cotenancy"]
+    rows = [
+        [
+            arm,
+            ", ".join(map(str, a["quiet_posts_per_s"])),
+            ", ".join(map(str, a["busy_posts_per_s"])),
+            a["busy_over_quiet"],
+        ]
+        for arm, a in ct["arms"].items()
+    ]
+    return [
+        "## A scorer beside a busy neighbour (co-tenancy)",
+        "",
+        f"One scorer process ({ct['precision']}) drains the same posts with the other core(s) quiet, then with "
+        f"{ct['neighbours']} neighbour process(es) spinning on the CPU (the servers share the machine in both "
+        "arms); runs alternate quiet, busy. Goal: busy >= 0.8x quiet for the default (one thread per process, "
+        "OpenMP passive waiting).",
+        "",
+        _table(["scorer", "quiet posts/s", "busy posts/s", "busy / quiet"], rows),
+        "",
+    ]
+
+
 def _naive(res: dict) -> list[str]:
     return [
         "## The naive pipeline",
@@ -356,6 +407,118 @@ def _profile(res: dict) -> list[str]:
     ]
 
 
+def _memory(res: dict) -> list[str]:
+    m = res["memory"]
+    ragged, fixed = m["ragged"], m["fixed"]
+
+    def growth(arm: dict) -> str:
+        r = arm["rss_mb"]
+        return f"{r[0]:.0f} -> {r[-1]:.0f} MB ({100 * (r[-1] / r[0] - 1):+.0f} %)"
+
+    return [
+        "## A scorer's memory under ragged batches (`scorer_fixed_shapes`)",
+        "",
+        f"One single-threaded process per arm, {res['memory_posts']} airline posts in batches of 1 to 64 "
+        f"drawn at random (as a live stream's), {ragged['precision']}; resident memory read "
+        f"{len(ragged['rss_mb'])} times after a warm-up. Fixed shapes pad every encoder call to a "
+        "width that is a multiple of 16 tokens and 1, 2, 4 or a multiple of 8 rows.",
+        "",
+        _table(
+            ["arm", "encoder call shapes met", "resident memory", "posts/s"],
+            [
+                ["exact padding", ragged["shapes"], growth(ragged), ragged["posts_per_s"]],
+                ["fixed shapes", fixed["shapes"], growth(fixed), fixed["posts_per_s"]],
+            ],
+        ),
+        "",
+        f"Fixed shapes run at {fixed['posts_per_s'] / ragged['posts_per_s']:.2f}x the exact padding's rate "
+        "(the arms run one after the other, so a busy neighbour can slow one arm only: the rate is a "
+        "noisier reading than the memory). "
+        "Readings in order: exact "
+        + ", ".join(f"{r:.0f}" for r in ragged["rss_mb"])
+        + "; fixed "
+        + ", ".join(f"{r:.0f}" for r in fixed["rss_mb"])
+        + " MB.",
+        "",
+    ]
+
+
+def _scale(res: dict) -> list[str]:
+    sc = res["scale"]
+    tr, api, cap = sc.get("trends"), sc.get("api"), sc.get("capacity", {})
+    m = sc["machine"]
+    rows: list[list[object]] = []
+    if "ingest" in sc:
+        rows.append(["ingest -> broker (posts/s, one producer, acks=all)", sc["ingest"]["posts_per_s"], ""])
+    if tr:
+        rows += [
+            ["trends, 1 worker (posts/s)", tr["one"]["posts_per_s"], ">= 10,000"],
+            ["trends, 2 workers (posts/s)", tr["two"]["posts_per_s"], ""],
+            ["trends, 2 workers / 1 worker", tr["ratio"], ">= 1.7"],
+        ]
+    if api:
+        rows += [
+            [f"/api/trends p99 ms ({api['connections']} connections, 30 days, hourly)", api["p99_ms"], "<= 50"],
+            ["/api/trends p50 ms / requests/s", f"{api['p50_ms']} / {api['requests_per_s']}", ""],
+            [
+                "/api/trends uncached (a new range), p50 / max ms",
+                f"{api['uncached_p50_ms']} / {api['uncached_max_ms']}",
+                "",
+            ],
+        ]
+    out = [
+        "## Scale (`voxpop bench scale`)",
+        "",
+        f"Measured {sc['date']} on {m['cpu']} ({m['cores']} cores). Command: `{sc['command']}`. "
+        f"{sc['posts']:,} posts resampled from the real airline and SemEval streams (texts, labels, scores, "
+        "airlines as watches; authors at the real stream's per-author frequencies; 30 days on the airline stream's "
+        f"hours of day), generated in {sc['generate_seconds']} s. Trends workers are processes running the "
+        "worker's batch path (parse posts.scored records, fold, close parts, merge) over "
+        f"{PARTITIONS_NOTE} partitions keyed by author, batches of {tr['batch'] if tr else '-'}; "
+        "the broker hop is measured by the ingest row.",
+        "",
+        _table(["metric", "value", "goal"], rows),
+        "",
+    ]
+    if api:
+        st = api["store"]
+        out += [
+            f"Stored with COPY: {st['posts']:,} posts (posts, predictions, memberships, authors) in {st['seconds']} s "
+            f"({st['rows_per_s']:,} rows/s). The trends response: {api['series']} watches x "
+            f"{api['points_per_series']} hourly points, {api['posts_in_range']:,} posts in range.",
+            "",
+        ]
+    if cap:
+        lines = [f"### A {cap['posts_per_s']:,} posts/s firehose", ""]
+        if "ingest_pods" in cap:
+            lines.append(
+                f"- ingest: {cap['posts_per_s']:,} / {sc['ingest']['posts_per_s']:,} posts/s per producer "
+                f"= **{cap['ingest_pods']}** pod(s)"
+            )
+        if "scorer_pods" in cap:
+            lines.append(
+                f"- scorers: {cap['posts_per_s']:,} / {cap['scorer_per_pod_posts_per_s']} posts/s per pod "
+                f"(this machine, layout {cap.get('scorer_layout')}) = **{cap['scorer_pods']}** pods"
+            )
+        if "trends_workers" in cap:
+            lines.append(
+                f"- trends: {cap['posts_per_s']:,} / {tr['one']['posts_per_s']:,} posts/s per worker "
+                f"= **{cap['trends_workers']}** worker(s) (posts.scored needs at least as many partitions)"
+            )
+        if "pg_bytes_per_day" in cap:
+            tw_mb = cap["trend_windows_bytes_per_day_of_data"] / 1e6
+            lines.append(
+                f"- PostgreSQL: {cap['pg_bytes_per_post']:,} bytes per post (posts, predictions, memberships, "
+                f"authors, with indexes) x {cap['posts_per_s']:,} x 86,400 = **{cap['pg_bytes_per_day'] / 1e9:.1f} GB "
+                f"per day** before retention; trend windows add {tw_mb:.1f} MB "
+                "per day of data at this stream's watches"
+            )
+        out += [*lines, ""]
+    return out
+
+
+PARTITIONS_NOTE = "4"
+
 #: (title, renderer) in page order; a section whose phase did not run says so instead.
 SECTIONS = (
     ("Headline ratios", _headline),
@@ -364,8 +527,11 @@ SECTIONS = (
     ("Batching policy and scorer processes", _sweep),
     ("Compiled encoder", _compiled),
     ("Latency from ingest to stored", _latency),
+    ("A scorer beside a busy neighbour", _cotenancy),
     ("The naive pipeline", _naive),
     ("Where a scorer's time goes", _profile),
+    ("A scorer's memory under ragged batches", _memory),
+    ("Scale", _scale),
 )
 
 
@@ -390,7 +556,8 @@ def render(res: dict, out_dir: Path) -> None:
         _plots(res, out_dir / "performance")
     except (KeyError, ValueError) as e:  # a phase the plots need did not finish
         log.warning("plots not drawn: %s missing", e)
-    lines = [*_header(res), *_phases(res)]
+    head = _header(res) if "machine" in res else ["# Performance", ""]  # only `voxpop bench scale` ran
+    lines = [*head, *_phases(res)]
     for title, fn in SECTIONS:
         try:
             lines += fn(res)

@@ -14,17 +14,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 from infra import local_stack
 from models.registry import load_head
 from pipelines.allocator import keep_freed_memory
 from pipelines.compiled import compiler_missing
 from pipelines.quantize import cpu_flags
 from pipelines.scoring import PRECISIONS
-from services.bench import NEEDS, PHASES, encoders
+from services.bench import NEEDS, PHASES, encoders, memory
 from services.bench.accuracy import precision_accuracy
 from services.bench.naive import naive_pipeline
 from services.bench.profile import profile_scorer
-from services.bench.stream import ROOT, Run, airline_posts, latency_at, saturation
+from services.bench.stream import ROOT, Run, airline_posts, busy_neighbour, latency_at, saturation
 from services.config import Settings
 
 log = logging.getLogger("voxpop.bench")
@@ -104,6 +106,17 @@ class Bench:
         return self.posts[: max(self.n_sat, 16 * k * b)]
 
 
+def bench_stack(settings: Settings, prefix: str) -> tuple[Path, Settings]:
+    """A fresh state folder and the settings of a stack in it (embedded servers where none are given)."""
+    state = Path(tempfile.mkdtemp(prefix=prefix))
+    return state, Settings(
+        state_dir=state,
+        database_url=settings.database_url,
+        redis_url=settings.redis_url,
+        kafka_bootstrap=settings.kafka_bootstrap,
+    )
+
+
 def run_bench(
     settings: Settings, quick: bool = False, out_dir: Path | None = None, only: list[str] | None = None
 ) -> dict:
@@ -119,11 +132,15 @@ def run_bench(
     keep_freed_memory()  # the in-process ceilings and the naive pipeline run on the scorer's allocator
     head = load_head(settings.scorer_model)
     res: dict = {}
+    prev = out_dir / "performance.json"
+    if not only and prev.exists() and "scale" in (old := json.loads(prev.read_text())):
+        res["scale"] = old["scale"]  # measured by `voxpop bench scale`, not by this command
     if only:
-        prev = out_dir / "performance.json"
         if not prev.exists():
             raise FileNotFoundError(f"--only re-runs phases over {prev}, which does not exist: run the whole bench")
         res = json.loads(prev.read_text())
+        if "date" in res and "previous_run" not in res:  # what the phases not re-run were measured by
+            res["previous_run"] = {"date": res["date"], "cpu": res["machine"]["cpu"], "command": res["command"]}
     command += "".join(f" --only {p}" for p in only or ())
     res.update(
         {
@@ -135,13 +152,7 @@ def run_bench(
     )
     res.setdefault("phases", {})
     b = Bench(settings, quick, out_dir, posts=airline_posts(settings.data_dir))
-    state = Path(tempfile.mkdtemp(prefix="voxpop-bench-"))
-    stack = Settings(
-        state_dir=state,
-        database_url=settings.database_url,
-        redis_url=settings.redis_url,
-        kafka_bootstrap=settings.kafka_bootstrap,
-    )
+    state, stack = bench_stack(settings, "voxpop-bench-")
     b.ep, b.logs = local_stack.resolve_endpoints(stack), state / "logs"
     b.logs.mkdir()
     try:
@@ -157,7 +168,12 @@ def run_bench(
             t0 = time.monotonic()
             try:
                 PHASE_RUNS[name](b, res, head)
-                res["phases"][name] = {"status": "ok", "seconds": round(time.monotonic() - t0, 1)}
+                res["phases"][name] = {
+                    "status": "ok",
+                    "seconds": round(time.monotonic() - t0, 1),
+                    "date": res["date"],
+                    "cpu": res["machine"]["cpu"],
+                }
             except Exception as e:  # noqa: BLE001 (a failed phase is reported; the others still run)
                 log.exception("bench phase %s failed", name)
                 res["phases"][name] = {
@@ -181,7 +197,7 @@ def _ceiling(res: dict, p: str, batch: int) -> float:
 
 def phase_encoders(b: Bench, res: dict, head) -> None:
     s = b.settings
-    texts = [p.post.text for p in b.posts[:2048]]  # in-process ceilings: warm-up posts, then new ones
+    texts = [p.post.text for p in b.posts[: 1024 if b.quick else 2048]]  # in-process ceilings: warm-up, then new
     stream = [p.post.text for p in b.posts]  # the per-core ceilings: a share per process, no post twice
     probe = {p: encoders.text_ceiling(head, texts[:320], p).per_s for p in PRECISIONS}
     precisions, skipped = worth_running(probe)
@@ -231,7 +247,8 @@ def phase_saturation(b: Bench, res: dict, head) -> None:
     s, precisions, bucket = b.settings, res["precisions_run"], res["bucket_by_precision"]
     sweep = []
     for prec in precisions:  # the deployment layouts: one scorer with every core, one per core
-        sweep.append(saturation(s, b.ep, b.enough(), b.logs, precision=prec, bucket=bucket[prec]))
+        if not b.quick or b.cores == 1:  # --quick: the layout `voxpop up` runs (one per core) only
+            sweep.append(saturation(s, b.ep, b.enough(), b.logs, precision=prec, bucket=bucket[prec]))
         if b.cores > 1:
             for bs in b.batches:
                 sweep.append(
@@ -239,7 +256,7 @@ def phase_saturation(b: Bench, res: dict, head) -> None:
                         s, b.ep, b.enough(b.cores, bs), b.logs, k=b.cores, batch=bs, precision=prec, bucket=bucket[prec]
                     )
                 )
-    for bs in (32, 128) if b.quick else (16, 32, 128, 256):
+    for bs in () if b.quick else (16, 32, 128, 256):
         sweep.append(saturation(s, b.ep, b.enough(1, bs), b.logs, batch=bs, bucket=bucket["fp32"]))
     if not b.quick:
         sweep.append(saturation(s, b.ep, b.enough(), b.logs, wait_ms=10, bucket=bucket["fp32"]))
@@ -304,7 +321,7 @@ def phase_latency(b: Bench, res: dict, head) -> None:
         "scorer_threads": max(1, b.cores // lay["scorers"]),
     }
     lat = {}
-    for share in (0.25, 0.5, 0.75):
+    for share in (0.5,) if b.quick else (0.25, 0.5, 0.75):
         rate = share * res["e2e_posts_per_s"][fastest]
         lat[f"{int(share * 100)}%"] = latency_at(
             b.settings, b.ep, b.posts[b.n_sat :], rate, 15 if b.quick else 30, b.logs, k=lay["scorers"], **env
@@ -312,6 +329,35 @@ def phase_latency(b: Bench, res: dict, head) -> None:
     res["latency"] = lat
     res["latency_layout"] = {"scorers": lay["scorers"], **env}
     res["p99_ms_at_half_load"] = lat["50%"]["p99_ms"]
+
+
+def phase_cotenancy(b: Bench, res: dict, head) -> None:
+    """One single-threaded scorer (a k8s scorer pod: one CPU, one thread) draining the same posts
+    with the other cores quiet, then with a busy neighbour spinning on them; paired and alternated,
+    so drift of a shared machine falls on both arms alike. Without --quick, a two-thread scorer
+    is measured the same way: what one thread per process is for."""
+    prec = res["fastest_precision"]
+    bucket = res["bucket_by_precision"][prec]
+    arms = {"1 thread": 1} if b.quick or b.cores < 2 else {"1 thread": 1, f"{b.cores} threads": b.cores}
+    out: dict[str, dict] = {}
+    for arm, threads in arms.items():
+        quiet: list[float] = []
+        busy: list[float] = []
+        for _ in range(1 if b.quick else 2):
+            for rates, neighbour in ((quiet, False), (busy, True)):
+                posts = b.posts[:800] if b.quick else b.enough()
+                with busy_neighbour(b.cores - 1 if neighbour else 0):
+                    r = saturation(
+                        b.settings, b.ep, posts, b.logs, precision=prec, bucket=bucket, scorer_threads=threads
+                    )
+                rates.append(r["posts_per_s"])
+        out[arm] = {
+            "threads": threads,
+            "quiet_posts_per_s": [round(x, 1) for x in quiet],
+            "busy_posts_per_s": [round(x, 1) for x in busy],
+            "busy_over_quiet": round(float(np.mean(busy) / np.mean(quiet)), 3),
+        }
+    res["cotenancy"] = {"precision": prec, "neighbours": b.cores - 1, "arms": out}
 
 
 def phase_naive(b: Bench, res: dict, head) -> None:
@@ -326,14 +372,28 @@ def phase_profile(b: Bench, res: dict, head) -> None:
     )
 
 
+def phase_memory(b: Bench, res: dict, head) -> None:
+    s = b.settings
+    texts = [p.post.text for p in b.posts[: len(b.posts) // 6 if b.quick else len(b.posts)]]
+    res["memory"] = {
+        arm: memory.shape_memory(
+            s.scorer_model, texts, s.scorer_precision, arm == "fixed", s.scorer_bucket_call_tokens, s.scorer_max_batch
+        )
+        for arm in ("ragged", "fixed")
+    }
+    res["memory_posts"] = len(texts)
+
+
 PHASE_RUNS = {
     "encoders": phase_encoders,
     "accuracy": phase_accuracy,
     "saturation": phase_saturation,
     "compiled": phase_compiled,
     "latency": phase_latency,
+    "cotenancy": phase_cotenancy,
     "naive": phase_naive,
     "profile": phase_profile,
+    "memory": phase_memory,
 }
 
 

@@ -7,6 +7,7 @@ counted from PostgreSQL, latency from `posts.scored` (the scorer publishes after
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -209,8 +211,7 @@ def saturation(
         scorer_max_wait_ms=wait_ms,
         scorer_precision=precision,
         scorer_bucket_call_tokens=bucket,
-        scorer_threads=max(1, (os.cpu_count() or 2) // k),
-        **scorer_env,
+        **{"scorer_threads": max(1, (os.cpu_count() or 2) // k), **scorer_env},
     )
     try:
         wait_stored(run, len(posts), 900, sc)
@@ -232,6 +233,18 @@ def saturation(
         "posts_per_s_whole_run": rate_between(stored, 0.0, 1.0),
         "peak_rss_mb": round(sc.peak_rss_mb, 1),
     }
+
+
+@contextlib.contextmanager
+def busy_neighbour(n: int) -> Iterator[None]:
+    """``n`` processes spinning on the CPU for the duration: a co-tenant that never sleeps."""
+    spin = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for p in spin:
+            p.kill()
+            p.wait()
 
 
 def rate_between(stored_at: np.ndarray, lo: float, hi: float) -> float | None:

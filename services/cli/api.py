@@ -138,17 +138,25 @@ def apikey_list() -> None:
 
 @app.command()
 def report(
-    watch: Annotated[str, typer.Option(help="watch name (or id)")],
+    watch: Annotated[str, typer.Option(help="watch name (or id); `voxpop watches list` shows them")],
     period: Annotated[str, typer.Option(help="daily | weekly | monthly")] = "weekly",
-    end: Annotated[str | None, typer.Option(help="period end date YYYY-MM-DD (exclusive); default: last full")] = None,
+    end: Annotated[
+        str | None,
+        typer.Option(
+            help="period end date YYYY-MM-DD (exclusive); default: the latest full period of the watch's data"
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="output root; default VOXPOP_REPORTS_DIR or .voxpop/reports")] = None,
     webhook: Annotated[str | None, typer.Option(help="also POST a signed JSON notice here")] = None,
     force: Annotated[bool, typer.Option(help="regenerate a period already done")] = False,
 ) -> None:
-    """Write one brand-sentiment report (HTML, PDF, CSV) for a watch and period."""
+    """Write one brand-sentiment report (HTML, PDF, CSV) for a watch and period.
+
+    Without --end the period is the watch's latest by its data (a replay of 2015 reports on 2015);
+    a period without posts is still written, with a warning on stderr."""
     from datetime import UTC, date, datetime
 
-    from services.reports.data import PERIODS, last_full_period_end
+    from services.reports.data import PERIODS, data_period_end, find_watch, last_full_period_end, posts_between
     from services.reports.run import generate_report
     from services.storage.db import engine_for
 
@@ -157,12 +165,18 @@ def report(
         raise typer.BadParameter(f"period must be one of {list(PERIODS)}")
     s = get_settings()
     rs = s.reports
-    stop = date.fromisoformat(end) if end else last_full_period_end(period, datetime.now(UTC))
+    engine = engine_for(_migrated_db())
+    key: int | str = int(watch) if watch.isdigit() else watch
+    try:
+        by_data = None if end else data_period_end(engine, key, period)
+    except LookupError as e:
+        raise typer.BadParameter(f"{e}; `voxpop watches list` shows the watches") from None
+    stop = date.fromisoformat(end) if end else by_data or last_full_period_end(period, datetime.now(UTC))
     secret = rs.webhook_secret.get_secret_value() if rs.webhook_secret else None
     try:
         row = generate_report(
-            engine_for(_migrated_db()),
-            int(watch) if watch.isdigit() else watch,
+            engine,
+            key,
             period,
             stop,
             out or rs.dir or Path(s.state_dir) / "reports",
@@ -173,6 +187,21 @@ def report(
         )
     except LookupError as e:
         raise typer.BadParameter(str(e)) from None
+    if not (row.get("summary") or {}).get("posts"):
+        with engine.connect() as conn:
+            wid, name = find_watch(conn, key)
+            n, first, newest = posts_between(conn, wid, None, None)
+        span = (
+            f"its {n} posts run from {first:%Y-%m-%d %H:%M} to {newest:%Y-%m-%d %H:%M} UTC"
+            if n
+            else "it has no posts yet"
+        )
+        typer.echo(
+            f"warning: the {period} report of {name} for {row['period_start']:%Y-%m-%d} to "
+            f"{row['period_end']:%Y-%m-%d} (UTC) has no posts: {span}. "
+            + ("Leave out --end for the latest period of its data, or give an --end inside that span." if n else ""),
+            err=True,
+        )
     typer.echo(
         json.dumps(
             {k: row[k] for k in ("id", "status", "files", "summary", "webhook_status", "error")}, default=str, indent=2

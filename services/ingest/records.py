@@ -1,7 +1,10 @@
 """Turn a row of some file (CSV/JSONL) into a `Post` through a column mapping.
 
 A mapping names, for each Post field, the column that holds it. `PRESETS["airline"]` is the
-reference stream in the data directory's `airline-tweets/` (`VOXPOP_DATA_DIR`).
+reference stream in the data directory's `airline-tweets/` (`VOXPOP_DATA_DIR`). A source whose
+texts carry HTML entities (the airline CSV: Twitter escaped `&`, `<`, `>`) says so in its map,
+and they are unescaped here, once, where the post enters: what is stored, scored, matched and
+shown is the text as written.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from models.text_normalise import unescape_entities
 from pipelines.schemas import Author, Media, Post
 
 
@@ -35,6 +39,9 @@ class ColumnMap(BaseModel):
     video: str | None = None
     extra: list[str] = Field(default_factory=list, description="columns copied into Post.extra")
     media_root: Path | None = Field(None, description="relative media paths resolve against this")
+    html_entities: bool = Field(
+        False, description="the text column carries HTML entities (`&amp;`, `&lt;`): unescaped once here"
+    )
 
 
 PRESETS: dict[str, ColumnMap] = {
@@ -46,6 +53,7 @@ PRESETS: dict[str, ColumnMap] = {
         created_at="created_at",
         platform="twitter",
         extra=["airline", "airline_sentiment", "negativereason", "ts_precision"],
+        html_entities=True,  # Twitter's API escaped &, < and > in tweet texts
     ),
 }
 
@@ -90,12 +98,13 @@ def row_to_post(row: dict[str, Any], cmap: ColumnMap) -> Post:
             if cmap.media_root and not p.is_absolute() and "://" not in str(uri):
                 p = cmap.media_root / p
             media.append(Media(kind=kind, uri=str(p) if "://" not in str(uri) else str(uri)))
+    text = str(col(cmap.text) or "")
     extra = {k: row.get(k) if row.get(k) != "" else None for k in cmap.extra if k in row}
     return Post(
         id=f"{platform}:{native}",
         platform=platform,
         author=Author(id=f"{platform}:{author}", handle=col(cmap.author_handle)),
-        text=str(col(cmap.text) or ""),
+        text=unescape_entities(text) if cmap.html_entities else text,
         lang=col(cmap.lang),
         created_at=_parse_time(col(cmap.created_at)),
         thread_id=col(cmap.thread_id),

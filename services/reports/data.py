@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from services.alerts.why import explain, posts_of, why_line
 from services.api import queries as Q
@@ -42,6 +42,54 @@ def last_full_period_end(period: str, now: datetime) -> datetime:
     if period == "weekly":
         return midnight - timedelta(days=midnight.weekday())
     return datetime.combine(_month_start(midnight.date()), time(), tzinfo=UTC)
+
+
+def period_end_after(period: str, t: datetime) -> datetime:
+    """Where the period holding ``t`` ends (its start is ``last_full_period_end(period, t)``)."""
+    start = last_full_period_end(period, t)
+    if period == "monthly":
+        return datetime.combine(_month_start((start + timedelta(days=32)).date()), time(), tzinfo=UTC)
+    step = PERIODS[period]
+    assert step is not None
+    return start + step
+
+
+def find_watch(conn: Connection, watch: int | str) -> tuple[int, str]:
+    """(id, name) of a watch given by id or name; LookupError when there is none."""
+    w = conn.execute(
+        text("SELECT id, name FROM watches WHERE id = :i OR name = :n ORDER BY id = :i DESC LIMIT 1"),
+        {"i": watch if isinstance(watch, int) else -1, "n": str(watch)},
+    ).first()
+    if w is None:
+        raise LookupError(f"watch {watch!r} not found")
+    return int(w[0]), str(w[1])
+
+
+def posts_between(
+    conn: Connection, watch_id: int, start: datetime | None, end: datetime | None
+) -> tuple[int, Any, Any]:
+    """(posts, first, newest event time) of a watch in [start, end); open ends with None."""
+    n, first, last = conn.execute(
+        text("""SELECT count(*), min(created_at), max(created_at) FROM post_watches
+                WHERE watch_id = :w AND (CAST(:s AS timestamptz) IS NULL OR created_at >= :s)
+                  AND (CAST(:e AS timestamptz) IS NULL OR created_at < :e)"""),
+        {"w": watch_id, "s": start, "e": end},
+    ).one()
+    return int(n), first, last
+
+
+def data_period_end(engine: Engine, watch: int | str, period: str) -> datetime | None:
+    """The end of a report's default period, by the data rather than the clock: the newest full
+    period that holds posts of the watch, else the (partial) one holding its newest post, so a
+    replayed or backfilled stream reports on its own time. None when the watch has no posts."""
+    with engine.connect() as conn:
+        wid, _ = find_watch(conn, watch)
+        _, _, newest = posts_between(conn, wid, None, None)
+        if newest is None:
+            return None
+        end = last_full_period_end(period, newest)
+        full = posts_between(conn, wid, period_bounds(period, end)[0], end)[0] > 0
+    return end if full else period_end_after(period, newest)
 
 
 @dataclass

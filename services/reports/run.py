@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine, text
 
-from services.reports.data import collect, period_bounds
+from services.reports.data import collect, find_watch, period_bounds
 from services.reports.render import make_charts, render_csv, render_html, render_pdf
 
 log = logging.getLogger("voxpop.reports")
@@ -112,12 +112,7 @@ def generate_report(
     Idempotent per (watch, period, start): a second call returns the first run unless ``force``.
     """
     with engine.connect() as conn:
-        w = conn.execute(
-            text("SELECT id, name FROM watches WHERE id = :i OR name = :n"),
-            {"i": watch if isinstance(watch, int) else -1, "n": str(watch)},
-        ).first()
-    if w is None:
-        raise LookupError(f"watch {watch!r} not found")
+        w = find_watch(conn, watch)
     start, stop = period_bounds(period, end)
     rid, existing = _claim(engine, w[0], w[1], period, start, stop, trigger, force, stale_s)
     if rid is None:

@@ -234,6 +234,8 @@ class Scorer:
             settings.scorer_device,
             bucket_call_tokens=settings.scorer_bucket_call_tokens,
             compile=settings.scorer_compile,
+            fixed_shapes=settings.scorer_fixed_shapes,
+            model_dir=settings.large_encoder_dir,
         )
         self.db = engine_for(database_url)
         self.redis, self.producer = rds, producer
@@ -936,10 +938,11 @@ def run_scorer(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info(
-        "scorer up: model %s %s, views %s, precision %s%s, batch %d / %d ms",
+        "scorer up: model %s %s, views %s, text encoder %s, precision %s%s, batch %d / %d ms",
         scorer.head.name,
         scorer.head.version,
         scorer.head.views,
+        scorer.engine.text.version,
         scorer.engine.precision,
         " compiled" if scorer.engine.compiled else "",
         settings.scorer_max_batch,

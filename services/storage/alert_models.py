@@ -54,6 +54,7 @@ class TrendMember(Base):
     __table_args__ = (
         Index("ix_trend_members_created", "created_at"),
         Index("ix_trend_members_watch_created", "watch_id", "created_at"),
+        Index("ix_trend_members_partition_created", "source_partition", "created_at"),
     )
 
 
@@ -66,6 +67,39 @@ class TrendWatermark(Base):
     partition: Mapped[int] = mapped_column(Integer, primary_key=True)
     max_event_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    closed_through: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), doc="this partition's window parts are closed through here"
+    )
+
+
+class TrendWindowPart(Base):
+    """One source partition's share of a window, closed by the worker owning that partition.
+
+    ``posts.scored`` is keyed by author, so the parts of a window hold disjoint authors: counts,
+    score sums and distinct authors add up, and the top posts merge from each part's top.
+    Merged into ``trend_windows`` (and deleted) once every partition closed the window.
+    """
+
+    __tablename__ = "trend_window_parts"
+
+    source: Mapped[str] = mapped_column(String(200), primary_key=True)
+    watch_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    size: Mapped[str] = mapped_column(String(16), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    n_posts: Mapped[int] = mapped_column(Integer)
+    n_negative: Mapped[int] = mapped_column(Integer)
+    n_neutral: Mapped[int] = mapped_column(Integer)
+    n_positive: Mapped[int] = mapped_column(Integer)
+    sum_score: Mapped[float] = mapped_column(Float)
+    unique_authors: Mapped[int] = mapped_column(Integer)
+    top_negative: Mapped[list[str]] = mapped_column(ARRAY(String(300)))
+    top_negative_scores: Mapped[list[float]] = mapped_column(ARRAY(Float))
+    top_positive: Mapped[list[str]] = mapped_column(ARRAY(String(300)))
+    top_positive_scores: Mapped[list[float]] = mapped_column(ARRAY(Float))
+
+    __table_args__ = (Index("ix_trend_window_parts_end", "source", "window_end"),)
 
 
 class TrendProgress(Base):

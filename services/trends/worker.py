@@ -118,6 +118,9 @@ def build_processor(s: Settings, ts: TrendsSettings, partitions: int) -> TrendPr
         expected_partitions=partitions,
         idle_s=ts.idle_s,
         top_n=ts.top_n,
+        retention_days=dict(ts.retention_days),
+        members_retention_days=ts.members_retention_days,
+        merge_interval_s=ts.merge_interval_s,
     )
     return TrendProcessor(engine_for(s.database_url), cfg)
 
@@ -156,6 +159,7 @@ def build_app(s: Settings | None = None, ts: TrendsSettings | None = None):
         batch_within_s=ts.batch_within_s,
         publish_interval_s=ts.publish_interval_s,
         session_timeout_s=ts.session_timeout_s,
+        retention_interval_s=ts.retention_interval_s,
     )
 
 

@@ -127,13 +127,24 @@ def load_scored_airline(ep: Endpoints, posts: list[Post]) -> int:
     return len(post_rows)
 
 
-def api_dataset(ep: Endpoints, posts: list[Post], state_dir: Path | None = None, **overrides) -> Settings:
-    """A clean stream (core, trends/alerts and API tables emptied), airline watches, these posts stored."""
+def api_dataset(
+    ep: Endpoints,
+    posts: list[Post],
+    state_dir: Path | None = None,
+    trends_lateness_s: float | None = None,
+    **overrides,
+) -> Settings:
+    """A clean stream (core, trends/alerts and API tables emptied), airline watches, these posts
+    stored and folded into trend windows under the stream's own source (the API reads windows).
+
+    ``trends_lateness_s``: None closes every window (a finished stream); a number folds as a live
+    trends worker with that lateness would, leaving the newest windows open for the worker to go on.
+    """
     from sqlalchemy import text
 
     from services.storage.watches import seed_airline_watches
     from tests.integration.streamkit import fresh_stream
-    from tests.integration.trendkit import TREND_TABLES
+    from tests.integration.trendkit import TREND_TABLES, fold_stored
 
     s = fresh_stream(ep, **overrides)
     if state_dir is not None:
@@ -146,6 +157,7 @@ def api_dataset(ep: Endpoints, posts: list[Post], state_dir: Path | None = None,
         )
     seed_airline_watches(ep.database_url)
     load_scored_airline(ep, posts)
+    fold_stored(engine_for(ep.database_url), s.topic_scored, trends_lateness_s)  # as the trends worker would
     return s
 
 

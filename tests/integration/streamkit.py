@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import redis
 from sqlalchemy import text
 
 from infra.local_stack import Endpoints
-from services.config import Settings
+from services.config import STREAM_FIELDS, Settings, child_environ, settings_environ
 from services.storage.db import engine_for, migrate, truncate_stream_tables
 from services.stream.kafka import ensure_topics
 from tests.stack import settings_for
@@ -43,30 +42,38 @@ def fresh_stream(ep: Endpoints, **overrides) -> Settings:
     return s
 
 
+def airline_gate(ep: Endpoints, s: Settings):
+    """An ingest gate onto `s`'s topics (airline watches seeded) and the producer behind it."""
+    from services.ingest.gate import IngestGate, WatchCache
+    from services.storage.watches import load_watch_specs, seed_airline_watches
+    from services.stream.kafka import make_producer
+
+    seed_airline_watches(ep.database_url)
+    producer = make_producer(ep.kafka_bootstrap)
+    gate = IngestGate(
+        s,
+        producer,
+        redis.Redis.from_url(ep.redis_url),
+        engine_for(ep.database_url),
+        WatchCache(lambda: load_watch_specs(ep.database_url)),
+    )
+    return gate, producer
+
+
+SCORER_FIELDS = (
+    "scorer_max_batch",
+    "scorer_max_wait_ms",
+    "scorer_threads",
+    "scorer_model",
+    "scorer_precision",
+    "scorer_cpus",
+    "scorer_epoch_check_s",
+)
+
+
 def child_env(s: Settings) -> dict[str, str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    for name in (
-        "database_url",
-        "redis_url",
-        "kafka_bootstrap",
-        "topic_raw",
-        "topic_scored",
-        "topic_dlq",
-        "topic_alerts",
-        "scorer_group",
-        "scorer_max_batch",
-        "scorer_max_wait_ms",
-        "data_dir",
-        "scorer_threads",
-        "scorer_model",
-        "scorer_precision",
-        "scorer_cpus",
-        "scorer_epoch_check_s",
-    ):
-        v = getattr(s, name)
-        if v is not None:
-            env[f"VOXPOP_{name.upper()}"] = str(v)
-    return env
+    """A stream child's environment: the stream fields every child needs, plus the scorer's knobs."""
+    return child_environ(**settings_environ(s, (*STREAM_FIELDS, *SCORER_FIELDS)))
 
 
 def start_scorer(s: Settings, log_path: Path) -> subprocess.Popen:

@@ -8,7 +8,6 @@ reasons (the why reads stored reasons, whoever wrote them: the scorer's head in 
 from __future__ import annotations
 
 import csv
-import html
 import re
 import time
 from collections import Counter
@@ -18,6 +17,7 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import insert, text
 
+from models.text_normalise import unescape_entities
 from pipelines.trends.themes import clean
 from services.alerts import manage
 from services.alerts.dispatcher import Dispatcher
@@ -53,7 +53,7 @@ def _tweets() -> list[dict]:
                     "id": f"twitter:{r['tweet_id']}",
                     "user": r["user"],
                     "t": t,
-                    "text": html.unescape(r["text"]),
+                    "text": unescape_entities(r["text"]),
                     "reason": r["negativereason"] or None,
                 }
             )

@@ -13,10 +13,11 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
-from sqlalchemy import text
+from sqlalchemy import insert, text
 
 from services.api.app import create_app
 from services.config import ApiSettings
+from services.storage.alert_models import TrendWindow
 from services.storage.db import engine_for
 from services.storage.redis_stats import observe
 from services.stream.kafka import make_producer
@@ -88,7 +89,7 @@ def test_auth_missing_unknown_scope_and_revoked(env):
         ("post", "/api/rules", {"name": "r", "kind": "spike"}, 422, "z_score"),
         ("post", "/api/rules", {"name": "r", "window_size": "2m", "threshold": 0.5}, 422, "window_size"),
         ("post", "/api/rules", {"name": "r", "threshold": 0.5, "watch_id": 99999}, 404, "watch 99999"),
-        ("post", "/api/webhooks", {"name": "h", "url": "http://127.0.0.1:9/x"}, 422, "refused"),
+        ("post", "/api/webhooks", {"name": "h", "url": "http://127.0.0.1:9/x"}, 422, "VOXPOP_ALERTS_ALLOW_CIDRS"),
         ("post", "/api/silences", {"ends_at": "2001-01-01T00:00:00Z"}, 422, "after starts_at"),
         ("post", "/api/silences", {"ends_at": "2031-01-01T00:00:00"}, 422, "timezone"),
         ("get", "/api/trends?bucket=7x", None, 400, "bad bucket"),
@@ -181,19 +182,48 @@ def test_trends_equal_sql(env):
             if p["share_of_voice"] is not None:
                 by_t[p["t"]] = by_t.get(p["t"], 0) + p["share_of_voice"]
     assert by_t and all(v == pytest.approx(1.0) for v in by_t.values())
-    # one bucket cross-checked in SQL: mean score and unique authors of United's busiest 6 h
-    united = next(s for s in r["series"] if s["watch_name"] == "United")
+    # one hourly bucket (the stored window size: exact) cross-checked in SQL: mean score and authors
+    hourly = env["c"].get("/api/trends", params={"bucket": "1h", "days": 30}, headers=H(env)).json()
+    united = next(s for s in hourly["series"] if s["watch_name"] == "United")
     p = max(united["points"], key=lambda x: x["n"])
     mean, ua = sql(
         env,
         """SELECT avg(pr.score), count(DISTINCT p.author_id) FROM post_watches pw
                            JOIN posts p ON p.id = pw.post_id JOIN predictions pr ON pr.post_id = p.id
                            WHERE pw.watch_id = :w AND p.created_at >= :t
-                             AND p.created_at < CAST(:t AS timestamptz) + interval '6 hours'""",
+                             AND p.created_at < CAST(:t AS timestamptz) + interval '1 hour'""",
         w=united["watch_id"],
         t=p["t"],
     )[0]
     assert p["mean_score"] == pytest.approx(mean) and p["unique_authors"] == ua
+    six = next(s for s in r["series"] if s["watch_name"] == "United")
+    assert six["total"] == sum(x["n"] for x in united["points"] if since <= x["t"] < until)
+    # served from the windows, never from the predictions: without windows there is nothing
+    with engine_for(env["ep"].database_url).begin() as c:
+        saved = c.execute(text("SELECT * FROM trend_windows")).mappings().all()
+        c.execute(text("DELETE FROM trend_windows"))
+        c.execute(text("UPDATE trend_progress SET closed_through = closed_through + interval '1 second'"))
+    try:
+        gone = env["c"].get("/api/trends", params={"bucket": "6h", "since": since, "until": until}, headers=H(env))
+        assert gone.status_code == 200 and all(s["total"] == 0 for s in gone.json()["series"])
+    finally:
+        with engine_for(env["ep"].database_url).begin() as c:
+            c.execute(insert(TrendWindow), [dict(w) for w in saved])
+    assert env["c"].get("/api/trends", params={"bucket": "90s"}, headers=H(env)).status_code == 400
+
+
+def test_trends_are_sent_gzipped_to_clients_that_accept_it_and_plain_to_others(env):
+    import gzip
+
+    params = {"bucket": "1h", "days": 30}
+    plain = env["c"].get("/api/trends", params=params, headers={**H(env), "Accept-Encoding": "identity"})
+    assert plain.status_code == 200 and "content-encoding" not in plain.headers
+    raw = env["c"].stream("GET", "/api/trends", params=params, headers={**H(env), "Accept-Encoding": "gzip"})
+    with raw as r:
+        body = b"".join(r.iter_raw())
+        assert r.headers["content-encoding"] == "gzip" and "accept-encoding" in r.headers["vary"].lower()
+    assert len(body) < len(plain.content) / 4, "a month of hourly points compresses well"
+    assert gzip.decompress(body) == plain.content
 
 
 def test_author_history_shows_state_n_and_running_mean(env):
@@ -232,6 +262,11 @@ def test_rule_silence_webhook_lifecycle(env):
     assert hook.json()["secret"].startswith("whsec_")
     listed = c.get("/api/webhooks", headers=w).json()
     assert "secret" not in listed[0] and listed[0]["secret_hint"].endswith("...")
+    hid, a = hook.json()["id"], H(env, "admin")  # what the dashboard's Manage page does with it
+    assert c.patch(f"/api/webhooks/{hid}", json={"enabled": False}, headers=a).json()["enabled"] is False
+    assert c.delete(f"/api/webhooks/{hid}", headers=a).status_code == 204
+    assert c.get(f"/api/webhooks/{hid}", headers=a).status_code == 404
+    assert all(h["id"] != hid for h in c.get("/api/webhooks", headers=a).json())
     assert c.delete(f"/api/rules/{rid}", headers=w).status_code == 204
     assert c.get(f"/api/rules/{rid}", headers=w).status_code == 404
     wid = c.post("/api/watches", json={"name": "Delta", "handles": ["Delta"]}, headers=w).json()["id"]

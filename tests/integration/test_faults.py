@@ -44,6 +44,26 @@ def post(i: int, author: str = "u1", **kw) -> dict:
     }
 
 
+@pytest.fixture
+def private_broker(stack_endpoints, tmp_path):
+    """Endpoints with a Tansu of this test's own: the group-coordinator tests below provoke and
+    depend on the broker's group state, which another test's groups (or an earlier wedge) change."""
+    from infra import local_stack
+    from services.config import Settings
+
+    own = Settings(
+        state_dir=tmp_path / "broker",
+        database_url=stack_endpoints.database_url,
+        redis_url=stack_endpoints.redis_url,
+        kafka_bootstrap=None,
+    )
+    kafka = local_stack.up(own, which=("kafka",)).kafka_bootstrap
+    try:
+        yield local_stack.Endpoints(stack_endpoints.database_url, stack_endpoints.redis_url, kafka)
+    finally:
+        local_stack.down(own)
+
+
 def test_poison_records_over_the_request_limit_are_dead_lettered_and_the_stream_flows(stack_endpoints, tmp_path):
     """10 MB and 4.2 MB records on posts.raw (bypassing ingest) and a post with 2,000 watches: each to the
     DLQ with its reason, the scorer alive, every post after them scored."""
@@ -74,11 +94,62 @@ def test_poison_records_over_the_request_limit_are_dead_lettered_and_the_stream_
         scorer.wait(60)
 
 
-def test_a_group_wedged_by_a_leave_during_a_join_is_recovered_by_a_new_epoch(stack_endpoints):
+def test_following_a_new_epoch_revokes_the_old_partitions_first(private_broker):
+    """Offsets polled under the old group must never be committed into the new one: the switch
+    tells the rebalance listener (the scorer's offset ledger) that every partition is gone. The
+    close does it (kafka-python revokes on close even without LeaveGroup); this pins that."""
+    from kafka import ConsumerRebalanceListener
+
+    from services.scorer.membership import advance_epoch
+
+    class Seen(ConsumerRebalanceListener):
+        revoked: list[set] = []
+
+        def on_partitions_revoked(self, revoked):
+            self.revoked.append(set(revoked))
+
+        def on_partitions_assigned(self, assigned):
+            pass
+
+    ep = private_broker
+    s = fresh_stream(ep)
+    db = engine_for(ep.database_url)
+    m = GroupMembership(
+        db,
+        ep.kafka_bootstrap,
+        s.scorer_group,
+        [s.topic_raw],
+        join_timeout_s=45,
+        epoch_check_s=0.0,
+        leave_group=False,
+        listener=Seen(),
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        max_poll_interval_ms=20_000,  # bounds how long a join waits for a member that never rejoins
+    )
+
+    def assigned() -> bool:
+        # as the scorer's loop does: a first join that does not complete on a loaded machine (CI
+        # saw 180 s without an assignment) is recovered by the membership's own new epoch
+        m.check()
+        m.consumer.poll(200)
+        return bool(m.consumer.assignment())
+
+    try:
+        wait_for(assigned, 300, "an assignment")
+        owned, seen = set(m.consumer.assignment()), m.epoch
+        assert advance_epoch(db, ep.kafka_bootstrap, s.scorer_group, seen, "test") == seen + 1
+        assert m.check() and m.epoch == seen + 1
+        assert owned in Seen.revoked, (owned, Seen.revoked)
+    finally:
+        m.close()
+
+
+def test_a_group_wedged_by_a_leave_during_a_join_is_recovered_by_a_new_epoch(private_broker):
     """Tansu 0.6: a member leaving while another joins wedges the group for good. The second member
     notices it is not stable within the join timeout and moves the group to a new epoch, keeping the
     committed offsets."""
-    ep = stack_endpoints
+    ep = private_broker
     s = fresh_stream(ep)
     db = engine_for(ep.database_url)
     prod = make_producer(ep.kafka_bootstrap)
@@ -108,55 +179,15 @@ def test_a_group_wedged_by_a_leave_during_a_join_is_recovered_by_a_new_epoch(sta
         b.check()
         b.consumer.poll(200)
     try:
-        assert b.epoch == 1 and b.recoveries == 1, "the wedge must be detected and the group moved on"
+        # one recovery is the rule; a loaded machine can make the new group's first join outlast the
+        # timeout too, and moving on again is then right: each epoch must be one recovery
+        assert b.epoch >= 1 and b.recoveries == b.epoch, "the wedge must be detected and the group moved on"
         assert b.consumer.assignment(), "the new epoch's group must converge"
         assert b.consumer.committed(tp) == 3, "committed offsets carry over to the new epoch"
-        assert count(ep, "SELECT epoch FROM consumer_group_epochs WHERE base_group = :g", g=s.scorer_group) == 1
+        assert count(ep, "SELECT epoch FROM consumer_group_epochs WHERE base_group = :g", g=s.scorer_group) == b.epoch
     finally:
         b.close()
         prod.close()
-
-
-def test_following_a_new_epoch_revokes_the_old_partitions_first(stack_endpoints):
-    """Offsets polled under the old group must never be committed into the new one: the switch
-    tells the rebalance listener (the scorer's offset ledger) that every partition is gone. The
-    close does it (kafka-python revokes on close even without LeaveGroup); this pins that."""
-    from kafka import ConsumerRebalanceListener
-
-    from services.scorer.membership import advance_epoch
-
-    class Seen(ConsumerRebalanceListener):
-        revoked: list[set] = []
-
-        def on_partitions_revoked(self, revoked):
-            self.revoked.append(set(revoked))
-
-        def on_partitions_assigned(self, assigned):
-            pass
-
-    ep = stack_endpoints
-    s = fresh_stream(ep)
-    db = engine_for(ep.database_url)
-    m = GroupMembership(
-        db,
-        ep.kafka_bootstrap,
-        s.scorer_group,
-        [s.topic_raw],
-        join_timeout_s=600,
-        epoch_check_s=0.0,
-        leave_group=False,
-        listener=Seen(),
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=1000,
-    )
-    try:
-        wait_for(lambda: m.consumer.poll(200) is not None and bool(m.consumer.assignment()), 180, "an assignment")
-        owned = set(m.consumer.assignment())
-        assert advance_epoch(db, ep.kafka_bootstrap, s.scorer_group, 0, "test") == 1
-        assert m.check() and m.epoch == 1
-        assert owned in Seen.revoked, (owned, Seen.revoked)
-    finally:
-        m.close()
 
 
 def test_accepted_posts_the_broker_lost_are_republished_and_dedup_never_claims_them(stack_endpoints):

@@ -193,3 +193,53 @@ def test_report_webhook_is_signed(env, tmp_path):
     payload = Webhook(secret).verify(body, headers)
     assert payload["type"] == "report.generated" and payload["watch"] == "Southwest"
     assert payload["summary"]["posts"] == json.loads(body)["summary"]["posts"] == row["summary"]["posts"]
+
+
+@pytest.fixture
+def cli(env, tmp_path, monkeypatch):
+    """`voxpop ...` in-process against the test servers; (exit code, stdout, stderr)."""
+    from typer.testing import CliRunner
+
+    from services.cli import app
+    from services.config import get_settings
+
+    ep = env["ep"]
+    for var, value in (
+        ("VOXPOP_DATABASE_URL", ep.database_url),
+        ("VOXPOP_REDIS_URL", ep.redis_url),
+        ("VOXPOP_KAFKA_BOOTSTRAP", ep.kafka_bootstrap),
+        ("VOXPOP_REPORTS_DIR", str(tmp_path)),
+    ):
+        monkeypatch.setenv(var, value)
+    get_settings.cache_clear()
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        res = CliRunner().invoke(app, list(argv))
+        return res.exit_code, res.stdout, res.stderr
+
+    yield run
+    get_settings.cache_clear()
+
+
+def test_cli_report_defaults_to_the_latest_period_of_the_data(cli):
+    """No --end: the period comes from the watch's data (2015 here), not from today's clock; a
+    period with no posts is still written, and stderr says so and where the data is."""
+    import json
+
+    code, out, err = cli("report", "--watch", "American", "--period", "weekly")
+    assert code == 0, err
+    run = json.loads(out)
+    assert run["status"] == "done" and run["summary"]["posts"] > 100 and "warning" not in err
+    assert Path(run["files"]["csv"]).parent.name == f"weekly-{WEEK[0]}"  # the data ends before 2015-02-23
+    code, out, err = cli("report", "--watch", "American", "--period", "daily")
+    assert code == 0 and Path(json.loads(out)["files"]["csv"]).parent.name == "daily-2015-02-21", err
+    code, out, err = cli("report", "--watch", "American", "--period", "monthly")  # January is empty: February
+    assert code == 0 and Path(json.loads(out)["files"]["csv"]).parent.name == "monthly-2015-02-01", err
+
+    code, out, err = cli("report", "--watch", "American", "--period", "daily", "--end", "2015-01-10")
+    assert code == 0 and json.loads(out)["summary"]["posts"] == 0
+    assert "warning: the daily report of American for 2015-01-09 to 2015-01-10 (UTC) has no posts" in err
+    assert "posts run from 2015-02-1" in err and "Leave out --end" in err
+
+    code, _, err = cli("report", "--watch", "Nobody Airlines")
+    assert code != 0 and "watch 'Nobody Airlines' not found" in err and "voxpop watches list" in err

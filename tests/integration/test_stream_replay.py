@@ -25,16 +25,15 @@ from models.registry import load_head
 from models.text_encoder import TextEncoder, encoder_for_head
 from pipelines.reasons import ALL_LABELS, ReasonClassifier
 from pipelines.scoring import Encoded, InferenceEngine
-from services.ingest.gate import Incoming, IngestGate, WatchCache
+from services.ingest.gate import Incoming, IngestGate
 from services.ingest.records import PRESETS
 from services.ingest.replay import load_records, replay
 from services.scorer.user_state import UserStateStore
 from services.storage.db import engine_for
-from services.storage.watches import load_watch_specs, seed_airline_watches
 from services.stream.dlq_reader import read_dead_letters
 from services.stream.kafka import make_producer
 from tests.conftest import dataset_path
-from tests.integration.streamkit import ROOT, count, fresh_stream, start_scorer, wait_for
+from tests.integration.streamkit import ROOT, airline_gate, count, fresh_stream, start_scorer, wait_for
 
 pytestmark = pytest.mark.integration
 N = 2000
@@ -56,7 +55,6 @@ def replayed(stack_endpoints, tmp_path_factory):
         max_record_bytes=8192,
         data_dir=csv.parent.parent,
     )
-    seed_airline_watches(ep.database_url)
     records = load_records(csv, PRESETS["airline"], limit=N)
     good = [r for r in records if r.post is not None]
     rng = random.Random(7)
@@ -71,14 +69,7 @@ def replayed(stack_endpoints, tmp_path_factory):
         Incoming(raw=b"x" * 9000, error=None, post=good[0].post.model_copy(update={"id": "twitter:big"}), source="t"),
     ]
     stream[100:100] = bad
-    producer = make_producer(ep.kafka_bootstrap)
-    gate = IngestGate(
-        s,
-        producer,
-        redis.Redis.from_url(ep.redis_url),
-        engine_for(ep.database_url),
-        WatchCache(lambda: load_watch_specs(ep.database_url)),
-    )
+    gate, producer = airline_gate(ep, s)
     # Poison straight onto posts.raw, behind ingest's back: the scorer must DLQ it and go on.
     producer.send(s.topic_raw, key=b"twitter:x", value=b"\xff\xfe not json")
     producer.send(s.topic_raw, key=b"twitter:y", value=json.dumps({"schema_version": 1, "id": "nope"}).encode())

@@ -120,6 +120,19 @@ def _members(engine) -> int:
         return int(c.execute(text("SELECT count(*) FROM trend_members")).scalar_one())
 
 
+def _merged_behind(engine, source: str, lateness_s: int = 60) -> float:
+    """Seconds of event time the merged point trails the partitions' watermark (inf: no merge yet)."""
+    with engine.connect() as c:
+        merged, wm = c.execute(
+            text(
+                "SELECT (SELECT closed_through FROM trend_progress WHERE source = :s), "
+                "(SELECT min(max_event_time) FROM trend_watermarks WHERE source = :s) - make_interval(secs => :l)"
+            ),
+            {"s": source, "l": lateness_s},
+        ).one()
+    return float("inf") if merged is None or wm is None else max(0.0, (wm - merged).total_seconds())
+
+
 def _wait(pred, timeout: float, what: str, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -166,7 +179,9 @@ def test_hourly_windows_exact_across_sigkill(engine, ep, tmp_path) -> None:
         produce(first[:500])  # duplicates on the wire too (an upstream redelivery)
         worker = _start(env, log)
         _wait(lambda: _members(engine) == len(posts), 120 * scale, "every post after the restart", log)
-        time.sleep(1.5)  # let the last batch's offsets commit and the watermark settle
+        # merges are asynchronous (at most one per merge interval, and on the relay timer)
+        _wait(lambda: _merged_behind(engine, topic) == 0, 60, "the merge to reach the watermark", log)
+        time.sleep(1.5)  # let the last batch's offsets commit
     finally:
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGTERM)

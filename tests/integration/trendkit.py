@@ -15,6 +15,7 @@ from services.storage.models import Author, Post, PostWatch, Prediction, Watch
 TREND_TABLES = (
     "trend_members",
     "trend_windows",
+    "trend_window_parts",
     "trend_watermarks",
     "trend_progress",
     "alert_firings",
@@ -126,3 +127,43 @@ def store_canonical(engine: Engine, posts: Iterable[ScoredPost]) -> None:
             insert(PostWatch),
             [{"post_id": p.post_id, "watch_id": w, "created_at": p.created_at} for p in posts for w in set(p.watches)],
         )
+
+
+def fold_stored(engine: Engine, source: str = "stored", lateness_s: float | None = None) -> int:
+    """Fold every stored post into trend windows as the trends worker would (the API's trends read
+    the windows, never the predictions): with ``lateness_s``, as a live worker with that lateness
+    (the newest windows stay open); without, closing them all. Returns the posts folded."""
+    from datetime import timedelta
+
+    from pipelines.trends.processor import TrendConfig, TrendProcessor
+
+    with engine.connect() as c:
+        rows = c.execute(
+            text(
+                """SELECT p.id, p.author_id, p.created_at, pr.model_name, pr.model_version, pr.label,
+                          pr.probabilities, pr.score, array_agg(pw.watch_id ORDER BY pw.watch_id) AS watches
+                   FROM posts p JOIN predictions pr ON pr.post_id = p.id JOIN post_watches pw ON pw.post_id = p.id
+                   WHERE NOT starts_with(pr.model_name, 'av:')
+                   GROUP BY p.id, pr.post_id, pr.model_name, pr.model_version ORDER BY p.created_at"""
+            )
+        ).all()
+    posts = [
+        ScoredPost(
+            post_id=r.id,
+            author_id=r.author_id,
+            created_at=r.created_at,
+            watches=list(r.watches),
+            model_name=r.model_name,
+            model_version=r.model_version,
+            label=r.label,
+            probabilities=r.probabilities,
+            score=r.score,
+        )
+        for r in rows
+    ]
+    proc = TrendProcessor(engine, TrendConfig(source=source, expected_partitions=1, lateness_s=lateness_s or 0.0))
+    for i in range(0, len(posts), 1000):
+        proc.process([(0, p) for p in posts[i : i + 1000]])
+    if posts and lateness_s is None:
+        proc.advance(posts[-1].created_at + timedelta(days=2))
+    return len(posts)

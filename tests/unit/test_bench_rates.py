@@ -59,7 +59,25 @@ def test_a_report_of_a_run_whose_phase_failed_keeps_what_finished_and_says_why(t
     doc = (tmp_path / "performance.md").read_text()
     assert "test CPU" in doc and "| accuracy | failed | RuntimeError: out of memory | 2.0 |" in doc
     assert "| saturation | skipped | needs accuracy | - |" in doc
-    assert doc.count("Not measured in this run") == 7  # every section but the (absent) compiled one
+    assert doc.count("Not measured in this run") == 10  # every section but the (absent) compiled one
+    assert "Sections of phases this command did not re-run" in doc and "| encoders | - | - |" in doc
+
+
+def test_a_re_run_phase_says_where_the_others_were_measured(tmp_path) -> None:
+    from services.bench.report import render
+
+    res = {
+        "date": "2026-12-04T12:00:00+00:00",
+        "command": "voxpop bench --only memory",
+        "model": "production@x",
+        "machine": {"cpu": "new CPU", "cores": "2", "isa": "avx2", "python": "3.11", "torch": "2.13"},
+        "previous_run": {"date": "2026-11-24T00:00:00+00:00", "cpu": "old CPU", "command": "voxpop bench"},
+        "phases": {"memory": {"status": "ok", "seconds": 1.0, "date": "2026-12-04T12:00:00+00:00", "cpu": "new CPU"}},
+    }
+    render(res, tmp_path)
+    doc = (tmp_path / "performance.md").read_text()
+    assert "`voxpop bench`, 2026-11-24T00:00:00+00:00 on old CPU" in doc
+    assert "| memory |" not in doc.split("## ")[1]  # the re-run phase is this run's, not listed as earlier
 
 
 def test_per_core_ceiling_children_start_together_after_a_readiness_handshake() -> None:
@@ -75,3 +93,44 @@ def test_per_core_ceiling_children_start_together_after_a_readiness_handshake() 
     texts = [p.post.text for p in airline_posts(s.data_dir)[:600]]
     rate = text_ceiling_per_core(s.scorer_model, texts, "fp32", procs=2, batch=32, seconds=1.0)
     assert rate.posts > 0 and rate.seconds >= 1.0 and "x2 processes" in rate.name
+
+
+def test_a_busy_neighbour_spins_while_it_lasts_and_is_gone_after() -> None:
+    import psutil
+
+    from services.bench.stream import busy_neighbour
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children()}
+    with busy_neighbour(1):
+        spinning = [p for p in me.children() if p.pid not in before]
+        assert len(spinning) == 1
+        spinning[0].cpu_percent(None)
+        import time
+
+        time.sleep(0.5)
+        assert spinning[0].cpu_percent(None) > 20, "the neighbour must keep a core busy"
+    assert not psutil.pid_exists(spinning[0].pid) or spinning[0].status() == psutil.STATUS_ZOMBIE
+
+
+def test_the_co_tenancy_section_reports_each_arm_against_its_quiet_runs(tmp_path) -> None:
+    from services.bench.report import render
+
+    res = {
+        "phases": {"cotenancy": {"status": "ok", "seconds": 60.0}},
+        "cotenancy": {
+            "precision": "fp32",
+            "neighbours": 1,
+            "arms": {
+                "1 thread": {
+                    "threads": 1,
+                    "quiet_posts_per_s": [50.0, 52.0],
+                    "busy_posts_per_s": [47.0, 45.0],
+                    "busy_over_quiet": 0.902,
+                }
+            },
+        },
+    }
+    render(res, tmp_path)
+    doc = (tmp_path / "performance.md").read_text()
+    assert "| 1 thread | 50.0, 52.0 | 47.0, 45.0 | 0.902 |" in doc

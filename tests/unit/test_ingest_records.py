@@ -108,3 +108,22 @@ def test_real_airline_stream_parses(data_dir):
     bad = [r for r in recs if r.post is None]
     assert not bad, bad[:3]
     assert len({r.post.id for r in recs}) == 14485  # duplicates exist in the original (README)
+    texts = [r.post.text for r in recs]
+    assert not [t for t in texts if "&amp;" in t or "&lt;" in t or "&gt;" in t]  # unescaped at ingest
+    assert sum("&" in t for t in texts) > 600 and sum("<" in t for t in texts) > 20
+
+
+@pytest.mark.parametrize(
+    ("raw", "stored"),
+    [
+        ("bags &amp; delays", "bags & delays"),
+        ("&lt;3 the crew &gt;:(", "<3 the crew >:("),
+        ("it&#39;s late, &#x27;again&#x27;", "it's late, 'again'"),
+        ("&amp;amp; is how you write &amp;", "&amp; is how you write &"),  # once, not twice
+        ("AT&T, Q&A, &notice, a & b", "AT&T, Q&A, &notice, a & b"),  # no reference: as written
+    ],
+)
+def test_html_entities_unescaped_once_at_ingest(raw, stored):
+    assert row_to_post({**AIRLINE_ROW, "text": raw}, PRESETS["airline"]).text == stored
+    plain = ColumnMap(id="tweet_id", author_id="user")  # a source that does not escape: left alone
+    assert row_to_post({**AIRLINE_ROW, "text": raw}, plain).text == raw

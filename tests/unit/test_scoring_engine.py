@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from models.production import EtaFusionHead
 from pipelines.quantize import cpu_has_native_bf16, cpu_has_vnni, quantize_text_model
-from pipelines.scoring import InferenceEngine, plan_buckets
+from pipelines.scoring import InferenceEngine, call_shape, plan_buckets
 
 TEXTS = [
     "ok",
@@ -54,6 +56,33 @@ def test_bucketed_embeddings_equal_unbucketed(engines) -> None:
     assert a[0].norm() > 0.99
 
 
+def test_call_shapes_are_few_and_hold_every_call() -> None:
+    shapes = {call_shape(r, w, 128) for r in range(1, 65) for w in range(1, 129)}
+    assert len(shapes) == 11 * 8
+    for r in range(1, 65):
+        for w in range(1, 129):
+            rows, width = call_shape(r, w, 128)
+            assert r <= rows <= r + 7 and w <= width <= min(w + 15, 128)
+    assert call_shape(3, 130, 130) == (4, 130)  # never wider than the longest row the model reads
+
+
+def test_fixed_shapes_pad_calls_and_leave_every_embedding_as_it_was(engines) -> None:
+    plain, bucketed = engines
+    fixed = InferenceEngine(plain.head, text_encoder=plain.frozen_text, bucket_call_tokens=4, fixed_shapes=True)
+    parts = fixed.tokenize(TEXTS)
+    for idx, b in parts:
+        rows, width = b["input_ids"].shape
+        assert (rows, width) == call_shape(len(idx), int(b["attention_mask"][: len(idx)].sum(1).max()), 128)
+        if rows > len(idx):  # spare rows are real rows, never all padding
+            assert b["attention_mask"][len(idx) :].sum(1).min() > 0
+    a = plain.encode(TEXTS).x["text"]
+    assert torch.allclose(a, fixed.encode(TEXTS, tokens=parts).x["text"], atol=1e-5)
+    one = InferenceEngine(plain.head, text_encoder=plain.frozen_text, fixed_shapes=True)  # one call: 12 rows -> 16
+    [(idx, b)] = one.tokenize(TEXTS)
+    assert b["input_ids"].shape[0] == 16 > len(idx)
+    assert torch.allclose(a, one.encode(TEXTS, tokens=[(idx, b)]).x["text"], atol=1e-5)
+
+
 def test_unbucketed_padding_matches_the_tokenizers_own(engines) -> None:
     """`buckets` pads ids itself (numpy); without buckets it must equal the tokenizer's padded batch."""
     plain, _ = engines
@@ -74,29 +103,32 @@ def test_posts_tokenised_in_parts_batch_like_one_call(engines) -> None:
     assert bucketed.buckets([]) == []
 
 
-def _bucket_cost(lengths: list[int], cuts: list[tuple[int, int]], call: int) -> int:
-    return sum(call + (b - a) * lengths[b - 1] for a, b in cuts)
+def _bucket_cost(lengths: list[int], cuts: list[tuple[int, int]], call: int, fixed: bool = False) -> int:
+    shape = (lambda r, w: call_shape(r, w, 128)) if fixed else (lambda r, w: (r, w))
+    return sum(call + math.prod(shape(b - a, lengths[b - 1])) for a, b in cuts)
 
 
+@pytest.mark.parametrize("fixed", [False, True], ids=["exact", "fixed-shapes"])
 @pytest.mark.parametrize("seed", range(20))
-def test_plan_buckets_is_the_cheapest_cut_of_all(seed: int) -> None:
-    """Against brute force over every set of cut points, on random tweet-like lengths."""
+def test_plan_buckets_is_the_cheapest_cut_of_all(seed: int, fixed: bool) -> None:
+    """Against brute force over every set of cut points, on random tweet-like lengths; with fixed
+    shapes, each bucket costed at the shape it is padded to."""
     import itertools
     import random
 
     rng = random.Random(seed)
     lengths = sorted(rng.randint(3, 60) for _ in range(rng.randint(1, 10)))
     call = rng.choice([0, 4, 32, 500])
-    plan = plan_buckets(lengths, call)
+    plan = plan_buckets(lengths, call, 128 if fixed else None)
     assert plan[0][0] == 0 and plan[-1][1] == len(lengths)
     assert all(a < b for a, b in plan) and all(p[1] == q[0] for p, q in itertools.pairwise(plan))
     best = min(
-        _bucket_cost(lengths, list(itertools.pairwise((0, *cut, len(lengths)))), call)
+        _bucket_cost(lengths, list(itertools.pairwise((0, *cut, len(lengths)))), call, fixed)
         for k in range(len(lengths))
         for cut in itertools.combinations(range(1, len(lengths)), k)
     )
-    assert _bucket_cost(lengths, plan, call) == best
-    if call == 500:  # a costly call: one padded batch unless padding costs more
+    assert _bucket_cost(lengths, plan, call, fixed) == best
+    if call == 500 and not fixed:  # a costly call: one padded batch unless padding costs more
         assert len(plan) == 1 or lengths[-1] * len(lengths) - sum(lengths) > 500
 
 

@@ -15,6 +15,7 @@ from pipelines.trends.windows import closed_windows_containing, global_watermark
 from services.alerts.dispatcher import backoff_s
 from services.alerts.policy import PolicyError, UrlPolicy
 from services.alerts.signing import new_msg_id, new_secret, sign, signed_headers
+from services.config import AlertsSettings
 
 T = datetime(2015, 2, 17, 10, 7, 30, tzinfo=UTC)
 
@@ -106,6 +107,34 @@ def test_url_policy() -> None:
         UrlPolicy(allow_cidrs=["127.0.0.0/8"], deny_cidrs=["127.0.0.1/32"]).check("http://127.0.0.1/")
     with pytest.raises(PolicyError):
         UrlPolicy(require_https=True).check("http://93.184.216.34/")
+
+
+@pytest.mark.parametrize(
+    ("url", "kind", "cidr"),
+    [
+        ("http://127.0.0.1:9000/hook", "loopback", "127.0.0.1/32"),
+        ("http://[::1]/", "loopback", "::1/128"),
+        ("http://10.1.2.3/", "private", "10.1.2.3/32"),
+    ],
+)
+def test_url_policy_error_names_the_setting_to_change(
+    url: str, kind: str, cidr: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(PolicyError) as e:
+        UrlPolicy().check(url)
+    msg = str(e.value)
+    assert f"a {kind} address" in msg and "settings.alerts.allow_cidrs" in msg
+    var, _, value = msg.rpartition("set ")[2].partition(" for ")[0].partition("=")
+    assert var == "VOXPOP_ALERTS_ALLOW_CIDRS"
+    monkeypatch.setenv(var, value.strip("'"))  # the message's own suggestion, applied, is enough
+    assert UrlPolicy.configured(AlertsSettings()).check(url)
+    for policy, target, setting in (
+        (UrlPolicy(require_https=True), "http://93.184.216.34/", "VOXPOP_ALERTS_REQUIRE_HTTPS"),
+        (UrlPolicy(deny_hosts=["hooks.example.com"]), "https://hooks.example.com/", "VOXPOP_ALERTS_DENY_HOSTS"),
+        (UrlPolicy(deny_cidrs=["93.184.216.0/24"]), "https://93.184.216.34/", "VOXPOP_ALERTS_DENY_CIDRS"),
+    ):
+        with pytest.raises(PolicyError, match=setting):
+            policy.check(target)
 
 
 def test_backoff_grows_with_jitter() -> None:

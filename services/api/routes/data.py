@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from sqlalchemy import text
 
+from pipelines.trends.windows import parse_specs
 from services.api import queries as Q
 from services.api import schemas as S
 from services.api.deps import IdQuery, Reader, State
@@ -157,35 +162,112 @@ def get_post(post_id: PostId, st: State, _: Reader) -> dict[str, Any]:
     return Q.post_out(r)
 
 
+def _stored_size(st, step: timedelta) -> str:
+    """The coarsest tumbling window size the trends app stores that divides the bucket."""
+    sizes = [sp for sp in parse_specs(st.settings.trends.windows) if sp.size_s == sp.step_s]
+    fits = [sp for sp in sizes if step.total_seconds() % sp.size_s == 0]
+    if not fits:
+        stored = ", ".join(sp.name for sp in sizes)
+        raise HTTPException(400, f"bucket must be a multiple of a stored window size ({stored})")
+    return max(fits, key=lambda sp: sp.size_s).name
+
+
+@dataclass(frozen=True)
+class _Body:
+    """A finished JSON body, and the same gzip-compressed once (a month of hourly points for
+    every watch is most of a megabyte: sending it, not computing it, is what costs)."""
+
+    raw: bytes
+    gz: bytes
+
+    @classmethod
+    def of(cls, raw: bytes) -> _Body:
+        return cls(raw, gzip.compress(raw, compresslevel=6))
+
+    def response(self, request: Request) -> Response:
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            return Response(
+                self.gz,
+                media_type="application/json",
+                headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
+            )
+        return Response(self.raw, media_type="application/json", headers={"Vary": "Accept-Encoding"})
+
+
+class _ResponseCache:
+    """Finished /api/trends bodies, keyed by the query, the merged point and the last folded
+    batch: a hit is valid until the trends app closes a window or folds more posts."""
+
+    def __init__(self) -> None:
+        self.entries: OrderedDict[tuple[Any, ...], _Body] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> _Body | None:
+        with self.lock:
+            body = self.entries.get(key)
+            if body is not None:
+                self.entries.move_to_end(key)
+            return body
+
+    def put(self, key: tuple[Any, ...], body: _Body, limit: int) -> None:
+        with self.lock:
+            self.entries[key] = body
+            while len(self.entries) > limit:
+                self.entries.popitem(last=False)
+
+
+_TRENDS_CACHE = _ResponseCache()
+
+
 @router.get("/trends", response_model=S.TrendsOut, tags=["trends"], responses=BAD | NOT_FOUND)
 def get_trends(
+    request: Request,
     st: State,
     _: Reader,
     watch_id: Annotated[
         list[Annotated[int, Query(ge=1, le=2_147_483_647)]] | None,
         Query(max_length=50, description="repeat for several; default: every watch"),
     ] = None,
-    bucket: Annotated[str, Query(max_length=8, description="bucket width: 15m, 1h, 1d, 1w ...")] = "1h",
+    bucket: Annotated[
+        str, Query(max_length=8, description="bucket width, a multiple of a stored window size: 15m, 1h, 1d, 1w ...")
+    ] = "1h",
     since: Since = None,
     until: Until = None,
     days: Annotated[int, Query(ge=1, le=3660, description="range length when `since` is omitted")] = 7,
-) -> dict[str, Any]:
-    """Any bucket width over any range, computed from stored predictions (date_bin).
+) -> Response:
+    """Any bucket width over any range from the trends app's aggregates, never from the stored
+    predictions: the closed windows (``trend_windows``, the coarsest stored size that divides the
+    bucket) and, for the windows still open, their members (``trend_members`` from the merged
+    point on: at most the allowed lateness plus a window's worth of posts). A year answers as fast
+    as a week.
 
-    With no range: the last ``days`` up to the newest post of these watches (data time, so
-    replays of old streams show their own days), starting no earlier than their first post.
+    With no range: the last ``days`` up to the newest counted post of these watches (data time, so
+    replays of old streams show their own days), starting no earlier than their first window.
+    A post that arrived after its window closed is counted in the window's ``late_posts``, not here.
     """
     _aware(since, until)
     try:
         step = Q.parse_bucket(bucket)
     except Q.QueryError as e:
         raise HTTPException(400, str(e)) from None
+    size = _stored_size(st, step)
     watches = _watches(st, watch_id)
     with st.engine.connect() as conn:
+        merged, folded = conn.execute(
+            text(
+                "SELECT (SELECT max(closed_through) FROM trend_progress), "
+                "(SELECT max(updated_at) FROM trend_watermarks)"
+            )
+        ).one()
+        key = (tuple(watches), bucket, since, until, days, merged, folded)  # stale once a batch is folded
+        hit = _TRENDS_CACHE.get(key)
+        if hit is not None:
+            return hit.response(request)
+        open_from = Q.floor_time(merged, Q.parse_bucket(size)) if merged is not None else None
         if until is None or since is None:
-            lo, hi = Q.data_extent(conn, list(watches)) if watches else (None, None)
+            lo, hi = Q.window_extent(conn, list(watches), size, open_from) if watches else (None, None)
             hi = hi or datetime.now(UTC)
-            until = until or Q.floor_time(hi, step) + step
+            until = until or Q.floor_time(hi - timedelta(microseconds=1), step) + step
             span = timedelta(days=days)
             since = since or max(until - span, Q.floor_time(lo or until - span, step))
         if until <= since:
@@ -193,8 +275,11 @@ def get_trends(
         n = (until - Q.floor_time(since, step)) / step
         if n > st.api.max_buckets:
             raise HTTPException(400, f"{int(n)} buckets asked; at most {st.api.max_buckets}: widen the bucket")
-        series = Q.trends(conn, watches, since, until, step) if watches else []
-    return {"bucket": bucket, "since": since, "until": until, "series": series}
+        series = Q.trends_from_windows(conn, watches, since, until, step, size, open_from) if watches else []
+    out = S.TrendsOut.model_validate({"bucket": bucket, "since": since, "until": until, "series": series})
+    body = _Body.of(out.model_dump_json().encode())
+    _TRENDS_CACHE.put(key, body, st.api.trends_cache_entries)
+    return body.response(request)
 
 
 @router.get("/trends/windows", response_model=list[S.WindowOut], tags=["trends"])

@@ -1,4 +1,5 @@
 // Dashboard entry: key, router (#/...), header controls and live updates from the event stream.
+import { BROWSER_TZ, setTimeZone } from "./charts.js";
 import { ApiError, clearKey, connectLive, getKey, setKey, takeKeyFromUrl } from "./api.js";
 import { loadWatches, state } from "./state.js";
 import { debounce, h, toast } from "./util.js";
@@ -18,6 +19,7 @@ const ROUTES = [
   [/^#?\/?$/, "overview", () => overview(main)],
   [/^#\/watch\/(\d+)$/, "overview", (m) => watchView(main, Number(m[1]))],
   [/^#\/alerts$/, "alerts", () => alertsPage(main)],
+  [/^#\/alerts\/(\d+)$/, "alerts", (m) => alertsPage(main, Number(m[1]))],
   [/^#\/authors$/, "authors", () => authorsPage(main)],
   [/^#\/author\/(.+)$/, "authors", (m) => authorPage(main, decodeURIComponent(m[1]))],
   [/^#\/post\/(.+)$/, "overview", (m) => postPage(main, decodeURIComponent(m[1]))],
@@ -93,12 +95,28 @@ function init() {
   range.value = String(state.rangeDays = Number(localStorage.getItem("voxpop.range") || state.rangeDays));
   bucket.addEventListener("change", () => { state.bucket = bucket.value; localStorage.setItem("voxpop.bucket", bucket.value); render(); });
   range.addEventListener("change", () => { state.rangeDays = Number(range.value); localStorage.setItem("voxpop.range", range.value); render(); });
+  initTimeZone();
   document.getElementById("drawer-close").addEventListener("click", closeDrawer);
   document.addEventListener("keydown", (e) => { if (e.key === "Escape") closeDrawer(); });
   window.addEventListener("hashchange", render);
   window.addEventListener("resize", debounce(() => view.redraw && view.redraw(), 200));
   if (!getKey()) return login();
   start().catch((e) => login(e.message));
+}
+
+// The time zone select: the browser's zone first, then UTC and every zone Intl knows; kept in localStorage.
+function initTimeZone() {
+  const sel = document.getElementById("tz");
+  const zones = typeof Intl.supportedValuesOf === "function" ? Intl.supportedValuesOf("timeZone") : [];
+  const names = [...new Set([BROWSER_TZ, "UTC", ...zones])];
+  sel.replaceChildren(...names.map((z) => h("option", { value: z }, z === BROWSER_TZ ? `${z} (browser)` : z)));
+  sel.value = setTimeZone(localStorage.getItem("voxpop.tz") || BROWSER_TZ);
+  sel.addEventListener("change", () => {
+    setTimeZone(sel.value);
+    if (sel.value === BROWSER_TZ) localStorage.removeItem("voxpop.tz"); // follow the browser if it moves
+    else localStorage.setItem("voxpop.tz", sel.value);
+    render();
+  });
 }
 
 init();

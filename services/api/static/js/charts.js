@@ -14,16 +14,48 @@ export function svg(tag, attrs = {}, kids = []) {
   return e;
 }
 
-const fmtUTC = (opts) => new Intl.DateTimeFormat("en-GB", { timeZone: "UTC", ...opts });
-const dayFmt = fmtUTC({ weekday: "short", day: "numeric", month: "short" });
-const timeFmt = fmtUTC({ hour: "2-digit", minute: "2-digit", hour12: false });
-const fullFmt = fmtUTC({ weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit", hour12: false });
-const dateFmt = fmtUTC({ weekday: "short", day: "numeric", month: "short", year: "numeric" });
+// Times are shown in one time zone, the header's choice (default: the browser's), kept in localStorage.
+export const BROWSER_TZ = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+let tz, dayFmt, timeFmt, fullFmt, dateFmt, hourFmt;
+export function setTimeZone(zone) {
+  try { new Intl.DateTimeFormat("en-GB", { timeZone: zone }); } catch { zone = BROWSER_TZ; } // an unknown name
+  tz = zone;
+  const fmt = (opts) => new Intl.DateTimeFormat("en-GB", { timeZone: tz, ...opts });
+  dayFmt = fmt({ weekday: "short", day: "numeric", month: "short" });
+  timeFmt = fmt({ hour: "2-digit", minute: "2-digit", hour12: false });
+  fullFmt = fmt({ weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit", hour12: false, timeZoneName: "short" });
+  dateFmt = fmt({ weekday: "short", day: "numeric", month: "short", year: "numeric" });
+  hourFmt = fmt({ year: "numeric", month: "numeric", day: "numeric", hour: "numeric", minute: "numeric", hour12: false });
+  return tz;
+}
+export const timeZone = () => tz;
+setTimeZone(BROWSER_TZ);
+// Milliseconds the zone is ahead of UTC at t (ticks fall on the zone's midnights and hours).
+function zoneOffset(t) {
+  const p = Object.fromEntries(hourFmt.formatToParts(new Date(t)).map((x) => [x.type, x.value]));
+  const wall = Date.UTC(+p.year, +p.month - 1, +p.day, +p.hour % 24, +p.minute);
+  return wall - Math.floor(t / 60e3) * 60e3;
+}
 export const fmtDate = (t) => dateFmt.format(new Date(t));
-export const fmtTime = (t) => fullFmt.format(new Date(t)) + " UTC";
+export const fmtTime = (t) => fullFmt.format(new Date(t));
 export const fmtPct = (v) => (v === null || v === undefined ? "–" : `${(100 * v).toFixed(1)}%`);
 export const fmtScore = (v) => (v === null || v === undefined ? "–" : (v > 0 ? "+" : "") + v.toFixed(2));
 export const fmtInt = (v) => (v ?? 0).toLocaleString("en-US");
+
+// Volume-aware smoothing: each bucket's value pulled toward the series' post-weighted mean by
+// k / (n + k), n = the bucket's posts. A 2-post hour moves the line a little, a 200-post hour shows
+// what it says. Points keep their raw value and n for the tooltip.
+export const SHRINK_K = 10;
+export const SMOOTHING_NOTE = `smoothed by volume: each bucket pulled toward the range's mean by ${SHRINK_K}/(n+${SHRINK_K}), n = its posts (hover for the raw value)`;
+export function shrunk(points, key, k = SHRINK_K) {
+  let sum = 0, posts = 0;
+  for (const p of points) if (p.n && p[key] !== null && p[key] !== undefined) { sum += p[key] * p.n; posts += p.n; }
+  const prior = posts ? sum / posts : 0;
+  return points.map((p) => {
+    const ok = p.n && p[key] !== null && p[key] !== undefined;
+    return { t: p.t, n: p.n || 0, raw: ok ? p[key] : null, v: ok ? (p.n * p[key] + k * prior) / (p.n + k) : null };
+  });
+}
 
 // Round axis: a 1/2/5 step (whole numbers for counts) and the smallest multiple of it >= v.
 function niceScale(v, integer = true) {
@@ -41,9 +73,11 @@ function timeTicks(t0, t1, width) {
   const steps = [15 * 60e3, 30 * 60e3, H, 3 * H, 6 * H, 12 * H, D, 2 * D, 7 * D, 14 * D, 30 * D];
   const want = Math.max(2, Math.floor(width / 95));
   const step = steps.find((s) => (t1 - t0) / s <= want) || steps[steps.length - 1];
+  const off = zoneOffset(t0);
   const out = [];
-  for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) out.push(t);
-  return { ticks: out, label: (t) => (step >= D || new Date(t).getUTCHours() === 0 && step >= 6 * H ? dayFmt.format(new Date(t)) : timeFmt.format(new Date(t))) };
+  for (let t = Math.ceil((t0 + off) / step) * step - off; t <= t1; t += step) out.push(t);
+  const midnight = (t) => (t + zoneOffset(t)) % D === 0;
+  return { ticks: out, label: (t) => (step >= D || (midnight(t) && step >= 6 * H) ? dayFmt.format(new Date(t)) : timeFmt.format(new Date(t))) };
 }
 
 function frame(container, height) {
@@ -151,7 +185,8 @@ export function lines(container, series, stepMs, { height = 240, left, right, on
       d += `${pen ? "L" : "M"}${x(Date.parse(p.t)).toFixed(1)},${y(p.v).toFixed(1)}`;
       pen = true;
     }
-    f.root.append(svg("path", { d, fill: "none", stroke: s.color, "stroke-width": s.width || 2, "stroke-dasharray": s.dashed ? "5 4" : null, "stroke-linejoin": "round", "data-series": s.name }));
+    const drawn = JSON.stringify(s.values.map((p) => (p.v === null || p.v === undefined ? null : +p.v.toFixed(4))));
+    f.root.append(svg("path", { d, fill: "none", stroke: s.color, "stroke-width": s.width || 2, "stroke-dasharray": s.dashed ? "5 4" : null, "stroke-linejoin": "round", "data-series": s.name, "data-values": drawn }));
   }
   const cross = svg("line", { y1: M.top, y2: M.top + f.ih, stroke: "#9aa5b1", "stroke-dasharray": "3 3", visibility: "hidden" });
   f.root.append(cross);
@@ -162,7 +197,9 @@ export function lines(container, series, stepMs, { height = 240, left, right, on
       cross.setAttribute("x1", x(t)); cross.setAttribute("x2", x(t)); cross.setAttribute("visibility", "visible");
       const rows = series.map((s) => {
         const p = s.values.find((q) => Date.parse(q.t) === t);
-        return tipRow ? tipRow(s, p) : `<i data-c="${esc(s.color)}">■</i> ${esc(s.name)}: ${p && p.v !== null ? esc((s.fmt || L.fmt)(p.v)) : "–"}`;
+        const fmt = s.fmt || L.fmt;
+        const raw = p && p.raw !== undefined && p.raw !== null ? ` (bucket ${esc(fmt(p.raw))} of ${fmtInt(p.n)} posts)` : "";
+        return tipRow ? tipRow(s, p) : `<i data-c="${esc(s.color)}">■</i> ${esc(s.name)}: ${p && p.v !== null ? esc(fmt(p.v)) : "–"}${raw}`;
       });
       showTip(f, x(t), M.top + 10, `<b>${fmtTime(t)}</b><br>${rows.join("<br>")}`);
     });

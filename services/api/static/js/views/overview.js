@@ -1,6 +1,6 @@
 // Overview: headline numbers, volume per watch, share of voice, watch cards and the alert feed.
 import { api } from "../api.js";
-import { fmtInt, fmtPct, fmtScore, fmtTime, lines, sparkline } from "../charts.js";
+import { SHRINK_K, SMOOTHING_NOTE, fmtInt, fmtPct, fmtScore, fmtTime, lines, shrunk, sparkline } from "../charts.js";
 import { state, trends, watchColor } from "../state.js";
 import { BUCKET_MS, h, panel } from "../util.js";
 import { alertFeed } from "./alerts.js";
@@ -31,7 +31,8 @@ export async function overview(main) {
     h("div", { class: "grid cols-main" },
       h("div", { class: "stack" },
         panel("Volume by watch", "click a point to see its posts", vol, legend),
-        panel("Mean sentiment by watch", "score = P(positive) − P(negative), smoothed", sent),
+        panel("Mean sentiment by watch", "score = P(positive) − P(negative)", sent,
+          h("div", { class: "legend" }, h("span", { class: "faint", "data-smoothing": `shrink-${SHRINK_K}` }, SMOOTHING_NOTE))),
         panel("Share of voice", `${fmtInt(total)} watched posts in range`, sov, cards)),
       panel("Alerts", "live", alertFeed({ limit: 30 }))));
   const pick = (t) => {
@@ -41,7 +42,7 @@ export async function overview(main) {
   const draw = () => {
     lines(vol, tr.series.map((s) => ({ name: s.watch_name, color: watchColor(s.watch_id), values: s.points.map((p) => ({ t: p.t, v: p.n })) })), step, { onPick: pick });
     const k = Math.max(1, Math.ceil((tr.series[0]?.points.length || 0) / 42)); // smooth: ≤ 42 points a line
-    lines(sent, tr.series.map((s) => ({ name: s.watch_name, color: watchColor(s.watch_id), values: coarsen(s.points, k) })), step * k,
+    lines(sent, tr.series.map((s) => ({ name: s.watch_name, color: watchColor(s.watch_id), values: shrunk(coarsen(s.points, k), "mean_score") })), step * k,
       { left: { min: -1, max: 1, fmt: fmtScore }, height: 200, onPick: (t) => openDrawer(`All watches · ${fmtTime(t)}`, { since: t, until: new Date(Date.parse(t) + step * k).toISOString() }) });
     vol.dataset.total = total;
   };
@@ -49,13 +50,13 @@ export async function overview(main) {
   return { redraw: draw, refreshOn: ["batch", "trend", "resync"] };
 }
 
-// Merge k adjacent buckets into one point: mean score weighted by post counts.
+// Merge k adjacent buckets into one point: its posts, and their mean score weighted by post counts.
 function coarsen(points, k) {
   const out = [];
   for (let i = 0; i < points.length; i += k) {
     const g = points.slice(i, i + k);
     const n = g.reduce((a, p) => a + p.n, 0);
-    out.push({ t: g[0].t, v: n ? g.reduce((a, p) => a + (p.mean_score || 0) * p.n, 0) / n : null });
+    out.push({ t: g[0].t, n, mean_score: n ? g.reduce((a, p) => a + (p.mean_score || 0) * p.n, 0) / n : null });
   }
   return out;
 }
