@@ -5,6 +5,7 @@ Server URLs left unset mean "start the embedded servers" (see `infra.local_stack
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from collections.abc import Iterable
@@ -73,6 +74,12 @@ class ApiSettings(BaseSettings):
     max_buckets: int = Field(5000, description="most time buckets one trends query may return")
     trends_cache_entries: int = Field(
         256, description="finished /api/trends responses kept per API process (valid until a window changes)"
+    )
+    trends_fresh_s: float = Field(
+        0.5,
+        ge=0,
+        description="how long /api/trends trusts its last reading of the merged point and the watch list "
+        "(answers trail the trends app by at most this; 0 reads them on every request)",
     )
     lag_cache_s: float = Field(10.0, description="how long /metrics reuses the Kafka consumer-lag reading")
     kafka_timeout_s: float = Field(5.0, description="Kafka admin calls of /metrics give up after this")
@@ -372,6 +379,15 @@ def process_defaults() -> None:
     neighbour on the next core does not take the scorer's throughput down."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def freeze_startup_heap() -> None:
+    """Call once a server holds what it keeps for life (modules, models, the app): a full cyclic
+    collection would otherwise walk those few hundred thousand objects (torch alone brings most)
+    again and again, stalling every request in flight for a large fraction of a second; frozen,
+    they are out of the collector's reach and a collection walks only what came after."""
+    gc.collect()
+    gc.freeze()
 
 
 def child_environ(**extra: str) -> dict[str, str]:

@@ -212,19 +212,29 @@ def silences_expire(silence_id: int) -> None:
 def bench(
     database_url: Annotated[str, typer.Option(help="a SCRATCH database: the replay clears its trend and alert tables")],
     out: Annotated[str, typer.Option(help="Markdown report; the JSON goes beside it")] = "docs/alerts-quality.md",
+    sweep: Annotated[
+        bool, typer.Option(help="also replay every rule family over its thresholds and plot the frontier (~10 min)")
+    ] = False,
 ) -> None:
     """Alert quality on the real airline stream: incidents from the human labels, every rule set
     replayed through the trends app and the dispatcher, deliveries verified -> docs/alerts-quality.md."""
     from pathlib import Path
 
     from pipelines.trends.airline import airline_csv
-    from services.alerts.quality import run_benchmark, write_docs
+    from services.alerts.quality import plot_sweep, run_benchmark, run_sweep, write_docs
     from services.storage.db import engine_for, migrate
 
     path = airline_csv(get_settings().data_dir)
     if not path.exists():
         raise typer.BadParameter(f"airline data not found at {path}: set VOXPOP_DATA_DIR to the shared data folder")
     migrate(database_url)
-    res = run_benchmark(engine_for(database_url), path)
+    engine = engine_for(database_url)
+    res = run_benchmark(engine, path)
+    if sweep:
+        res["sweep"] = run_sweep(engine, path)
+        plot_sweep(res["sweep"], Path(out).with_suffix("") / "frontier.png")
+    else:  # keep the last sweep's frontier: it does not change with the rule sets above
+        old = Path(out).with_suffix(".json")
+        res["sweep"] = json.loads(old.read_text()).get("sweep") if old.exists() else None
     write_docs(res, Path(out))
     typer.echo(f"wrote {out} and {Path(out).with_suffix('.json')}")

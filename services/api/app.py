@@ -66,7 +66,7 @@ def _version() -> str:
 def create_app(settings: Settings | None = None, api: ApiSettings | None = None) -> FastAPI:
     """Build the app for the configured servers (``database_url``/``redis_url`` must be set)."""
     s = settings or get_settings()
-    api = api or settings.api
+    api = api or s.api
     if not (s.database_url and s.redis_url):
         raise ValueError("the API needs database_url and redis_url (run it through `voxpop api` or `voxpop up`)")
     st = AppState(

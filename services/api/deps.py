@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 import redis
 from fastapi import Depends, HTTPException, Path, Query, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
@@ -31,15 +34,22 @@ class AppState:
     _cache: dict[str, tuple[float, keys.Principal]] = field(default_factory=dict)
     _touched: dict[int, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: per-app caches that routes own (by name), so two apps in one process never share one
+    memo: dict[str, Any] = field(default_factory=dict)
+
+    def cached(self, token: str) -> keys.Principal | None:
+        """The principal of a key verified within ``key_cache_s`` (memory only), else None."""
+        with self._lock:
+            hit = self._cache.get(keys.hash_token(token))
+        return hit[1] if hit and time.monotonic() - hit[0] < self.api.key_cache_s else None
 
     def authenticate(self, token: str) -> keys.Principal:
         """Valid key -> principal (cached briefly); raises 401 with the reason otherwise."""
         h = keys.hash_token(token)
         now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(h)
-        if hit and now - hit[0] < self.api.key_cache_s:
-            return hit[1]
+        hit = self.cached(token)
+        if hit is not None:
+            return hit
         principal, why = keys.lookup(self.engine, token)
         if principal is None:
             raise HTTPException(401, why or "API key not accepted", headers={"WWW-Authenticate": "Bearer"})
@@ -59,8 +69,8 @@ class AppState:
                 del self._cache[h]
 
 
-def state(request: Request) -> AppState:
-    return request.app.state.voxpop
+async def state(request: Request) -> AppState:
+    return request.app.state.voxpop  # async: no thread hop for a dependency that does no I/O
 
 
 State = Annotated[AppState, Depends(state)]
@@ -69,7 +79,7 @@ State = Annotated[AppState, Depends(state)]
 def require(scope: str):
     """Dependency factory: the caller's key must carry ``scope`` (read < write < admin)."""
 
-    def check(
+    async def check(
         request: Request,
         x_api_key: Annotated[str | None, Security(_header)] = None,
         bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
@@ -81,7 +91,15 @@ def require(scope: str):
                 "missing API key: send it as X-API-Key or Authorization: Bearer",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        principal = state(request).authenticate(token)
+        st: AppState = request.app.state.voxpop
+        # a key verified moments ago is answered from memory; otherwise PostgreSQL, off the loop,
+        # once per key: a burst of requests that finds the cache entry expired waits for one lookup
+        principal = st.cached(token)
+        if principal is None:
+            locks = st.memo.setdefault("auth_locks", weakref.WeakValueDictionary())
+            lock = locks.setdefault(token, asyncio.Lock())
+            async with lock:
+                principal = st.cached(token) or await run_in_threadpool(st.authenticate, token)
         if not principal.allows(scope):
             raise HTTPException(403, f"this key has scope '{principal.scope}'; this call needs '{scope}'")
         return principal

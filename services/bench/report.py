@@ -485,7 +485,10 @@ def _scale(res: dict) -> list[str]:
         out += [
             f"Stored with COPY: {st['posts']:,} posts (posts, predictions, memberships, authors) in {st['seconds']} s "
             f"({st['rows_per_s']:,} rows/s). The trends response: {api['series']} watches x "
-            f"{api['points_per_series']} hourly points, {api['posts_in_range']:,} posts in range.",
+            f"{api['points_per_series']} hourly points, {api['posts_in_range']:,} posts in range"
+            + (f", {api['response_bytes']:,} bytes of JSON" if "response_bytes" in api else "")
+            + f". Load from {api.get('client', 'python threads')} on the same machine "
+            "(the server is one API process; wrk reads each gzip body to its last byte).",
             "",
         ]
     if cap:

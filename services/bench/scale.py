@@ -16,6 +16,8 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -347,41 +349,83 @@ def api_p99(s: Settings, state: Path, seconds: float, connections: int = 16) -> 
                 t0 = time.perf_counter()
                 c.get(base + "/api/trends", params={"bucket": "1h", "days": d}, headers=hdr).raise_for_status()
                 cold.append(1000 * (time.perf_counter() - t0))
-        lat: list[float] = []
-        lock, stop = threading.Lock(), time.monotonic() + seconds
-
-        def client() -> None:
-            mine = []
-            with httpx.Client(timeout=30) as c:
-                while time.monotonic() < stop:
-                    t0 = time.perf_counter()
-                    c.get(base + "/api/trends", params=params, headers=hdr).raise_for_status()
-                    mine.append(1000 * (time.perf_counter() - t0))
-            with lock:
-                lat.extend(mine)
-
-        threads = [threading.Thread(target=client) for _ in range(connections)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
+        url = str(httpx.URL(base + "/api/trends", params=params))
+        load = _wrk(url, hdr, seconds, connections) if shutil.which("wrk") else _threads(url, hdr, seconds, connections)
     finally:
         api.terminate()
         api.wait(20)
-    a = np.array(lat)
     return {
         "connections": connections,
-        "requests": len(lat),
-        "requests_per_s": round(len(lat) / wall, 1),
-        "p50_ms": round(float(np.percentile(a, 50)), 1),
-        "p99_ms": round(float(np.percentile(a, 99)), 1),
+        **load,
         "uncached_p50_ms": round(float(np.percentile(cold, 50)), 1),
         "uncached_max_ms": round(max(cold), 1),
         "series": len(body["series"]),
         "points_per_series": len(body["series"][0]["points"]) if body["series"] else 0,
         "posts_in_range": sum(x["total"] for x in body["series"]),
+        "response_bytes": len(first.content),
+    }
+
+
+def _wrk(url: str, headers: dict[str, str], seconds: float, connections: int) -> dict[str, Any]:
+    """The load from wrk (native, one thread per core), gzip accepted as a browser does: a client
+    in Python would share the GIL and the two cores with the server and time itself."""
+    hdrs = [a for k, v in {**headers, "Accept-Encoding": "gzip"}.items() for a in ("-H", f"{k}: {v}")]
+    cmd = ["wrk", f"-t{min(connections, os.cpu_count() or 1)}", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
+    out = subprocess.run([*cmd, "--latency", *hdrs, url], capture_output=True, text=True, check=True).stdout
+    unit = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+    def ms(v: str) -> float:
+        num, suffix = re.fullmatch(r"([\d.]+)(us|ms|s)", v).groups()  # type: ignore[union-attr]
+        return round(float(num) * unit[suffix], 1)
+
+    pct = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", out, re.M))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"wrk saw {errors.group(1)} failed responses:\n{out}")
+    return {
+        "client": "wrk",
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
+        "requests_per_s": round(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), 1),  # type: ignore[union-attr]
+        "p50_ms": ms(pct["50"]),
+        "p99_ms": ms(pct["99"]),
+    }
+
+
+def _threads(url: str, headers: dict[str, str], seconds: float, connections: int) -> dict[str, Any]:
+    """Without wrk (``apt-get install wrk``): Python client threads, which share the GIL and the
+    cores with the server, so the tail they report is partly their own."""
+    import httpx
+
+    lat: list[float] = []
+    lock, stop = threading.Lock(), time.monotonic() + seconds
+
+    def client() -> None:
+        mine = []
+        with httpx.Client(timeout=30) as c:
+            while time.monotonic() < stop:
+                t0 = time.perf_counter()
+                with c.stream("GET", url, headers=headers) as r:  # to the last byte, as sent (gzip)
+                    r.raise_for_status()
+                    for _ in r.iter_raw():
+                        pass
+                mine.append(1000 * (time.perf_counter() - t0))
+        with lock:
+            lat.extend(mine)
+
+    threads = [threading.Thread(target=client) for _ in range(connections)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    a = np.array(lat)
+    return {
+        "client": "python threads",
+        "requests": len(lat),
+        "requests_per_s": round(len(lat) / wall, 1),
+        "p50_ms": round(float(np.percentile(a, 50)), 1),
+        "p99_ms": round(float(np.percentile(a, 99)), 1),
     }
 
 
@@ -423,7 +467,6 @@ def run_scale(
     settings: Settings, n: int, out_dir: Path | None = None, only: list[str] | None = None, api_seconds: float = 20.0
 ) -> dict[str, Any]:
     """Run the scale phases against an embedded stack, saving performance.json/.md after each."""
-    import shutil
 
     from infra import local_stack
     from services.bench.run import ROOT, bench_stack, machine, write_report

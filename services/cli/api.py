@@ -14,7 +14,7 @@ from services.cli.app import (
     _logging,
     app,
 )
-from services.config import Settings, get_settings
+from services.config import Settings, freeze_startup_heap, get_settings
 
 # --------------------------------------------------------------------------- api, reports, scheduler
 apikey_app = typer.Typer(help="API keys (stored hashed; the token is shown once).", no_args_is_help=True)
@@ -101,7 +101,9 @@ def api(host: str | None = None, port: int | None = None) -> None:
             logging.getLogger("voxpop.api").info("created an admin API key; it is in %s (shown nowhere else)", path)
     h, p = host or s.api_host, port or s.api_port
     logging.getLogger("voxpop.api").info("dashboard: http://%s:%d/  (API docs at /docs)", h, p)
-    uvicorn.run(create_app(s, api_s), host=h, port=p, log_level="warning", proxy_headers=False)
+    app_ = create_app(s, api_s)
+    freeze_startup_heap()
+    uvicorn.run(app_, host=h, port=p, log_level="warning", proxy_headers=False)
 
 
 @apikey_app.command("create")

@@ -18,7 +18,7 @@ from services.cli.app import (
     ingest_app,
     watches_app,
 )
-from services.config import get_settings
+from services.config import freeze_startup_heap, get_settings
 
 
 # --------------------------------------------------------------------------- ingest
@@ -71,7 +71,9 @@ def ingest_push(host: str | None = None, port: int | None = None) -> None:
     _logging()
     s = get_settings()
     ep = _endpoints(s)
-    uvicorn.run(create_push_app(s, _gate(s, ep)), host=host or s.push_host, port=port or s.push_port)
+    push_app = create_push_app(s, _gate(s, ep))
+    freeze_startup_heap()
+    uvicorn.run(push_app, host=host or s.push_host, port=port or s.push_port)
 
 
 @ingest_app.command("jetstream")

@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import numpy as np
 import redis
 from kafka import KafkaProducer
 from pydantic import SecretStr
@@ -98,6 +99,10 @@ class Outcome:
     bad_signatures: int
     seconds: float
     note: str = ""
+    machine: str = ""  # where this row was measured (rows of several machines share one table)
+    when: str = ""
+    #: [seconds since scoring began, lag (posts), scorers' resident memory (MB)] every few seconds
+    samples: list[list[float]] = field(default_factory=list)
 
 
 @dataclass
@@ -300,6 +305,7 @@ class Run:
         out = self.collect(
             sc, feeder, rx, recovery, t0, note + (f"; {len(resent)} dead re-sent" if resent else "") + probe.summary()
         )
+        out.samples = probe.samples()
         rx.stop()
         self.stop_kids()
         return out
@@ -346,6 +352,7 @@ class Probe:
     every_s: float = 5.0
     lag: list[int] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)
+    t_s: list[float] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> Probe:
@@ -359,18 +366,26 @@ class Probe:
                 continue
             self.lag.append(len(self.feeder.acked) - stored)
             self.rss_mb.append(sum(_rss_mb(p.pid) for n, p in list(self.run.kids.items()) if n.startswith("scorer")))
+            self.t_s.append(time.monotonic())
 
     def stop(self) -> None:
         self._stop.set()
+
+    def samples(self) -> list[list[float]]:
+        t0 = self.t_s[0] if self.t_s else 0.0
+        return [[round(t - t0, 1), lag, round(r)] for t, lag, r in zip(self.t_s, self.lag, self.rss_mb, strict=False)]
 
     def summary(self) -> str:
         if len(self.rss_mb) < 4:
             return ""
         q = max(1, len(self.rss_mb) // 4)
         first, last = sum(self.rss_mb[:q]) / q, sum(self.rss_mb[-q:]) / q
+        half = len(self.rss_mb) // 2  # the steady state: warm-up (kernels, caches, buffers) is over
+        slope = float(np.polyfit(self.t_s[half:], self.rss_mb[half:], 1)[0]) * 60 if len(self.rss_mb) >= 8 else 0.0
         return (
-            f"; lag max {max(self.lag)} posts once scoring began; scorers' RSS {first:.0f} MB (first "
-            f"quarter) -> {last:.0f} MB (last quarter); client retries {self.feeder.retries}"
+            f"; lag max {max(self.lag)} posts once scoring began, {self.lag[-1]} at the end; scorers' RSS "
+            f"{first:.0f} MB (first quarter) -> {last:.0f} MB (last quarter), {slope:+.1f} MB/min over "
+            f"the second half; client retries {self.feeder.retries}"
         )
 
 
@@ -521,16 +536,26 @@ def run_faults(
     return results
 
 
-def _merged(path: Path, results: list[Outcome], meta: dict) -> list[Outcome]:
-    """This run's outcomes over an earlier run's on the same CPU (`--only` re-runs one scenario)."""
+def machine_label() -> str:
+    """The CPU as the bench names it, with AMX called out: it decides whether bf16 scoring keeps
+    up, and two Xeons with and without it carry the same model name."""
+    from services.bench.run import machine
+
+    m = machine()
+    return f"{m['cpu']}{', AMX' if 'amx_bf16' in m['isa'] else ''}, {m['cores']} cores"
+
+
+def _merged(path: Path, results: list[Outcome]) -> list[Outcome]:
+    """This run's outcomes over an earlier run's (`--only` re-runs one scenario). Each row keeps
+    the machine and date it was measured on; rows from an older file take the file's."""
     fresh = {r.scenario for r in results}
     try:
         old = json.loads(path.read_text())
-        if old.get("cpu") != meta["cpu"]:
-            return results  # numbers from another machine are not mixed into one table
         known = {f.name for f in fields(Outcome)}
+        default = {"windows_late": 0, "machine": f"{old.get('cpu', '?')}, {old.get('cores', '?')} cores"}
+        default["when"] = old.get("when", "")
         keep = [
-            Outcome(**{"windows_late": 0, **{k: v for k, v in r.items() if k in known}})
+            Outcome(**{**default, **{k: v for k, v in r.items() if k in known}})
             for r in old.get("runs", [])
             if r["scenario"] not in fresh
         ]
@@ -541,23 +566,46 @@ def _merged(path: Path, results: list[Outcome], meta: dict) -> list[Outcome]:
     return sorted([*keep, *results], key=lambda r: rank.get(r.scenario, len(order)))
 
 
+def _plot_load(results: list[Outcome], path: Path) -> bool:
+    """Lag and the scorers' memory over time for every row that sampled them under steady load."""
+    rows = [r for r in results if r.samples and "posts/s" in r.scenario]
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (lag_ax, mem_ax) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True)
+    for r in rows:
+        t = [x[0] / 60 for x in r.samples]
+        label = f"{r.machine} ({r.when[:10]})"
+        lag_ax.plot(t, [x[1] for x in r.samples], label=label)
+        mem_ax.plot(t, [x[2] for x in r.samples], label=label)
+    lag_ax.set_ylabel("lag (accepted - stored posts)")
+    mem_ax.set_ylabel("scorers' resident memory (MB)")
+    mem_ax.set_xlabel("minutes since scoring began")
+    mem_ax.set_ylim(bottom=0)
+    lag_ax.legend(fontsize=7)
+    lag_ax.set_title("100 posts/s through the push endpoint (voxpop faults)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def write(results: list[Outcome], out: Path) -> None:
     """docs/reliability.json, and the measured table between the markers of docs/reliability.md."""
-    cpu = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if ln.startswith("model name")
-        ),
-        "unknown CPU",
-    )
-    meta = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "cpu": cpu, "cores": os.cpu_count()}
-    results = _merged(out / "reliability.json", results, meta)
-    (out / "reliability.json").write_text(json.dumps({**meta, "runs": [asdict(r) for r in results]}, indent=2))
+    now, here = datetime.now(UTC).isoformat(timespec="seconds"), machine_label()
+    for r in results:
+        r.machine, r.when = r.machine or here, r.when or now
+    results = _merged(out / "reliability.json", results)
+    (out / "reliability.json").write_text(json.dumps({"when": now, "runs": [asdict(r) for r in results]}, indent=2))
     rows = [
         "| scenario | posts in | stored | lost | duplicated | DLQ | recovery s | author state consistent "
-        "| closed 1h windows = recount | webhooks delivered / created (bad signatures) | note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| closed 1h windows = recount | webhooks delivered / created (bad signatures) | measured on | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows += [
         f"| {r.scenario} | {r.posts_in} | {r.stored} | {r.lost} | {r.duplicated} | {r.dlq} | "
@@ -565,18 +613,20 @@ def write(results: list[Outcome], out: Path) -> None:
         f"{r.windows_checked - r.window_diffs} / {r.windows_checked}"
         f"{f' ({r.windows_late} more with their late posts)' if r.windows_late else ''} | "
         f"{r.delivered} / {r.notifications} "
-        f"({r.bad_signatures}) | {r.note} |"
+        f"({r.bad_signatures}) | {r.machine}, {r.when[:10]} | {r.note} |"
         for r in results
     ]
     table = "\n".join(rows)
+    plot = out / "reliability" / "load.png"
+    figure = "\n\n![lag and memory under steady load](reliability/load.png)" if _plot_load(results, plot) else ""
     doc = out / "reliability.md"
     text_ = doc.read_text() if doc.exists() else "# Reliability\n"
     start, end = "<!-- faults:begin -->", "<!-- faults:end -->"
     block = (
-        f"{start}\n## Measured fault runs (`voxpop faults`)\n\n{meta['when']}, {meta['cpu']}, "
-        f"{meta['cores']} cores; embedded PostgreSQL, Redis and Tansu; the push endpoint, two scorers (one "
-        f"thread each), the reconciler, the trends worker and the alerts dispatcher as processes; real airline "
-        f"posts fed through the push endpoint.\n\n{table}\n{end}"
+        f"{start}\n## Measured fault runs (`voxpop faults`)\n\nEmbedded PostgreSQL, Redis and Tansu; the push "
+        "endpoint, two scorers (one thread each), the reconciler, the trends worker and the alerts dispatcher as "
+        "processes; real airline posts fed through the push endpoint. Each row names the machine it was measured "
+        f"on (`voxpop faults --only NAME` re-runs one row).\n\n{table}{figure}\n{end}"
     )
     if start in text_:
         text_ = text_[: text_.index(start)] + block + text_[text_.index(end) + len(end) :]

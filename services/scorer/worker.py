@@ -55,7 +55,7 @@ from pipelines.retry import delay_after, exponential
 from pipelines.schemas import Media, Post, ScoredPost
 from pipelines.scoring import Encoded, InferenceEngine, TokenIds, sentiment_score
 from pipelines.views import dominant_view
-from services.config import Settings
+from services.config import Settings, freeze_startup_heap
 from services.ingest.gate import validation_reason
 from services.scorer.media import MediaError, MediaPolicy, load_audio, load_image, load_video
 from services.scorer.membership import GroupMembership
@@ -919,6 +919,7 @@ def run_scorer(
     rds = redis.Redis.from_url(redis_url)
     producer = make_producer(bootstrap)
     scorer = Scorer(settings, database_url, rds, producer)
+    freeze_startup_heap()  # the models and modules: out of the collector's walks (latency tail)
     group = GroupMembership(
         scorer.db,
         bootstrap,

@@ -18,7 +18,7 @@ import redis
 from pipelines.trends.app import TrendHooks, create_app, firing_event
 from pipelines.trends.processor import BatchResult, TrendConfig, TrendProcessor
 from pipelines.trends.windows import parse_specs
-from services.config import Settings, TrendsSettings, get_settings
+from services.config import Settings, TrendsSettings, freeze_startup_heap, get_settings
 from services.storage import redis_keys as rk
 from services.storage.db import engine_for, migrate
 
@@ -170,6 +170,7 @@ def main() -> None:
     s = get_settings()
     logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = build_app(s)
+    freeze_startup_heap()
     worker = faust.Worker(app, loglevel=s.log_level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
 

@@ -33,7 +33,7 @@ def env(stack_endpoints, tmp_path_factory):
     ep = stack_endpoints
     csv = dataset_path("airline-tweets") / "airline_tweets_clean.csv"
     s = api_dataset(ep, airline_posts(csv, limit=N), state_dir=tmp_path_factory.mktemp("state"))
-    client = TestClient(create_app(s, ApiSettings(lag_cache_s=0.0)))
+    client = TestClient(create_app(s, ApiSettings(lag_cache_s=0.0, trends_fresh_s=0.0)))
     keys = {scope: new_key(ep, scope) for scope in ("read", "write", "admin")}
     engine = engine_for(ep.database_url)
     with engine.connect() as conn:
@@ -210,6 +210,60 @@ def test_trends_equal_sql(env):
         with engine_for(env["ep"].database_url).begin() as c:
             c.execute(insert(TrendWindow), [dict(w) for w in saved])
     assert env["c"].get("/api/trends", params={"bucket": "90s"}, headers=H(env)).status_code == 400
+
+
+def test_trends_trust_their_data_version_for_trends_fresh_s_then_see_the_change(env):
+    """A cached answer costs no PostgreSQL round trip while its data version is fresh; after
+    that, a merged window shows up (here with the freshness window at an hour, then at zero)."""
+    params = {"bucket": "1h", "days": 30}
+    lazy = TestClient(create_app(env["s"], ApiSettings(trends_fresh_s=3600)))
+    before = lazy.get("/api/trends", params=params, headers=H(env)).json()
+    with env["engine"].begin() as c:
+        c.execute(text("UPDATE trend_progress SET closed_through = closed_through + interval '1 second'"))
+        saved = c.execute(text("SELECT * FROM trend_windows")).mappings().all()
+        c.execute(text("DELETE FROM trend_windows"))
+    try:
+        assert lazy.get("/api/trends", params=params, headers=H(env)).json() == before  # within its hour
+        now = env["c"].get("/api/trends", params=params, headers=H(env)).json()  # trends_fresh_s=0
+        assert sum(s["total"] for s in now["series"]) < sum(s["total"] for s in before["series"])
+    finally:
+        lazy.close()
+        with env["engine"].begin() as c:
+            c.execute(insert(TrendWindow), [dict(w) for w in saved])
+
+
+def test_concurrent_trends_requests_read_the_data_version_once_and_build_each_body_once(env, monkeypatch):
+    """A burst that misses the cache together (a new data version, or a cold process) costs one
+    PostgreSQL reading and one body build, not one per request."""
+    import asyncio
+
+    import httpx
+
+    from services.api.routes import data
+
+    calls = {"read": 0, "build": 0}
+    read, build = data._DataVersion.read, data._trends_body
+
+    def counted_read(st):
+        calls["read"] += 1
+        return read(st)
+
+    def counted_build(*a):
+        calls["build"] += 1
+        return build(*a)
+
+    monkeypatch.setattr(data._DataVersion, "read", staticmethod(counted_read))
+    monkeypatch.setattr(data, "_trends_body", counted_build)
+    app = create_app(env["s"], ApiSettings(trends_fresh_s=60))
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
+            get = lambda: c.get("/api/trends", params={"bucket": "1h", "days": 30}, headers=H(env))  # noqa: E731
+            return await asyncio.gather(*(get() for _ in range(16)))
+
+    answers = asyncio.run(burst())
+    assert all(r.status_code == 200 for r in answers) and len({r.content for r in answers}) == 1
+    assert calls == {"read": 1, "build": 1}
 
 
 def test_trends_are_sent_gzipped_to_clients_that_accept_it_and_plain_to_others(env):

@@ -64,4 +64,48 @@ def test_the_fault_table_replaces_only_its_block(tmp_path) -> None:
     write([Outcome("scorer kill -9", 10, 10, 0, 0, 1, 2.5, True, 5, 0, 0, 2, 2, 0, 30.0, "x")], tmp_path)
     doc = (tmp_path / "reliability.md").read_text()
     assert "prose" in doc and "more" in doc and "old" not in doc
-    assert "| scorer kill -9 | 10 | 10 | 0 | 0 | 1 | 2.5 | yes | 5 / 5 | 2 / 2 (0) | x |" in doc
+    assert "| scorer kill -9 | 10 | 10 | 0 | 0 | 1 | 2.5 | yes | 5 / 5 | 2 / 2 (0) | " in doc and " | x |" in doc
+
+
+def test_a_rerun_row_joins_the_rows_of_other_machines_each_labelled_and_load_is_plotted(tmp_path) -> None:
+    import json
+
+    from services.faults.run import Outcome, machine_label, write
+
+    old = {
+        "when": "2026-12-03T14:58:26+00:00",
+        "cpu": "Some Other CPU",
+        "cores": 2,
+        "runs": [asdict_row("scorer kill -9"), asdict_row("100 posts/s for 10 min")],
+    }
+    (tmp_path / "reliability.json").write_text(json.dumps(old))
+    load = Outcome("100 posts/s for 10 min", 60, 60, 0, 0, 0, 0.5, True, 5, 0, 0, 0, 0, 0, 600.0, "y")
+    load.samples = [[5.0 * i, 10, 1000.0] for i in range(20)]
+    write([load], tmp_path)
+    doc = (tmp_path / "reliability.md").read_text()
+    runs = json.loads((tmp_path / "reliability.json").read_text())["runs"]
+    assert [r["scenario"] for r in runs] == ["scorer kill -9", "100 posts/s for 10 min"]
+    assert runs[0]["machine"] == "Some Other CPU, 2 cores" and runs[0]["when"].startswith("2026-12-03")
+    assert runs[1]["machine"] == machine_label() and runs[1]["samples"] == load.samples
+    assert "Some Other CPU, 2 cores, 2026-12-03" in doc and f"{machine_label()}, " in doc
+    assert (tmp_path / "reliability" / "load.png").stat().st_size > 10_000 and "reliability/load.png" in doc
+
+
+def asdict_row(name: str) -> dict:
+    return {
+        "scenario": name,
+        "posts_in": 3,
+        "stored": 3,
+        "lost": 0,
+        "duplicated": 0,
+        "dlq": 0,
+        "recovery_s": 1.0,
+        "state_consistent": True,
+        "windows_checked": 1,
+        "window_diffs": 0,
+        "notifications": 0,
+        "delivered": 0,
+        "bad_signatures": 0,
+        "seconds": 9.0,
+        "note": "",
+    }

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import io
 import json
 import threading
+import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import text
 
 from pipelines.trends.windows import parse_specs
@@ -195,8 +199,8 @@ class _Body:
 
 
 class _ResponseCache:
-    """Finished /api/trends bodies, keyed by the query, the merged point and the last folded
-    batch: a hit is valid until the trends app closes a window or folds more posts."""
+    """Finished /api/trends bodies, keyed by the query and the data version they were built on: a
+    hit is valid until the trends app closes a window or folds more posts."""
 
     def __init__(self) -> None:
         self.entries: OrderedDict[tuple[Any, ...], _Body] = OrderedDict()
@@ -216,11 +220,58 @@ class _ResponseCache:
                 self.entries.popitem(last=False)
 
 
-_TRENDS_CACHE = _ResponseCache()
+@dataclass(frozen=True)
+class _DataVersion:
+    """What a cached /api/trends body depends on, read at most once per ``api.trends_fresh_s``:
+    the merged point, the last folded batch and the watch list. A cache hit then costs no
+    PostgreSQL round trip and no thread hop, which is what keeps a busy dashboard's tail short."""
+
+    read_at: float
+    merged: datetime | None
+    folded: datetime | None
+    watches: dict[int, str]
+
+    @classmethod
+    def read(cls, st: Any) -> _DataVersion:
+        with st.engine.connect() as conn:
+            merged, folded = conn.execute(
+                text(
+                    "SELECT (SELECT max(closed_through) FROM trend_progress), "
+                    "(SELECT max(updated_at) FROM trend_watermarks)"
+                )
+            ).one()
+            rows = conn.execute(text("SELECT id, name FROM watches ORDER BY id")).all()
+        return cls(time.monotonic(), merged, folded, {r[0]: r[1] for r in rows})
+
+    def pick(self, ids: list[int] | None) -> dict[int, str]:
+        if not ids:
+            return self.watches
+        missing = [i for i in ids if i not in self.watches]
+        if missing:
+            raise HTTPException(404, f"watch(es) not found: {missing}")
+        return {i: self.watches[i] for i in dict.fromkeys(ids)}
+
+
+async def _data_version(st: Any) -> _DataVersion:
+    """The newest reading, shared by every request of this app. One request reads it again when it
+    is stale; the others meanwhile answer from the last reading (with ``trends_fresh_s`` at 0 every
+    request waits for its own): a burst must not take a PostgreSQL connection per request."""
+    fresh_s = st.api.trends_fresh_s
+    ver = st.memo.get("trends_version")
+    if ver is not None and time.monotonic() - ver.read_at < fresh_s:
+        return ver
+    lock = st.memo.setdefault("trends_version_lock", asyncio.Lock())
+    if ver is not None and fresh_s > 0 and lock.locked():
+        return ver
+    async with lock:
+        ver = st.memo.get("trends_version")
+        if ver is None or time.monotonic() - ver.read_at >= fresh_s:
+            ver = st.memo["trends_version"] = await run_in_threadpool(_DataVersion.read, st)
+    return ver
 
 
 @router.get("/trends", response_model=S.TrendsOut, tags=["trends"], responses=BAD | NOT_FOUND)
-def get_trends(
+async def get_trends(
     request: Request,
     st: State,
     _: Reader,
@@ -244,6 +295,7 @@ def get_trends(
     With no range: the last ``days`` up to the newest counted post of these watches (data time, so
     replays of old streams show their own days), starting no earlier than their first window.
     A post that arrived after its window closed is counted in the window's ``late_posts``, not here.
+    Answers may trail the trends app by up to ``VOXPOP_API_TRENDS_FRESH_S``.
     """
     _aware(since, until)
     try:
@@ -251,19 +303,34 @@ def get_trends(
     except Q.QueryError as e:
         raise HTTPException(400, str(e)) from None
     size = _stored_size(st, step)
-    watches = _watches(st, watch_id)
+    ver = await _data_version(st)
+    watches = ver.pick(watch_id)
+    key = (tuple(watches), bucket, since, until, days, ver.merged, ver.folded)  # stale once a batch is folded
+    cache: _ResponseCache = st.memo.setdefault("trends_bodies", _ResponseCache())
+    hit = cache.get(key)
+    if hit is None:  # built once per key: the requests that miss together wait for the one build
+        lock = st.memo.setdefault("trends_builds", weakref.WeakValueDictionary()).setdefault(key, asyncio.Lock())
+        async with lock:
+            hit = cache.get(key)
+            if hit is None:
+                hit = await run_in_threadpool(_trends_body, st, watches, bucket, size, since, until, days, ver.merged)
+                cache.put(key, hit, st.api.trends_cache_entries)
+    return hit.response(request)
+
+
+def _trends_body(
+    st: Any,
+    watches: dict[int, str],
+    bucket: str,
+    size: str,
+    since: datetime | None,
+    until: datetime | None,
+    days: int,
+    merged: datetime | None,
+) -> _Body:
+    step = Q.parse_bucket(bucket)
+    open_from = Q.floor_time(merged, Q.parse_bucket(size)) if merged is not None else None
     with st.engine.connect() as conn:
-        merged, folded = conn.execute(
-            text(
-                "SELECT (SELECT max(closed_through) FROM trend_progress), "
-                "(SELECT max(updated_at) FROM trend_watermarks)"
-            )
-        ).one()
-        key = (tuple(watches), bucket, since, until, days, merged, folded)  # stale once a batch is folded
-        hit = _TRENDS_CACHE.get(key)
-        if hit is not None:
-            return hit.response(request)
-        open_from = Q.floor_time(merged, Q.parse_bucket(size)) if merged is not None else None
         if until is None or since is None:
             lo, hi = Q.window_extent(conn, list(watches), size, open_from) if watches else (None, None)
             hi = hi or datetime.now(UTC)
@@ -277,9 +344,7 @@ def get_trends(
             raise HTTPException(400, f"{int(n)} buckets asked; at most {st.api.max_buckets}: widen the bucket")
         series = Q.trends_from_windows(conn, watches, since, until, step, size, open_from) if watches else []
     out = S.TrendsOut.model_validate({"bucket": bucket, "since": since, "until": until, "series": series})
-    body = _Body.of(out.model_dump_json().encode())
-    _TRENDS_CACHE.put(key, body, st.api.trends_cache_entries)
-    return body.response(request)
+    return _Body.of(out.model_dump_json().encode())
 
 
 @router.get("/trends/windows", response_model=list[S.WindowOut], tags=["trends"])
