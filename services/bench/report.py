@@ -501,7 +501,10 @@ def _scale(res: dict) -> list[str]:
         if "scorer_pods" in cap:
             lines.append(
                 f"- scorers: {cap['posts_per_s']:,} / {cap['scorer_per_pod_posts_per_s']} posts/s per pod "
-                f"(this machine, layout {cap.get('scorer_layout')}) = **{cap['scorer_pods']}** pods"
+                f"(`voxpop bench`'s end-to-end rate, {res.get('fastest_precision')}, layout "
+                f"{cap.get('scorer_layout')}, on {res.get('machine', {}).get('cpu', '?')}"
+                f"{'' if res.get('machine', {}).get('cpu') == m['cpu'] else ', not the machine above'}) "
+                f"= **{cap['scorer_pods']}** pods"
             )
         if "trends_workers" in cap:
             lines.append(
