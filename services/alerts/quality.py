@@ -64,6 +64,7 @@ RULE_SETS: dict[str, dict[str, Any]] = {
     "surge 3x median (+17), hysteresis, no cooldown": dict(_SURGE, factor=3.0, min_delta=17.0, min_baseline=6),
 }
 
+_THRESHOLDS = ("kind", "factor", "z_score", "min_delta", "min_baseline")
 #: ``--sweep``: rule families over their thresholds, for the frontier of alerted vs false.
 SWEEP: dict[str, list[dict[str, Any]]] = {
     "surge x median": [
@@ -312,7 +313,12 @@ def run_sweep(engine: Engine, csv_path: Path) -> list[dict[str, Any]]:
         out.append(
             {
                 "family": fam,
-                "rule": {k: v for k, v in rule.items() if _COMMON.get(k) != v or k == "kind"},
+                # what the family sets and its thresholds (the rest is NEGATIVE_VOLUME's)
+                "rule": {
+                    k: v
+                    for k, v in rule.items()
+                    if (_COMMON.get(k) != v or k in _THRESHOLDS) and not (k == "z_score" and rule["kind"] == "surge")
+                },
                 "first": summary["alerted_first_window"],
                 "incidents": summary["incidents"],
                 "false_per_brand_week": round(summary["false_per_brand_week"], 3),
