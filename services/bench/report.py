@@ -498,13 +498,15 @@ def _scale(res: dict) -> list[str]:
                 f"- ingest: {cap['posts_per_s']:,} / {sc['ingest']['posts_per_s']:,} posts/s per producer "
                 f"= **{cap['ingest_pods']}** pod(s)"
             )
-        if "scorer_pods" in cap:
+        fastest = res.get("fastest_precision", "")
+        per_pod = res.get("e2e_posts_per_s", {}).get(fastest)
+        if per_pod:  # the stream bench's newest rate (its run may be newer than the scale run)
+            cpu = res.get("machine", {}).get("cpu", "?")
             lines.append(
-                f"- scorers: {cap['posts_per_s']:,} / {cap['scorer_per_pod_posts_per_s']} posts/s per pod "
-                f"(`voxpop bench`'s end-to-end rate, {res.get('fastest_precision')}, layout "
-                f"{cap.get('scorer_layout')}, on {res.get('machine', {}).get('cpu', '?')}"
-                f"{'' if res.get('machine', {}).get('cpu') == m['cpu'] else ', not the machine above'}) "
-                f"= **{cap['scorer_pods']}** pods"
+                f"- scorers: {cap['posts_per_s']:,} / {per_pod} posts/s per pod (`voxpop bench`'s end-to-end "
+                f"rate, {fastest}, layout {res.get('e2e_layout', {}).get(fastest)}, on {cpu}"
+                f"{'' if cpu == m['cpu'] else ', not the machine above'}) "
+                f"= **{-(-cap['posts_per_s'] // int(per_pod))}** pods"
             )
         if "trends_workers" in cap:
             lines.append(

@@ -444,16 +444,14 @@ class socket_port:
 
 
 # --- the run -----------------------------------------------------------------------------------
-def capacity(sc: dict[str, Any], scorer_per_pod: float | None) -> dict[str, Any]:
-    """Pods per stage and PostgreSQL bytes per day for a FIREHOSE posts/s stream, from the rates measured."""
+def capacity(sc: dict[str, Any]) -> dict[str, Any]:
+    """Pods per stage and PostgreSQL bytes per day for a FIREHOSE posts/s stream, from the rates
+    measured here (the report adds scorer pods from the stream bench's newest end-to-end rate)."""
     out: dict[str, Any] = {"posts_per_s": FIREHOSE}
     if "ingest" in sc:
         out["ingest_pods"] = -(-FIREHOSE // int(sc["ingest"]["posts_per_s"]))
     if "trends" in sc:
         out["trends_workers"] = -(-FIREHOSE // int(sc["trends"]["one"]["posts_per_s"]))
-    if scorer_per_pod:
-        out["scorer_pods"] = -(-FIREHOSE // int(scorer_per_pod))
-        out["scorer_per_pod_posts_per_s"] = scorer_per_pod
     if "api" in sc:
         st = sc["api"]["store"]
         per_post = sum(v for k, v in st["bytes"].items() if k != "trend_windows") / st["posts"]
@@ -529,10 +527,7 @@ def run_scale(
             except Exception as e:  # noqa: BLE001 (a failed phase is reported; the others still run)
                 log.exception("scale phase %s failed", name)
                 sc["phases"][name] = {"status": "failed", "why": f"{type(e).__name__}: {e}"}
-            e2e = res.get("e2e_posts_per_s", {}).get(res.get("fastest_precision", ""), None)
-            lay = res.get("e2e_layout", {}).get(res.get("fastest_precision", ""), {})
-            sc["capacity"] = capacity(sc, e2e)  # a pod = the bench machine, scorers as laid out there
-            sc["capacity"]["scorer_layout"] = lay
+            sc["capacity"] = capacity(sc)  # a pod = the bench machine
             write_report(res, out_dir)
     finally:
         local_stack.down(stack)
