@@ -34,7 +34,10 @@ Raw SQL on purpose: ``pipelines`` may not import ``services``; the tables are de
 
 from __future__ import annotations
 
+import heapq
+import json
 import logging
+import math
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -147,6 +150,7 @@ class TrendProcessor:
                 conn.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": MERGE_KEY})
             for part in sorted(by_part):
                 conn.execute(text(_PART_LOCK_SQL), {"k": LOCK_KEY, "p": part})
+            touched: set[int] = set()
             for part in sorted(by_part):
                 its = by_part[part]
                 prev = self._part_closed_through(conn, part)
@@ -154,6 +158,8 @@ class TrendProcessor:
                 res.new_members += len(new)
                 res.duplicate_members += sum(len(set(p.watches)) for _, p in its) - len(new)
                 res.late += self._record_late(conn, new, prev)
+                self._update_live(conn, part, new, {p.post_id: p for _, p in its}, prev)
+                touched.update(w for w, _, _ in new)
                 top = self._bump_watermark(conn, part, its)
                 wm = top - timedelta(seconds=self.cfg.lateness_s)
                 if prev is None or wm > prev:
@@ -162,7 +168,7 @@ class TrendProcessor:
             merged = self.merge()
             res.closed, res.firings = merged.closed, merged.firings
         res.watermark = self._merged_wm
-        res.live = self.live_snapshots(_latest_per_watch(items), res.watermark)
+        res.live = self.live_snapshots(touched, res.watermark)
         return res
 
     def merge(self, through: datetime | None = None, wait: bool = False) -> BatchResult:
@@ -189,39 +195,41 @@ class TrendProcessor:
         self._merged_wm = res.watermark
         return res
 
+    def close_partitions(self, parts: Iterable[int], through: datetime) -> None:
+        """Close these partitions' parts of every window ending by ``through``, as their own
+        watermark would (the end of a finite stream: each worker closes its own partitions, in
+        parallel); a merge then only sums the parts."""
+        with self.engine.begin() as conn:
+            self._catch_up(conn, through, sorted(parts))
+
     def advance(self, watermark: datetime) -> BatchResult:
         """Close every window ending at or before ``watermark`` (end of a finite replay)."""
         return self.merge(through=watermark, wait=True)
 
-    def live_snapshots(self, latest: dict[int, datetime], watermark: datetime | None) -> list[dict[str, Any]]:
-        """Aggregates of the newest open window of each watch in ``latest`` and each spec."""
-        if not latest:
+    def live_snapshots(self, watches: Iterable[int], watermark: datetime | None) -> list[dict[str, Any]]:
+        """The newest open window of each of ``watches`` and each spec, summed over the partitions'
+        live parts (windows the merged ``watermark`` already closed are skipped). Distinct authors
+        are ``None`` here: they do not add up incrementally, and are counted when windows close."""
+        ids = sorted(set(watches))
+        if not ids:
             return []
-        out: list[dict[str, Any]] = []
+        newest: dict[tuple[int, str], list[Any]] = {}
         with self.engine.connect() as conn:
-            for spec in self.cfg.specs:
-                watches, starts = [], []
-                for w, t in latest.items():
-                    start = spec.current_start(t)
-                    if watermark is not None and start + timedelta(seconds=spec.size_s) <= watermark:
-                        continue
-                    watches.append(w)
-                    starts.append(start)
-                if not watches:
-                    continue
-                rows = (
-                    conn.execute(
-                        text(_LIVE_SQL),
-                        {"watches": watches, "starts": starts, "size": spec.size_s, "top": self.cfg.top_n},
-                    )
-                    .mappings()
-                    .all()
-                )
-                for r in rows:
-                    d = _window_dict(r)
-                    d.update(size=spec.name, open=True)
-                    out.append(d)
-        return out
+            rows = conn.execute(
+                text("SELECT * FROM trend_live_parts WHERE source = :s AND watch_id = ANY(:w)"),
+                {"s": self.cfg.source, "w": ids},
+            ).mappings()
+            for r in rows:
+                have = newest.setdefault((r["watch_id"], r["size"]), [r])
+                if r["window_start"] > have[0]["window_start"]:
+                    have[:] = [r]
+                elif r is not have[0] and r["window_start"] == have[0]["window_start"]:
+                    have.append(r)
+        return [
+            _live_window(watch, size, parts, self.cfg.top_n)
+            for (watch, size), parts in sorted(newest.items())
+            if watermark is None or parts[0]["window_end"] > watermark
+        ]
 
     def prune(self) -> dict[str, int]:
         """Retention, in event time behind the merged point (replays of old data keep theirs):
@@ -312,24 +320,20 @@ class TrendProcessor:
     def _insert_members(
         self, conn: Connection, items: Sequence[tuple[int, ScoredPost]], prev: datetime | None
     ) -> list[tuple[int, str, datetime]]:
-        cols: dict[str, list[Any]] = defaultdict(list)
+        rows: list[dict[str, Any]] = []
         seen: set[tuple[int, str]] = set()
         for partition, p in items:
             for w in sorted(set(p.watches)):
                 if (w, p.post_id) in seen:
                     continue
                 seen.add((w, p.post_id))
-                cols["w"].append(w)
-                cols["p"].append(p.post_id)
-                cols["t"].append(p.created_at)
-                cols["a"].append(p.author_id)
-                cols["l"].append(p.label)
-                cols["s"].append(float(p.score))
-                cols["part"].append(partition)
-        if not seen:
+                t, a, lab, sc = p.created_at.isoformat(), p.author_id, p.label, float(p.score)
+                rows.append({"w": w, "p": p.post_id, "t": t, "a": a, "l": lab, "s": sc, "part": partition})
+        if not rows:
             return []
-        rows = conn.execute(text(_INSERT_MEMBERS_SQL), {**cols, "wm": prev}).all()
-        return [(r[0], r[1], r[2]) for r in rows]
+        # one JSON document, not seven arrays: psycopg adapts a JSON string in C, arrays per element
+        out = conn.execute(text(_INSERT_MEMBERS_SQL), {"rows": json.dumps(rows), "wm": prev}).all()
+        return [(r[0], r[1], r[2]) for r in out]
 
     def _record_late(
         self, conn: Connection, new: list[tuple[int, str, datetime]], prev: datetime | None
@@ -353,6 +357,35 @@ class TrendProcessor:
                     },
                 )
         return late
+
+    def _update_live(
+        self,
+        conn: Connection,
+        part: int,
+        new: list[tuple[int, str, datetime]],
+        posts: dict[str, ScoredPost],
+        prev: datetime | None,
+    ) -> None:
+        """Add the batch's new memberships to this partition's newest open window per watch and
+        spec (``trend_live_parts``: one row each, replaced when a newer window starts). A post
+        counts only in the newest window it is in, which is the one a live view shows."""
+        prev_e = prev.timestamp() if prev is not None else float("-inf")
+        per_watch: dict[int, list[tuple[float, ScoredPost]]] = defaultdict(list)
+        for watch, post_id, t in new:
+            per_watch[watch].append((t.timestamp(), posts[post_id]))
+        acc: dict[tuple[int, str], _LiveAcc] = {}
+        for watch, its in per_watch.items():
+            newest = max(e for e, _ in its)
+            for spec in self.cfg.specs:
+                start = newest // spec.step_s * spec.step_s
+                if start + spec.size_s > prev_e:  # else closed for this partition: late posts only
+                    acc[(watch, spec.name)] = _LiveAcc(start, spec.size_s, [p for e, p in its if e >= start])
+        if acc:
+            rows = [a.row(watch, size, self.cfg.top_n) for (watch, size), a in acc.items()]
+            conn.execute(
+                text(_LIVE_UPSERT_SQL),
+                {"src": self.cfg.source, "part": part, "rows": json.dumps(rows), "top": self.cfg.top_n},
+            )
 
     def _bump_watermark(self, conn: Connection, part: int, items: Sequence[tuple[int, ScoredPost]]) -> datetime:
         """Raise this partition's highest event time; returns it (as stored, never lowered)."""
@@ -385,6 +418,10 @@ class TrendProcessor:
         """Aggregate this partition's members of every window ending in ``(prev, wm]`` into its
         parts (the caller holds the partition's lock); moves the partition's closed-through point."""
         prev_e = (prev or _EPOCH_FLOOR).timestamp()
+        # The CTEs' row estimates are guesses: nested loops over them go quadratic, hash joins do
+        # not (and with them off the inflated cost estimate must not trigger JIT compilation).
+        conn.execute(text("SET LOCAL enable_nestloop = off"))
+        conn.execute(text("SET LOCAL jit = off"))
         for spec in self.cfg.specs:
             # windows end on multiples of the step: the first and last ending in (prev, wm]
             first_end = (prev_e // spec.step_s + 1) * spec.step_s
@@ -412,15 +449,16 @@ class TrendProcessor:
             {"wm": wm, "s": self.cfg.source, "p": part},
         )
 
-    def _catch_up(self, conn: Connection, wm: datetime) -> None:
-        """Close the parts of partitions behind ``wm`` (idle ones, or the end of a replay) under
-        their locks, so the merge misses no partition's members."""
+    def _catch_up(self, conn: Connection, wm: datetime, parts: list[int] | None = None) -> None:
+        """Close the parts of partitions behind ``wm`` (idle ones, or the end of a replay; of
+        ``parts`` only if given) under their locks, so the merge misses no partition's members."""
         behind = conn.execute(
             text(
                 "SELECT partition FROM trend_watermarks WHERE source = :s "
-                "AND (closed_through IS NULL OR closed_through < :wm) ORDER BY partition"
+                "AND (closed_through IS NULL OR closed_through < :wm) "
+                "AND (CAST(:parts AS int[]) IS NULL OR partition = ANY(CAST(:parts AS int[]))) ORDER BY partition"
             ),
-            {"s": self.cfg.source, "wm": wm},
+            {"s": self.cfg.source, "wm": wm, "parts": parts},
         ).scalars()
         for part in list(behind):
             conn.execute(text(_PART_LOCK_SQL), {"k": LOCK_KEY, "p": part})
@@ -437,10 +475,10 @@ class TrendProcessor:
         # (Disabling them inflates the cost estimate past the JIT threshold: no JIT for a merge.)
         conn.execute(text("SET LOCAL enable_nestloop = off"))
         conn.execute(text("SET LOCAL jit = off"))
-        rows = conn.execute(
+        result = conn.execute(
             text(_MERGE_SQL), {"s": self.cfg.source, "lo": prev or _EPOCH_FLOOR, "hi": wm, "top": self.cfg.top_n}
-        ).mappings()
-        closed = [_window_dict(r) for r in rows]
+        )
+        closed = [_window_dict(zip(WINDOW_COLUMNS, r, strict=True)) for r in result.all()]
         conn.execute(
             text("UPDATE trend_progress SET closed_through = :wm, updated_at = now() WHERE source = :s"),
             {"wm": wm, "s": self.cfg.source},
@@ -670,13 +708,60 @@ def _save_state(conn: Connection, rule_id: int, watch_id: int, state: dict[str, 
     conn.execute(text(_STATE_UPSERT_SQL), {"r": rule_id, "w": watch_id, "ev": ev, **state})
 
 
-def _latest_per_watch(items: Sequence[tuple[int, ScoredPost]]) -> dict[int, datetime]:
-    out: dict[int, datetime] = {}
-    for _, p in items:
-        for w in p.watches:
-            if w not in out or p.created_at > out[w]:
-                out[w] = p.created_at
-    return out
+@dataclass
+class _LiveAcc:
+    """One batch's posts in one partition's newest window of a watch and spec."""
+
+    start: float
+    size_s: int
+    posts: list[ScoredPost]
+
+    def row(self, watch: int, size: str, top: int) -> dict[str, Any]:
+        n = Counter(p.label for p in self.posts)
+        scored = [(float(p.score), p.post_id) for p in self.posts]
+        neg = heapq.nsmallest(top, scored)
+        pos = [(-sc, i) for sc, i in heapq.nsmallest(top, [(-sc, i) for sc, i in scored])]
+        return {
+            "watch_id": watch,
+            "size": size,
+            "ws": self.start,
+            "we": self.start + self.size_s,
+            "n": len(self.posts),
+            "neg": n["negative"],
+            "neu": n["neutral"],
+            "pos": n["positive"],
+            "sum": math.fsum(sc for sc, _ in scored),
+            "tn": [i for _, i in neg],
+            "tns": [sc for sc, _ in neg],
+            "tp": [i for _, i in pos],
+            "tps": [sc for sc, _ in pos],
+        }
+
+
+def _live_window(watch: int, size: str, parts: list[Any], top: int) -> dict[str, Any]:
+    """A live snapshot: the partitions' parts of one open window summed, as the merge sums them."""
+    n = sum(r["n_posts"] for r in parts)
+    counts = {k: sum(r[f"n_{k}"] for r in parts) for k in ("negative", "neutral", "positive")}
+    neg = sorted((sc, i) for r in parts for i, sc in zip(r["top_negative"], r["top_negative_scores"], strict=True))
+    pos = sorted(
+        ((sc, i) for r in parts for i, sc in zip(r["top_positive"], r["top_positive_scores"], strict=True)),
+        key=lambda x: (-x[0], x[1]),
+    )
+    return {
+        "watch_id": watch,
+        "size": size,
+        "window_start": parts[0]["window_start"],
+        "window_end": parts[0]["window_end"],
+        "n_posts": n,
+        **{f"n_{k}": v for k, v in counts.items()},
+        "mean_score": sum(r["sum_score"] for r in parts) / n if n else None,
+        "share_negative": counts["negative"] / n if n else None,
+        "share_positive": counts["positive"] / n if n else None,
+        "unique_authors": None,
+        "top_negative": [i for _, i in neg[:top]],
+        "top_positive": [i for _, i in pos[:top]],
+        "open": True,
+    }
 
 
 def _window_dict(r: Any) -> dict[str, Any]:
@@ -690,8 +775,7 @@ _INSERT_MEMBERS_SQL = """
 INSERT INTO trend_members (watch_id, post_id, created_at, author_id, label, score, arrival_wm,
                            source_partition, inserted_at)
 SELECT w, p, t, a, l, s, CAST(:wm AS timestamptz), part, now()
-FROM unnest(CAST(:w AS int[]), CAST(:p AS text[]), CAST(:t AS timestamptz[]), CAST(:a AS text[]),
-            CAST(:l AS text[]), CAST(:s AS float8[]), CAST(:part AS int[])) AS u(w, p, t, a, l, s, part)
+FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS u(w int, p text, t timestamptz, a text, l text, s float8, part int)
 ON CONFLICT (watch_id, post_id) DO NOTHING
 RETURNING watch_id, post_id, created_at
 """
@@ -705,46 +789,79 @@ ON CONFLICT (watch_id, size, window_start) DO UPDATE
     SET late_posts = trend_windows.late_posts + EXCLUDED.late_posts
 """
 
-_AGG_COLUMNS = """
-    count(*) AS n_posts,
-    count(*) FILTER (WHERE label = 'negative') AS n_negative,
-    count(*) FILTER (WHERE label = 'neutral') AS n_neutral,
-    count(*) FILTER (WHERE label = 'positive') AS n_positive,
-    avg(score) AS mean_score,
-    count(DISTINCT author_id) AS unique_authors,
-    (array_agg(post_id ORDER BY score ASC, post_id ASC))[1:CAST(:top AS int)] AS top_negative,
-    (array_agg(post_id ORDER BY score DESC, post_id ASC))[1:CAST(:top AS int)] AS top_positive
-"""
-
 _PART_LOCK_SQL = "SELECT pg_advisory_xact_lock(CAST(:k AS int), CAST(:p AS int))"
 
-_CLOSE_PART_SQL = f"""
+# Closing a partition's parts, in three passes so that the hopping windows' ``slots``-fold fan-out
+# happens on small rows, not on members: (1) members grouped by step-aligned slot and "arrival
+# class" (NULL: the member counts in every window containing its slot; else its arrival point,
+# which excludes it from the windows that were closed when it arrived: late posts, rare), with each
+# group's counts, score sum and top posts (the only per-member sort); (2) each group fanned out to
+# the windows containing its slot, summed per window, tops merged from the groups' tops; (3)
+# distinct authors per window, from distinct (slot, class, author) rows (hashed, not sorted).
+_CLOSE_PART_SQL = """
 WITH m AS (
-    SELECT watch_id, post_id, author_id, label, score, arrival_wm,
+    SELECT watch_id, post_id, author_id, label, score,
            CAST(floor(extract(epoch FROM created_at) / CAST(:step AS bigint)) AS bigint)
-               * CAST(:step AS bigint) AS slot
+               * CAST(:step AS bigint) AS slot,
+           arrival_wm
     FROM trend_members
     WHERE source_partition = :part AND created_at >= :lo AND created_at < :hi
+), mk AS (
+    SELECT watch_id, post_id, author_id, label, score, slot,
+           CASE WHEN arrival_wm IS NULL OR arrival_wm < to_timestamp(slot + CAST(:step AS bigint)) THEN NULL
+                ELSE arrival_wm END AS late_wm
+    FROM m
+), g AS (
+    SELECT watch_id, slot, late_wm, count(*) AS n_posts,
+           count(*) FILTER (WHERE label = 'negative') AS n_negative,
+           count(*) FILTER (WHERE label = 'neutral') AS n_neutral,
+           count(*) FILTER (WHERE label = 'positive') AS n_positive,
+           sum(score) AS sum_score,
+           (array_agg(post_id ORDER BY score ASC, post_id ASC))[1:CAST(:top AS int)] AS tn,
+           (array_agg(score ORDER BY score ASC, post_id ASC))[1:CAST(:top AS int)] AS tns,
+           (array_agg(post_id ORDER BY score DESC, post_id ASC))[1:CAST(:top AS int)] AS tp,
+           (array_agg(score ORDER BY score DESC, post_id ASC))[1:CAST(:top AS int)] AS tps
+    FROM mk GROUP BY watch_id, slot, late_wm
 ), w AS (
-    SELECT m.*, m.slot - k.i * CAST(:step AS bigint) AS ws
-    FROM m CROSS JOIN generate_series(0, CAST(:slots AS int) - 1) AS k(i)
-), agg AS (
-    SELECT watch_id, ws, {_AGG_COLUMNS}, sum(score) AS sum_score,
-           (array_agg(score ORDER BY score ASC, post_id ASC))[1:CAST(:top AS int)] AS top_negative_scores,
-           (array_agg(score ORDER BY score DESC, post_id ASC))[1:CAST(:top AS int)] AS top_positive_scores
-    FROM w
+    SELECT g.*, g.slot - k.i * CAST(:step AS bigint) AS ws
+    FROM g CROSS JOIN generate_series(0, CAST(:slots AS int) - 1) AS k(i)
+), wf AS (
+    SELECT * FROM w
     WHERE ws + CAST(:size AS bigint) > CAST(:prev_e AS float8)
       AND ws + CAST(:size AS bigint) <= CAST(:wm_e AS float8)
-      AND (arrival_wm IS NULL OR arrival_wm < to_timestamp(ws + CAST(:size AS bigint)))
+      AND (late_wm IS NULL OR late_wm < to_timestamp(ws + CAST(:size AS bigint)))
+), sums AS (
+    SELECT watch_id, ws, sum(n_posts) AS n_posts, sum(n_negative) AS n_negative, sum(n_neutral) AS n_neutral,
+           sum(n_positive) AS n_positive, sum(sum_score) AS sum_score
+    FROM wf GROUP BY watch_id, ws
+), neg AS (
+    SELECT watch_id, ws, (array_agg(pid ORDER BY sc ASC, pid ASC))[1:CAST(:top AS int)] AS top_negative,
+           (array_agg(sc ORDER BY sc ASC, pid ASC))[1:CAST(:top AS int)] AS top_negative_scores
+    FROM wf, unnest(tn, tns) AS u(pid, sc) GROUP BY watch_id, ws
+), pos AS (
+    SELECT watch_id, ws, (array_agg(pid ORDER BY sc DESC, pid ASC))[1:CAST(:top AS int)] AS top_positive,
+           (array_agg(sc ORDER BY sc DESC, pid ASC))[1:CAST(:top AS int)] AS top_positive_scores
+    FROM wf, unnest(tp, tps) AS u(pid, sc) GROUP BY watch_id, ws
+), au AS (
+    SELECT watch_id, ws, count(*) AS unique_authors
+    FROM (
+        SELECT DISTINCT a.watch_id, a.slot - k.i * CAST(:step AS bigint) AS ws, a.author_id
+        FROM (SELECT DISTINCT watch_id, slot, late_wm, author_id FROM mk) AS a
+        CROSS JOIN generate_series(0, CAST(:slots AS int) - 1) AS k(i)
+        WHERE a.slot - k.i * CAST(:step AS bigint) + CAST(:size AS bigint) > CAST(:prev_e AS float8)
+          AND a.slot - k.i * CAST(:step AS bigint) + CAST(:size AS bigint) <= CAST(:wm_e AS float8)
+          AND (a.late_wm IS NULL
+               OR a.late_wm < to_timestamp(a.slot - k.i * CAST(:step AS bigint) + CAST(:size AS bigint)))
+    ) AS d
     GROUP BY watch_id, ws
 )
 INSERT INTO trend_window_parts (source, watch_id, size, window_start, partition, window_end, n_posts,
     n_negative, n_neutral, n_positive, sum_score, unique_authors, top_negative, top_negative_scores,
     top_positive, top_positive_scores)
-SELECT :src, watch_id, CAST(:name AS text), to_timestamp(ws), :part, to_timestamp(ws + CAST(:size AS bigint)),
-       n_posts, n_negative, n_neutral, n_positive, sum_score, unique_authors, top_negative,
-       top_negative_scores, top_positive, top_positive_scores
-FROM agg
+SELECT :src, s.watch_id, CAST(:name AS text), to_timestamp(s.ws), :part, to_timestamp(s.ws + CAST(:size AS bigint)),
+       s.n_posts, s.n_negative, s.n_neutral, s.n_positive, s.sum_score, au.unique_authors, neg.top_negative,
+       neg.top_negative_scores, pos.top_positive, pos.top_positive_scores
+FROM sums s JOIN au USING (watch_id, ws) JOIN neg USING (watch_id, ws) JOIN pos USING (watch_id, ws)
 ON CONFLICT (source, watch_id, size, window_start, partition) DO UPDATE SET
     n_posts = EXCLUDED.n_posts, n_negative = EXCLUDED.n_negative, n_neutral = EXCLUDED.n_neutral,
     n_positive = EXCLUDED.n_positive, sum_score = EXCLUDED.sum_score, unique_authors = EXCLUDED.unique_authors,
@@ -790,15 +907,40 @@ ON CONFLICT (watch_id, size, window_start) DO UPDATE SET
 RETURNING {", ".join(WINDOW_COLUMNS)}
 """
 
-_LIVE_SQL = f"""
-SELECT t.watch_id, t.ws AS window_start, t.ws + make_interval(secs => CAST(:size AS int)) AS window_end,
-       {_AGG_COLUMNS},
-       CAST(count(*) FILTER (WHERE m.label = 'negative') AS float8) / count(*) AS share_negative,
-       CAST(count(*) FILTER (WHERE m.label = 'positive') AS float8) / count(*) AS share_positive
-FROM unnest(CAST(:watches AS int[]), CAST(:starts AS timestamptz[])) AS t(watch_id, ws)
-JOIN trend_members m ON m.watch_id = t.watch_id AND m.created_at >= t.ws
-     AND m.created_at < t.ws + make_interval(secs => CAST(:size AS int))
-GROUP BY t.watch_id, t.ws
+
+def _merged_top(col: str, what: str, order: str) -> str:
+    """SQL for one top-posts column of a live part after an upsert: the batch's own top when it
+    opens a newer window, else the stored top merged with the batch's (ids ``pid`` or scores ``sc``)."""
+    return (
+        f"CASE WHEN EXCLUDED.window_start > l.window_start THEN EXCLUDED.{col}{'_scores' if what == 'sc' else ''} "
+        f"ELSE ARRAY(SELECT {what} FROM unnest(l.{col} || EXCLUDED.{col}, l.{col}_scores || EXCLUDED.{col}_scores) "
+        f"AS u(pid, sc) ORDER BY sc {order}, pid ASC LIMIT CAST(:top AS int)) END"
+    )
+
+
+# One row per (watch, size, partition): a newer window replaces it, the same window adds to it (top
+# posts merged with the batch's), an older one (a late post's) leaves it alone.
+_LIVE_UPSERT_SQL = f"""
+INSERT INTO trend_live_parts AS l (source, watch_id, size, partition, window_start, window_end, n_posts,
+    n_negative, n_neutral, n_positive, sum_score, top_negative, top_negative_scores, top_positive,
+    top_positive_scores)
+SELECT :src, r.watch_id, r.size, :part, to_timestamp(r.ws), to_timestamp(r.we), r.n, r.neg, r.neu, r.pos,
+       r.sum, r.tn, r.tns, r.tp, r.tps
+FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(watch_id int, size text, ws float8, we float8, n int,
+     neg int, neu int, pos int, sum float8, tn text[], tns float8[], tp text[], tps float8[])
+ON CONFLICT (source, watch_id, size, partition) DO UPDATE SET
+    window_start = EXCLUDED.window_start,
+    window_end = EXCLUDED.window_end,
+    n_posts = EXCLUDED.n_posts + CASE WHEN EXCLUDED.window_start = l.window_start THEN l.n_posts ELSE 0 END,
+    n_negative = EXCLUDED.n_negative + CASE WHEN EXCLUDED.window_start = l.window_start THEN l.n_negative ELSE 0 END,
+    n_neutral = EXCLUDED.n_neutral + CASE WHEN EXCLUDED.window_start = l.window_start THEN l.n_neutral ELSE 0 END,
+    n_positive = EXCLUDED.n_positive + CASE WHEN EXCLUDED.window_start = l.window_start THEN l.n_positive ELSE 0 END,
+    sum_score = EXCLUDED.sum_score + CASE WHEN EXCLUDED.window_start = l.window_start THEN l.sum_score ELSE 0 END,
+    top_negative = {_merged_top("top_negative", "pid", "ASC")},
+    top_negative_scores = {_merged_top("top_negative", "sc", "ASC")},
+    top_positive = {_merged_top("top_positive", "pid", "DESC")},
+    top_positive_scores = {_merged_top("top_positive", "sc", "DESC")}
+WHERE EXCLUDED.window_start >= l.window_start
 """
 
 _FIRING_INSERT_SQL = """

@@ -74,8 +74,8 @@ def closed_windows_containing(
     t: datetime, closed_through: datetime | None, specs: Iterable[WindowSpec]
 ) -> Iterator[tuple[WindowSpec, datetime]]:
     """Windows containing ``t`` that were already closed at ``closed_through`` (a late post)."""
-    if closed_through is None:
-        return
+    if closed_through is None or t >= closed_through:
+        return  # every window containing t ends after t: none of them is closed
     for spec in specs:
         for start in spec.starts_for(t):
             if start + timedelta(seconds=spec.size_s) <= closed_through:

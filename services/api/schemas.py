@@ -405,7 +405,9 @@ class WindowOut(BaseModel):
     mean_score: float | None
     share_negative: float | None
     share_positive: float | None
-    unique_authors: int
+    unique_authors: int | None = Field(
+        ..., description="distinct authors; null in a live (open) window: they are counted when it closes"
+    )
     top_negative: list[str]
     top_positive: list[str]
     late_posts: int

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -131,6 +131,17 @@ def synthetic(data_dir: Path, n: int, seed: int = 24) -> Synthetic:
     )
 
 
+def at_rate(posts: Synthetic, rate: float | None) -> Synthetic:
+    """The same posts with their event times squeezed to ``rate`` posts/s (order and hour-of-day
+    shape kept, ending at END): a firehose's density, where one window holds thousands of posts.
+    ``None``: unchanged (30 days, a few posts per watch and minute)."""
+    if rate is None:
+        return posts
+    end = END.timestamp()
+    span = len(posts) / rate
+    return replace(posts, created=end - (end - posts.created) * (span / (DAYS * 86400)))
+
+
 def partition_of(author: str) -> int:
     return zlib.crc32(author.encode()) % PARTITIONS
 
@@ -165,6 +176,7 @@ def _trends_child(
     database_url: str,
     data_dir: str,
     n: int,
+    rate: float | None,
     parts: list[int],
     batch: int,
     merge_interval_s: float,
@@ -177,7 +189,7 @@ def _trends_child(
     from pipelines.trends.processor import TrendConfig, TrendProcessor
     from services.storage.db import engine_for
 
-    posts = synthetic(Path(data_dir), n)
+    posts = at_rate(synthetic(Path(data_dir), n), rate)
     mine = [(partition_of(a), i) for i, a in enumerate(posts.authors) if partition_of(a) in parts]
     records = [(p, posts.scored_json(i)) for p, i in mine]
     cfg = TrendConfig(source=SOURCE, expected_partitions=PARTITIONS, merge_interval_s=merge_interval_s)
@@ -187,11 +199,15 @@ def _trends_child(
     t0 = time.perf_counter()
     for k in range(0, len(records), batch):
         proc.process([(p, ScoredPost.model_validate_json(v)) for p, v in records[k : k + batch]])
+    proc.close_partitions(parts, END + timedelta(days=2))  # what its watermark would close as time moves on
     done.put(time.perf_counter() - t0)
 
 
-def trends_rate(s: Settings, n: int, workers: int, batch: int) -> dict[str, Any]:
-    """Posts/s of ``workers`` trends processes folding ``n`` posts (each its share of the partitions)."""
+def trends_rate(s: Settings, n: int, workers: int, batch: int, rate: float | None = None) -> dict[str, Any]:
+    """Posts/s of ``workers`` trends processes folding ``n`` posts (each its share of the
+    partitions), up to every window closed and merged: the fold, then the close of what is still
+    open (a live stream closes those as time moves on; a bench that stopped at the fold would leave
+    a dense stream's closes unpaid). ``rate``: event times at that many posts/s (see at_rate)."""
     from pipelines.trends.processor import TrendConfig, TrendProcessor
     from services.storage.db import TREND_TABLES, engine_for
 
@@ -205,7 +221,7 @@ def trends_rate(s: Settings, n: int, workers: int, batch: int) -> dict[str, Any]
     procs = [
         ctx.Process(
             target=_trends_child,
-            args=(s.database_url, str(s.data_dir), n, parts, batch, s.trends.merge_interval_s, ready, go, done),
+            args=(s.database_url, str(s.data_dir), n, rate, parts, batch, s.trends.merge_interval_s, ready, go, done),
             daemon=True,
         )
         for parts in share
@@ -216,17 +232,27 @@ def trends_rate(s: Settings, n: int, workers: int, batch: int) -> dict[str, Any]
     t0 = time.perf_counter()
     go.set()
     per = [done.get(timeout=3600) for _ in procs]
-    wall = time.perf_counter() - t0
+    fold = time.perf_counter() - t0
+    TrendProcessor(eng, TrendConfig(source=SOURCE, expected_partitions=PARTITIONS)).advance(END + timedelta(days=2))
+    wall = time.perf_counter() - t0  # the fold and the workers' closes, then the merge of what they closed
     for p in procs:
         p.join(30)
-    TrendProcessor(eng, TrendConfig(source=SOURCE, expected_partitions=PARTITIONS)).advance(END + timedelta(days=2))
     return {
         "workers": workers,
         "posts": total,
         "seconds": round(wall, 2),
+        "fold_seconds": round(fold, 2),
+        "merge_seconds": round(wall - fold, 2),
         "posts_per_s": round(total / wall, 1),
         "per_worker_seconds": [round(x, 2) for x in per],
     }
+
+
+def trends_scaling(s: Settings, n: int, batch: int, rate: float | None = None) -> dict[str, Any]:
+    """One worker, then two (last: their windows are what the api phase reads), and the ratio."""
+    one = trends_rate(s, n, 1, batch, rate)
+    two = trends_rate(s, n, 2, batch, rate)
+    return {"one": one, "two": two, "ratio": round(two["posts_per_s"] / one["posts_per_s"], 3)}
 
 
 # --- store + api -------------------------------------------------------------------------------
@@ -450,8 +476,9 @@ def capacity(sc: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"posts_per_s": FIREHOSE}
     if "ingest" in sc:
         out["ingest_pods"] = -(-FIREHOSE // int(sc["ingest"]["posts_per_s"]))
-    if "trends" in sc:
-        out["trends_workers"] = -(-FIREHOSE // int(sc["trends"]["one"]["posts_per_s"]))
+    if "trends" in sc:  # at a firehose's density where measured
+        tr = sc["trends"].get("firehose", sc["trends"])
+        out["trends_workers"] = -(-FIREHOSE // int(tr["one"]["posts_per_s"]))
     if "api" in sc:
         st = sc["api"]["store"]
         per_post = sum(v for k, v in st["bytes"].items() if k != "trend_windows") / st["posts"]
@@ -501,14 +528,8 @@ def run_scale(
         if name == "ingest":
             sc["ingest"] = ingest_rate(s, posts, min(n, 200_000))
         elif name == "trends":
-            one = trends_rate(s, n, 1, batch)
-            two = trends_rate(s, n, 2, batch)  # last: its windows are what the api phase reads
-            sc["trends"] = {
-                "batch": batch,
-                "one": one,
-                "two": two,
-                "ratio": round(two["posts_per_s"] / one["posts_per_s"], 3),
-            }
+            firehose = {"rate": FIREHOSE, **trends_scaling(s, n, batch, FIREHOSE)}
+            sc["trends"] = {"batch": batch, "firehose": firehose, **trends_scaling(s, n, batch)}
         elif name == "api":
             if "trends" not in sc["phases"] or only:  # a fresh stack: fold the windows the API reads
                 trends_rate(s, n, 2, batch)

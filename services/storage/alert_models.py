@@ -72,7 +72,23 @@ class TrendWatermark(Base):
     )
 
 
-class TrendWindowPart(Base):
+class _PartSums:
+    """What a partition's share of a window holds that adds up across partitions: counts, the
+    score sum and the top posts with their scores (merged by score)."""
+
+    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    n_posts: Mapped[int] = mapped_column(Integer)
+    n_negative: Mapped[int] = mapped_column(Integer)
+    n_neutral: Mapped[int] = mapped_column(Integer)
+    n_positive: Mapped[int] = mapped_column(Integer)
+    sum_score: Mapped[float] = mapped_column(Float)
+    top_negative: Mapped[list[str]] = mapped_column(ARRAY(String(300)))
+    top_negative_scores: Mapped[list[float]] = mapped_column(ARRAY(Float))
+    top_positive: Mapped[list[str]] = mapped_column(ARRAY(String(300)))
+    top_positive_scores: Mapped[list[float]] = mapped_column(ARRAY(Float))
+
+
+class TrendWindowPart(_PartSums, Base):
     """One source partition's share of a window, closed by the worker owning that partition.
 
     ``posts.scored`` is keyed by author, so the parts of a window hold disjoint authors: counts,
@@ -87,19 +103,25 @@ class TrendWindowPart(Base):
     size: Mapped[str] = mapped_column(String(16), primary_key=True)
     window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     partition: Mapped[int] = mapped_column(Integer, primary_key=True)
-    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    n_posts: Mapped[int] = mapped_column(Integer)
-    n_negative: Mapped[int] = mapped_column(Integer)
-    n_neutral: Mapped[int] = mapped_column(Integer)
-    n_positive: Mapped[int] = mapped_column(Integer)
-    sum_score: Mapped[float] = mapped_column(Float)
     unique_authors: Mapped[int] = mapped_column(Integer)
-    top_negative: Mapped[list[str]] = mapped_column(ARRAY(String(300)))
-    top_negative_scores: Mapped[list[float]] = mapped_column(ARRAY(Float))
-    top_positive: Mapped[list[str]] = mapped_column(ARRAY(String(300)))
-    top_positive_scores: Mapped[list[float]] = mapped_column(ARRAY(Float))
 
     __table_args__ = (Index("ix_trend_window_parts_end", "source", "window_end"),)
+
+
+class TrendLivePart(_PartSums, Base):
+    """One source partition's running aggregate of the newest open window it has seen, per watch
+    and window size (one row each: a newer window replaces it). Updated from the batch's new
+    memberships in the batch transaction, so live snapshots never scan an open window's members.
+    Distinct authors are not kept (they do not add up incrementally): counted when windows close.
+    """
+
+    __tablename__ = "trend_live_parts"
+
+    source: Mapped[str] = mapped_column(String(200), primary_key=True)
+    watch_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    size: Mapped[str] = mapped_column(String(16), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class TrendProgress(Base):

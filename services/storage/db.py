@@ -12,11 +12,19 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # What the stream writes per post: emptied together (tests, the bench), so no table is forgotten,
 # e.g. a ledger left full would make every post of the next run a duplicate.
 STREAM_TABLES = ("post_watches", "predictions", "media", "posts", "authors", "ingest_ledger", "author_states")
-TREND_TABLES = ("trend_members", "trend_windows", "trend_window_parts", "trend_watermarks", "trend_progress")
+TREND_TABLES = (
+    "trend_members",
+    "trend_windows",
+    "trend_window_parts",
+    "trend_live_parts",
+    "trend_watermarks",
+    "trend_progress",
+)
 ALERT_TABLES = (
     "alert_firings",
     "alert_outbox",
     "alert_rule_state",
+    "alert_episode_windows",
     "alert_rules",
     "alert_groups",
     "silences",

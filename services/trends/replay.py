@@ -27,7 +27,7 @@ from pipelines.trends.processor import TrendConfig, TrendProcessor
 from pipelines.trends.windows import DEFAULT_SPECS
 from services.alerts import manage
 from services.config import get_settings
-from services.storage.db import engine_for, migrate
+from services.storage.db import ALERT_TABLES, TREND_TABLES, engine_for, migrate
 
 #: A spike of negative posts per airline (hourly) against the previous 24 clean hourly windows.
 NEGATIVE_VOLUME: dict[str, Any] = dict(
@@ -66,20 +66,9 @@ AIRLINE_RULES: tuple[dict[str, Any], ...] = (
         resolve_ratio=0.5,
     ),
 )
-_TABLES = (
-    "trend_members",
-    "trend_windows",
-    "trend_watermarks",
-    "trend_progress",
-    "alert_firings",
-    "alert_outbox",
-    "alert_rule_state",
-    "alert_episode_windows",
-    "alert_rules",
-    "alert_groups",
-    "notifications",
-    "webhook_deliveries",
-)
+# what a replay starts from empty: every trend and alert table but the user's own silences and
+# webhook endpoints
+_TABLES = (*TREND_TABLES, *(t for t in ALERT_TABLES if t not in ("silences", "webhook_endpoints")))
 
 
 @dataclass

@@ -9,26 +9,12 @@ from sqlalchemy import Engine, insert, text
 
 from pipelines.schemas import ScoredPost
 from pipelines.trends.airline import AIRLINES
+from services.storage import db
 from services.storage.db import truncate_stream_tables
 from services.storage.models import Author, Post, PostWatch, Prediction, Watch
 
-TREND_TABLES = (
-    "trend_members",
-    "trend_windows",
-    "trend_window_parts",
-    "trend_watermarks",
-    "trend_progress",
-    "alert_firings",
-    "alert_outbox",
-    "alert_rule_state",
-    "alert_episode_windows",
-    "alert_rules",
-    "alert_groups",
-    "silences",
-    "notifications",
-    "webhook_deliveries",
-    "webhook_endpoints",
-)
+# every trend and alert table (one list: services.storage.db)
+TREND_TABLES = (*db.TREND_TABLES, *db.ALERT_TABLES)
 
 
 def clean_alert_db() -> Engine:
