@@ -72,3 +72,21 @@ def get(model: str, dataset: str) -> Recipe:
 def available() -> list[tuple[str, str]]:
     load_all()
     return sorted(_RECIPES)
+
+
+def machine_detail(device: str | None = None) -> dict[str, Any]:
+    """Where a checkpoint was trained, for its model card."""
+    import os
+    import platform
+
+    import torch
+
+    out: dict[str, Any] = {
+        "node": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+    }
+    return out | ({"device": device} if device else {})

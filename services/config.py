@@ -232,6 +232,11 @@ class Settings(BaseSettings):
         description="pad each encoder call to one of a few fixed shapes (pipelines.scoring.call_shape), "
         "so the CPU kernels cached per input shape stop growing the scorer's memory",
     )
+    scorer_trim_interval_s: float = Field(
+        60.0,
+        description="give free heap pages back to the kernel this often (malloc_trim; the allocator keeps "
+        "them between batches): a long-running scorer's memory stays flat; 0 = never",
+    )
     scorer_max_attempts: int = Field(3, description="tries before a poison record goes to the DLQ")
     scorer_join_timeout_s: float = Field(
         90.0,

@@ -31,7 +31,14 @@ from models.production import EtaFusionHead
 from models.text_encoder import TextEncoder
 from pipelines.feature_cache import FeatureStore, content_key
 from pipelines.training.distill import distillation_loss
-from pipelines.training.sampling import adapter_optimizer, eval_points, length_grouped_batches
+from pipelines.training.sampling import (
+    BestOnValidation,
+    adapter_optimizer,
+    clipped_step,
+    eval_points,
+    length_grouped_batches,
+    smoothed,
+)
 
 
 def _attn_mask(config, h: Tensor, mask: Tensor):
@@ -197,8 +204,7 @@ def tune(
     steps = len(batches)
     opt, sched, params = adapter_optimizer(adapter, head, cfg.lr, cfg.head_lr, cfg.wd, steps, cfg.warmup)
     eval_at = set(eval_points(steps, cfg.evals))
-    best, best_state, history = -1.0, None, []
-    t0, running = time.time(), 0.0
+    sel, t0, running = BestOnValidation(), time.time(), float("nan")
     bar = tqdm(range(1, steps + 1), desc="adapter + head", unit="step")
     for step in bar:
         model.train()
@@ -207,43 +213,25 @@ def tune(
         h, mask = prefix.batch(rows_of[rows].tolist())
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             top = run_layers(model, layers, h, mask)
-        feats = TextEncoder.mean_pool(top.float(), mask)
-        x, m = head_inputs(rows, feats)
+        x, m = head_inputs(rows, TextEncoder.mean_pool(top.float(), mask))
         logits = head(x, {}, {}, m).logits
         r = torch.as_tensor(rows, dtype=torch.long)
-        target = y[r]
         if soft is not None and has_soft is not None and cfg.distill_alpha > 0:
             loss = distillation_loss(
-                logits, target, soft[r], has_soft[r], cfg.distill_alpha, cfg.temperature, cfg.label_smoothing
+                logits, y[r], soft[r], has_soft[r], cfg.distill_alpha, cfg.temperature, cfg.label_smoothing
             )
         else:
-            loss = F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        running = 0.98 * running + 0.02 * float(loss.detach()) if step > 1 else float(loss.detach())
+            loss = F.cross_entropy(logits, y[r], label_smoothing=cfg.label_smoothing)
+        clipped_step(loss, opt, sched, params)
+        running = smoothed(running, loss)
         bar.set_postfix(loss=f"{running:.3f}")
         if step in eval_at:
             score = evaluate()
-            history.append(
-                {
-                    "step": step,
-                    "loss": round(running, 4),
-                    "val_mean_f1_macro": round(score, 4),
-                    "seconds": round(time.time() - t0, 1),
-                }
-            )
+            sel.record(head, step, running, score, time.time() - t0)
             bar.write(f"step {step}/{steps}: val mean macro-F1 {score:.4f}")
-            if score > best:
-                best, best_state = score, copy.deepcopy(head.state_dict())
     bar.close()
-    assert best_state is not None
-    head.load_state_dict(best_state)
-    return head.eval(), {
-        "history": history,
-        "best_val_mean_f1_macro": round(best, 4),
+    return head, {
+        **sel.restore(head),
         "steps": steps,
         "seconds": round(time.time() - t0, 1),
     }

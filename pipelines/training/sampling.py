@@ -1,10 +1,14 @@
-"""What the adapter-training loops share: balanced example weights, length-grouped batches, and
-the optimiser and schedule of an adapter trained with its head."""
+"""What the adapter-training loops share: balanced example weights, length-grouped batches, the
+optimiser and schedule of an adapter trained with its head, one clipped step, the smoothed loss
+shown on the progress bar, and selection of the head at its best validation point."""
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,3 +66,48 @@ def adapter_optimizer(
 def eval_points(steps: int, evals: int) -> Iterable[int]:
     """The steps at which a run of `steps` validates `evals` times, evenly, the last at the end."""
     return sorted({int(round(steps * (k + 1) / evals)) for k in range(evals)})
+
+
+def clipped_step(loss: torch.Tensor, opt: torch.optim.Optimizer, sched: Any, params: Iterable[nn.Parameter]) -> None:
+    """Backward, gradients clipped to norm 1.0, one optimiser and one schedule step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    torch.nn.utils.clip_grad_norm_(list(params), 1.0)
+    opt.step()
+    sched.step()
+
+
+def smoothed(running: float, loss: torch.Tensor) -> float:
+    """The progress bar's loss: an exponential moving average (NaN before the first step)."""
+    v = float(loss.detach())
+    return v if math.isnan(running) else 0.98 * running + 0.02 * v
+
+
+@dataclass
+class BestOnValidation:
+    """The evaluations of a run and a copy of the head's weights at its best validation score
+    (restored at the end: a run keeps the head it would have picked, not its last step's)."""
+
+    best: float = -1.0
+    state: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self, head: nn.Module, step: int, loss: float, score: float, seconds: float) -> dict[str, Any]:
+        entry = {
+            "step": step,
+            "loss": round(loss, 4),
+            "val_mean_f1_macro": round(score, 4),
+            "seconds": round(seconds, 1),
+        }
+        self.history.append(entry)
+        if score > self.best:
+            self.best, self.state = score, copy.deepcopy(head.state_dict())
+        return entry
+
+    def restore(self, head: nn.Module) -> dict[str, Any]:
+        """Load the best weights into ``head``; the history and the best score, for the run's card."""
+        if self.state is None:
+            raise RuntimeError("no validation ran: set evals >= 1 so a head can be selected")
+        head.load_state_dict(self.state)
+        head.eval()
+        return {"history": self.history, "best_val_mean_f1_macro": round(self.best, 4)}

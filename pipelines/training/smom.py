@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import platform
 import random
 import time
 from dataclasses import dataclass
@@ -37,7 +35,7 @@ from tqdm.auto import tqdm
 from models.smom import SMOM, SMOMConfig, SMOMHead, causal_running_mean
 from pipelines.datasets import erc
 from pipelines.metrics import classification_metrics
-from pipelines.recipes import RecipeContext, recipe
+from pipelines.recipes import RecipeContext, machine_detail, recipe
 
 # Schedules from MM-DFN (docs/models.md section 1): MELD lr 5e-4..1e-3, L2 1e-4..5e-4; IEMOCAP lr 3e-4, L2 1e-4;
 # dropout 0.4; batch 32 dialogues. CPU budget deviations (recorded in every card): D = 128
@@ -229,17 +227,6 @@ def load_checkpoint(path: Path) -> tuple[SMOM, dict[str, Any]]:
     model = SMOM(SMOMConfig.from_dict(card["config"]))
     model.load_state_dict(load_file(str(Path(path) / "model.safetensors")))
     return model.eval(), card
-
-
-def machine_detail() -> dict[str, Any]:
-    return {
-        "node": platform.node(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpus": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-    }
 
 
 # --------------------------------------------------------------------------------------------

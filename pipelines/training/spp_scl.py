@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import json
-import platform
 import random
 import time
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from pipelines.datasets import mvsa
 from pipelines.datasets.base import SENTIMENT_LABELS, Record
 from pipelines.datasets.clmlf import HFM_LABELS, load_hfm
 from pipelines.metrics import classification_metrics
-from pipelines.recipes import RecipeContext, recipe
+from pipelines.recipes import RecipeContext, machine_detail, recipe
 from pipelines.state_cache import TextStates, cached_image_maps, cached_text_states
 
 
@@ -239,29 +238,16 @@ class SPPSCLRecipe:
             perm = train_idx[torch.randperm(len(train_idx), generator=gen)]
             batches = [perm[s : s + bs] for s in range(0, len(perm), bs)]
             batches = [b for b in batches if len(b) > 1]  # BatchNorm needs >= 2 samples
-            sums = {"ce": 0.0, "cli": 0.0, "clt": 0.0, "clm": 0.0, "second": 0}
-            for b in tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=len(batches) < 5):
-                s = two_step_update(model, opt, prep.batch(b, st["use_image"]).to(ctx.device))
-                sums["ce"] += s.loss_ce
-                sums["cli"] += s.loss_cli
-                sums["clt"] += s.loss_clt
-                sums["clm"] += s.loss_clm
-                sums["second"] += int(s.second_step)
+            losses = _epoch(model, opt, prep, batches, st["use_image"], ctx.device, epoch)
             sched.step()
             model.set_bank(prep.batch(bank, st["use_image"]))
             m = _metrics(spec, predict(model, prep, "val"), y_val)
             score = _score(spec, m)
-            nb = max(len(batches), 1)
             rec = {
                 "epoch": epoch,
                 "val_accuracy": round(m["accuracy"], 4),
                 f"val_{spec.f1_key}": round(m[spec.f1_key], 4),
-                "ce": round(sums["ce"] / nb, 4),
-                "cli": round(sums["cli"] / nb, 4),
-                "clt": round(sums["clt"] / nb, 4),
-                "clm": round(sums["clm"] / max(sums["second"], 1), 4),
-                "second_steps": sums["second"],
-                "batches": nb,
+                **losses,
                 "elapsed_s": round(time.time() - t0, 1),
             }
             history.append(rec)
@@ -278,7 +264,30 @@ class SPPSCLRecipe:
         out_dir = self._dir(ctx)
         metrics = {"val": best["val"]}
         metrics["test"] = _metrics(spec, predict(model, prep, "test"), prep.labels[prep.split_idx["test"]].numpy())
-        card = {
+        card = self._card(ctx, st, prep, cfg, bank, best, history, train_s, metrics)
+        save_checkpoint(out_dir, model, card)
+        print(
+            f"saved {out_dir}: best epoch {best['epoch']} val {_fmt(best['val'], spec)} "
+            f"test {_fmt(metrics['test'], spec)} ({train_s:.0f}s)",
+            flush=True,
+        )
+        return out_dir
+
+    def _card(
+        self,
+        ctx: RecipeContext,
+        st: dict[str, Any],
+        prep: Prepared,
+        cfg: SPPSCLConfig,
+        bank: torch.Tensor,
+        best: dict[str, Any],
+        history: list[dict[str, Any]],
+        train_s: float,
+        metrics: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The model card: data, encoders, config, training choices, metrics and where it ran."""
+        spec = self.spec
+        return {
             "model": "spp-scl",
             "version": SPP_SCL_VERSION,
             "dataset": spec.name,
@@ -312,22 +321,8 @@ class SPPSCLRecipe:
             "resolutions": RESOLUTIONS,
             "command": ctx.command,
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": {
-                "node": platform.node(),
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "threads": torch.get_num_threads(),
-                "device": ctx.device,
-            },
+            "machine": machine_detail(ctx.device),
         }
-        save_checkpoint(out_dir, model, card)
-        print(
-            f"saved {out_dir}: best epoch {best['epoch']} val {_fmt(best['val'], spec)} "
-            f"test {_fmt(metrics['test'], spec)} ({train_s:.0f}s)",
-            flush=True,
-        )
-        return out_dir
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, ctx: RecipeContext, split: str) -> dict[str, Any]:
@@ -373,6 +368,36 @@ RESOLUTIONS: dict[str, str] = {
     "hfm_classes": "C = 2",
     "selection": "best validation (accuracy + F1)/2 with early stopping; test never used for selection",
 }
+
+
+def _epoch(
+    model: SPPSCL,
+    opt: torch.optim.Optimizer,
+    prep: Prepared,
+    batches: list[torch.Tensor],
+    use_image: bool,
+    device: str,
+    epoch: int,
+) -> dict[str, Any]:
+    """One pass of two-step updates over ``batches``; the mean of each loss term (L_clm over the
+    batches that took the second step)."""
+    sums = {"ce": 0.0, "cli": 0.0, "clt": 0.0, "clm": 0.0, "second": 0}
+    for b in tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=len(batches) < 5):
+        s = two_step_update(model, opt, prep.batch(b, use_image).to(device))
+        sums["ce"] += s.loss_ce
+        sums["cli"] += s.loss_cli
+        sums["clt"] += s.loss_clt
+        sums["clm"] += s.loss_clm
+        sums["second"] += int(s.second_step)
+    nb = max(len(batches), 1)
+    return {
+        "ce": round(sums["ce"] / nb, 4),
+        "cli": round(sums["cli"] / nb, 4),
+        "clt": round(sums["clt"] / nb, 4),
+        "clm": round(sums["clm"] / max(sums["second"], 1), 4),
+        "second_steps": sums["second"],
+        "batches": nb,
+    }
 
 
 def _fmt(m: dict[str, float], spec: DatasetSpec) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import os
 import time
 from collections.abc import Callable
@@ -41,7 +40,15 @@ from models.registry import HeadOutput
 from models.text_encoder import TextEncoder, spec_named
 from models.text_normalise import PREPROCESS
 from pipelines.datasets.base import Record, label_index
-from pipelines.training.sampling import adapter_optimizer, balanced_weights, eval_points, length_grouped_batches
+from pipelines.training.sampling import (
+    BestOnValidation,
+    adapter_optimizer,
+    balanced_weights,
+    clipped_step,
+    eval_points,
+    length_grouped_batches,
+    smoothed,
+)
 
 
 @dataclass
@@ -189,7 +196,7 @@ def train_teacher(
     eval_at = list(eval_points(steps, cfg.evals))
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / "state.pt"
-    start, history, best, best_state, seconds = 0, [], -1.0, None, 0.0
+    start, sel, seconds = 0, BestOnValidation(), 0.0
     if state_path.exists():
         st = torch.load(state_path, weights_only=False)
         if st["key"] == cfg.key():
@@ -197,13 +204,8 @@ def train_teacher(
             opt.load_state_dict(st["opt"])
             sched.load_state_dict(st["sched"])
             torch.set_rng_state(st["rng"])
-            start, history, best, best_state, seconds = (
-                st["step"],
-                st["history"],
-                st["best"],
-                st["best_state"],
-                st["seconds"],
-            )
+            start, seconds = st["step"], st["seconds"]
+            sel = BestOnValidation(st["best"], st["best_state"], st["history"])
             print(f"resuming teacher run {cfg.key()} at step {start}/{steps}")
         else:
             print(f"{state_path} is another configuration's run ({st['key']} != {cfg.key()}): starting afresh")
@@ -219,9 +221,9 @@ def train_teacher(
                 "opt": opt.state_dict(),
                 "sched": sched.state_dict(),
                 "rng": torch.get_rng_state(),
-                "history": history,
-                "best": best,
-                "best_state": best_state,
+                "history": sel.history,
+                "best": sel.best,
+                "best_state": sel.state,
                 "seconds": seconds,
             },
         )
@@ -233,23 +235,15 @@ def train_teacher(
         rows = batches[step - 1]
         logits = teacher([texts[i] for i in rows], cfg.bf16)
         loss = F.cross_entropy(logits, y[rows], label_smoothing=cfg.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        running = float(loss.detach()) if math.isnan(running) else 0.98 * running + 0.02 * float(loss.detach())
+        clipped_step(loss, opt, sched, params)
+        running = smoothed(running, loss)
         bar.set_postfix(loss=f"{running:.3f}")
         seconds = time.time() - t0
         if step in eval_at:
             pred = predict(teacher, [texts[i] for i in va], cfg.bf16, desc="teacher val").argmax(1)
             score = mean_macro_f1(records, va, pred)
-            entry = {"step": step, "loss": round(running, 4), "val_mean_f1_macro": round(score, 4)}
-            entry["seconds"] = round(seconds, 1)
-            history.append(entry)
+            entry = sel.record(head, step, running, score, seconds)
             bar.write(f"step {step}/{steps}: val mean macro-F1 {score:.4f}")
-            if score > best:
-                best, best_state = score, copy.deepcopy(head.state_dict())
             if on_eval:
                 on_eval(entry)
         if step % cfg.checkpoint_every == 0 or step in eval_at or step == steps:
@@ -259,11 +253,8 @@ def train_teacher(
             bar.close()
             return head, {"stopped_at": step, "steps": steps}
     bar.close()
-    assert best_state is not None
-    head.load_state_dict(best_state)
-    return head.eval(), {
-        "history": history,
-        "best_val_mean_f1_macro": round(best, 4),
+    return head, {
+        **sel.restore(head),
         "steps": steps,
         "seconds": round(seconds, 1),
         "run": cfg.key(),

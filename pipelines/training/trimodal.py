@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import json
-import platform
 import random
 import time
 from collections.abc import Callable
@@ -61,7 +60,7 @@ from pipelines.metrics import (
     mosi_regression_metrics,
     sims_regression_metrics,
 )
-from pipelines.recipes import RecipeContext, recipe
+from pipelines.recipes import RecipeContext, machine_detail, recipe
 
 EVAL_BATCH = 128
 
@@ -520,13 +519,7 @@ class TriModalRecipe:
             "command": ctx.command,
             "options": {k: str(v) for k, v in ctx.options.items()},
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": {
-                "node": platform.node(),
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "threads": torch.get_num_threads(),
-                "device": ctx.device,
-            },
+            "machine": machine_detail(ctx.device),
         }
         save_checkpoint(out_dir, model, card)
         if data.stats:

@@ -842,18 +842,32 @@ WITH m AS (
     SELECT watch_id, ws, (array_agg(pid ORDER BY sc DESC, pid ASC))[1:CAST(:top AS int)] AS top_positive,
            (array_agg(sc ORDER BY sc DESC, pid ASC))[1:CAST(:top AS int)] AS top_positive_scores
     FROM wf, unnest(tp, tps) AS u(pid, sc) GROUP BY watch_id, ws
+), span AS (
+    -- each distinct (author, slot, arrival class): the windows it counts in, starts lo..hi on the
+    -- step grid (a late class only in windows ending after its arrival point)
+    SELECT watch_id, author_id, slot AS hi,
+           CASE WHEN late_wm IS NULL THEN slot - CAST(:size AS bigint) + CAST(:step AS bigint)
+                ELSE greatest(slot - CAST(:size AS bigint) + CAST(:step AS bigint),
+                              CAST(floor((extract(epoch FROM late_wm) - CAST(:size AS bigint)) / CAST(:step AS bigint))
+                                   AS bigint) * CAST(:step AS bigint) + CAST(:step AS bigint)) END AS lo
+    FROM mk GROUP BY watch_id, author_id, slot, late_wm
+), fresh AS (
+    -- the part of each span no earlier span of the same author covered (spans taken by start):
+    -- an author's pieces are disjoint, so counting pieces that cover a window counts its authors
+    SELECT watch_id, lo, hi, max(hi) OVER (PARTITION BY watch_id, author_id ORDER BY lo, hi
+                                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS covered
+    FROM span WHERE lo <= hi
+), ev AS (
+    -- +1 where a piece starts, -1 one step after it ends, and a 0 at every closing window
+    SELECT watch_id, greatest(lo, coalesce(covered + CAST(:step AS bigint), lo)) AS ws, 1 AS d
+    FROM fresh WHERE covered IS NULL OR hi > covered
+    UNION ALL
+    SELECT watch_id, hi + CAST(:step AS bigint), -1 FROM fresh WHERE covered IS NULL OR hi > covered
+    UNION ALL
+    SELECT watch_id, ws, 0 FROM sums
 ), au AS (
-    SELECT watch_id, ws, count(*) AS unique_authors
-    FROM (
-        SELECT DISTINCT a.watch_id, a.slot - k.i * CAST(:step AS bigint) AS ws, a.author_id
-        FROM (SELECT DISTINCT watch_id, slot, late_wm, author_id FROM mk) AS a
-        CROSS JOIN generate_series(0, CAST(:slots AS int) - 1) AS k(i)
-        WHERE a.slot - k.i * CAST(:step AS bigint) + CAST(:size AS bigint) > CAST(:prev_e AS float8)
-          AND a.slot - k.i * CAST(:step AS bigint) + CAST(:size AS bigint) <= CAST(:wm_e AS float8)
-          AND (a.late_wm IS NULL
-               OR a.late_wm < to_timestamp(a.slot - k.i * CAST(:step AS bigint) + CAST(:size AS bigint)))
-    ) AS d
-    GROUP BY watch_id, ws
+    SELECT watch_id, ws, CAST(sum(sum(d)) OVER (PARTITION BY watch_id ORDER BY ws) AS int) AS unique_authors
+    FROM ev GROUP BY watch_id, ws
 )
 INSERT INTO trend_window_parts (source, watch_id, size, window_start, partition, window_end, n_posts,
     n_negative, n_neutral, n_positive, sum_score, unique_authors, top_negative, top_negative_scores,

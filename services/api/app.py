@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import redis
 import sqlalchemy.exc
@@ -15,7 +16,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from sqlalchemy import text
 
 from services.api import schemas as S
@@ -95,13 +96,31 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
         version=_version(),
         lifespan=lifespan,
         openapi_tags=TAGS,
-        docs_url=None,  # served below from local assets
+        docs_url=None,  # served by _add_docs from local assets
         redoc_url=None,
         description="Streaming multimodal opinion monitor. Authenticate with an API key "
         "(`X-API-Key` or `Authorization: Bearer`); scopes read < write < admin.",
     )
     app.state.voxpop = st
     app.state.live = hub
+    _add_observability(app, req_count, req_latency)
+    _add_error_handlers(app)
+    for r in (manage.router, data.router, alerts.router, reports.router, live_router):
+        app.include_router(r, responses=AUTH_ERRORS)
+    _add_service_routes(app, st, registry)
+    _add_docs(app)
+    return app
+
+
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": S.ErrorOut, "description": "no key, or an unknown or revoked key"},
+    403: {"model": S.ErrorOut, "description": "the key's scope does not allow this call"},
+    503: {"model": S.ErrorOut, "description": "a server the API needs is unavailable"},
+}
+
+
+def _add_observability(app: FastAPI, req_count: Counter, req_latency: Histogram) -> None:
+    """Request counts and latencies per route (Prometheus), and the security headers on every response."""
 
     @app.middleware("http")
     async def observe(request: Request, call_next):
@@ -115,6 +134,10 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
         for k, v in SECURITY_HEADERS.items():
             response.headers.setdefault(k, v)
         return response
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Bad values are the client's 422; a server the API needs being down is a 503 to retry, not a 500."""
 
     @app.exception_handler(sqlalchemy.exc.DataError)
     async def data_error(_request: Request, exc: sqlalchemy.exc.DataError) -> JSONResponse:
@@ -133,13 +156,9 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
         log.warning("redis unavailable: %s", exc)
         return JSONResponse({"detail": "redis unavailable, try again shortly"}, status_code=503)
 
-    auth_errors = {
-        401: {"model": S.ErrorOut, "description": "no key, or an unknown or revoked key"},
-        403: {"model": S.ErrorOut, "description": "the key's scope does not allow this call"},
-        503: {"model": S.ErrorOut, "description": "a server the API needs is unavailable"},
-    }
-    for r in (manage.router, data.router, alerts.router, reports.router, live_router):
-        app.include_router(r, responses=auth_errors)
+
+def _add_service_routes(app: FastAPI, st: AppState, registry: CollectorRegistry) -> None:
+    """Health (no key), metrics (a read key unless public) and the dashboard page."""
 
     @app.get("/api/health", response_model=S.Health, tags=["overview"])
     def health() -> dict:
@@ -161,7 +180,7 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
             "version": _version(),
         }
 
-    metrics_deps = [] if api.metrics_public else [Depends(require("read"))]
+    metrics_deps = [] if st.api.metrics_public else [Depends(require("read"))]
 
     @app.get("/metrics", include_in_schema=False, dependencies=metrics_deps)
     def metrics() -> Response:
@@ -173,7 +192,10 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
             STATIC / "index.html", headers={"Content-Security-Policy": DASHBOARD_CSP, "Cache-Control": "no-cache"}
         )
 
-    # The docs pages, their scripts from /docs/assets; no outside request (fonts, swagger.io's validator).
+
+def _add_docs(app: FastAPI) -> None:
+    """The docs pages with their scripts from /docs/assets: no outside request (CDN, fonts,
+    swagger.io's validator), so they work offline."""
     spec, asset = app.openapi_url or "/openapi.json", "/docs/assets/"
     swagger = get_swagger_ui_html(
         openapi_url=spec,
@@ -194,4 +216,3 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
     app.add_api_route("/redoc", lambda: HTMLResponse(redoc), include_in_schema=False)
     app.mount("/docs/assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    return app

@@ -47,7 +47,7 @@ from kafka.errors import KafkaError
 from pydantic import ValidationError
 
 from models.registry import ScoringHead, load_head
-from pipelines.allocator import keep_freed_memory
+from pipelines.allocator import keep_freed_memory, release_free_memory
 from pipelines.asr import Transcriber, Transcript, asr_available
 from pipelines.av_heads import AVHead, AVInput, heads_for, load_av_heads
 from pipelines.reasons import ReasonClassifier
@@ -205,7 +205,6 @@ class ScorerStats:
     batches: int = 0
     scored: int = 0
     dlq: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
 
 
 class Scorer:
@@ -802,6 +801,7 @@ class Scorer:
                 done.wait()
                 apply_commits()
 
+        trimmer = _Trimmer(self.s.scorer_trim_interval_s)
         thread = threading.Thread(target=poll, name="scorer-poll", daemon=True)
         thread.start()
         if self.s.scorer_cpus:  # this (model) thread only: the polling and Kafka threads stay free to move
@@ -817,7 +817,7 @@ class Scorer:
                 self.process_safely(prep)
                 commits.put(prep.records)
                 self.stats.batches += 1
-                self.stats.batch_sizes.append(len(prep.records))
+                trimmer.maybe()
                 if max_records is not None and self.stats.scored + self.stats.dlq >= max_records:
                     break
         finally:
@@ -905,6 +905,18 @@ class LogAssignments(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned) -> None:
         log.info("partitions assigned: %s", _partition_list(assigned))
+
+
+class _Trimmer:
+    """Releases free heap pages after a batch, at most every ``interval_s`` (0: never)."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s, self.last = interval_s, time.monotonic()
+
+    def maybe(self) -> None:
+        if self.interval_s > 0 and time.monotonic() - self.last >= self.interval_s:
+            release_free_memory()
+            self.last = time.monotonic()
 
 
 def _partition_list(tps) -> str:

@@ -45,9 +45,10 @@ def post(i: int, author: str = "u1", **kw) -> dict:
 
 
 @pytest.fixture
-def private_broker(stack_endpoints, tmp_path):
-    """Endpoints with a Tansu of this test's own: the group-coordinator tests below provoke and
-    depend on the broker's group state, which another test's groups (or an earlier wedge) change."""
+def own_broker(stack_endpoints, tmp_path):
+    """(its settings, endpoints) of a Tansu of this test's own, on the shared PostgreSQL and Redis:
+    for tests that kill the broker or depend on its group state, which another test's groups (or an
+    earlier wedge) change."""
     from infra import local_stack
     from services.config import Settings
 
@@ -59,9 +60,14 @@ def private_broker(stack_endpoints, tmp_path):
     )
     kafka = local_stack.up(own, which=("kafka",)).kafka_bootstrap
     try:
-        yield local_stack.Endpoints(stack_endpoints.database_url, stack_endpoints.redis_url, kafka)
+        yield own, local_stack.Endpoints(stack_endpoints.database_url, stack_endpoints.redis_url, kafka)
     finally:
         local_stack.down(own)
+
+
+@pytest.fixture
+def private_broker(own_broker):
+    return own_broker[1]
 
 
 def test_poison_records_over_the_request_limit_are_dead_lettered_and_the_stream_flows(stack_endpoints, tmp_path):
@@ -220,22 +226,15 @@ def test_accepted_posts_the_broker_lost_are_republished_and_dedup_never_claims_t
     assert second.republished == 0 and second.checked == 30, "what the broker holds now is not sent again"
 
 
-def test_a_scorer_waits_out_a_broker_restart_and_scores_what_comes_after(stack_endpoints, tmp_path):
+def test_a_scorer_waits_out_a_broker_restart_and_scores_what_comes_after(own_broker, tmp_path):
     """kill -9 of the broker under a running scorer: polls meet refused connections for a while;
     the scorer must wait and go on, not exit (found by `voxpop faults`: one of two scorers died)."""
     import os
 
     from infra import local_stack
-    from services.config import Settings
 
-    own = Settings(
-        state_dir=tmp_path / "broker",
-        database_url=stack_endpoints.database_url,
-        redis_url=stack_endpoints.redis_url,
-        kafka_bootstrap=None,
-    )
-    kafka = local_stack.up(own, which=("kafka",)).kafka_bootstrap
-    ep = local_stack.Endpoints(stack_endpoints.database_url, stack_endpoints.redis_url, kafka)
+    own, ep = own_broker
+    kafka = ep.kafka_bootstrap
     s = fresh_stream(ep)
     db = engine_for(ep.database_url)
 
@@ -263,7 +262,6 @@ def test_a_scorer_waits_out_a_broker_restart_and_scores_what_comes_after(stack_e
     finally:
         scorer.send_signal(signal.SIGTERM)
         scorer.wait(60)
-        local_stack.down(own)
 
 
 def test_a_scorer_waits_out_a_postgresql_restart(stack_endpoints, tmp_path):
