@@ -33,7 +33,7 @@ from sqlalchemy import text
 
 from pipelines.trends.airline import AIRLINES
 from services.bench import SCALE_PHASES
-from services.config import Settings
+from services.config import Settings, child_environ
 
 log = logging.getLogger("voxpop.bench")
 
@@ -237,7 +237,10 @@ def trends_rate(s: Settings, n: int, workers: int, batch: int, rate: float | Non
     wall = time.perf_counter() - t0  # the fold and the workers' closes, then the merge of what they closed
     for p in procs:
         p.join(30)
+    with eng.connect() as c:
+        windows = c.execute(text("SELECT count(*) FROM trend_windows")).scalar_one()
     return {
+        "windows": windows,
         "workers": workers,
         "posts": total,
         "seconds": round(wall, 2),
@@ -347,8 +350,11 @@ def api_p99(s: Settings, state: Path, seconds: float, connections: int = 16) -> 
     token = create_key(engine_for(s.database_url), "bench-scale", "read")[1]
     with socket_port() as port:
         pass  # free now; the API binds it next
-    env = dict(os.environ) | settings_environ(s, ("database_url", "redis_url", "kafka_bootstrap"))
-    env |= {"VOXPOP_API_BOOTSTRAP_KEY": "false", "VOXPOP_STATE_DIR": str(state)}
+    env = child_environ(
+        **settings_environ(s, ("database_url", "redis_url", "kafka_bootstrap")),
+        VOXPOP_API_BOOTSTRAP_KEY="false",
+        VOXPOP_STATE_DIR=str(state),
+    )
     log_f = (state / "api-scale.log").open("ab")
     api = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "api", "--port", str(port)], env=env, stdout=log_f, stderr=log_f

@@ -378,15 +378,31 @@ class Probe:
     def summary(self) -> str:
         if len(self.rss_mb) < 4:
             return ""
-        q = max(1, len(self.rss_mb) // 4)
-        first, last = sum(self.rss_mb[:q]) / q, sum(self.rss_mb[-q:]) / q
-        half = len(self.rss_mb) // 2  # the steady state: warm-up (kernels, caches, buffers) is over
-        slope = float(np.polyfit(self.t_s[half:], self.rss_mb[half:], 1)[0]) * 60 if len(self.rss_mb) >= 8 else 0.0
         return (
-            f"; lag max {max(self.lag)} posts once scoring began, {self.lag[-1]} at the end; scorers' RSS "
-            f"{first:.0f} MB (first quarter) -> {last:.0f} MB (last quarter), {slope:+.1f} MB/min over "
-            f"the second half; client retries {self.feeder.retries}"
+            f"; lag max {max(self.lag)} posts once scoring began, {self.lag[-1]} at the end; "
+            + memory_note(self.samples())
+            + f"; client retries {self.feeder.retries}"
         )
+
+
+def memory_note(samples: list[list[float]]) -> str:
+    """The scorers' memory over a load row: its floor (each minute's lowest reading) from the first
+    to the last quarter, the floor's slope over the second half (the steady state: warm-up is
+    over) and the highest reading. The floor, because a scorer's heap is a sawtooth: it keeps
+    freed memory between batches and gives it back every VOXPOP_SCORER_TRIM_INTERVAL_S; a
+    leak raises the floor, the sawtooth does not."""
+    per_min: dict[int, float] = {}
+    for t, _lag, rss in samples:
+        per_min[int(t // 60)] = min(rss, per_min.get(int(t // 60), rss))
+    mins, floor = list(per_min), list(per_min.values())
+    if len(floor) < 4:
+        return f"scorers' RSS up to {max(r for *_, r in samples):.0f} MB"
+    q, half = max(1, len(floor) // 4), len(floor) // 2
+    slope = float(np.polyfit(mins[half:], floor[half:], 1)[0]) if len(floor) - half >= 2 else 0.0
+    return (
+        f"scorers' RSS floor {sum(floor[:q]) / q:.0f} MB (first quarter) -> {sum(floor[-q:]) / q:.0f} MB (last "
+        f"quarter), {slope:+.1f} MB/min over the second half, peak {max(r for *_, r in samples):.0f} MB"
+    )
 
 
 @dataclass

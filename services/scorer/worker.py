@@ -813,6 +813,7 @@ class Scorer:
                 if prep is None:
                     if intake.ended:
                         break
+                    trimmer.maybe()  # an idle scorer gives its last batches' memory back too
                     continue
                 self.process_safely(prep)
                 commits.put(prep.records)

@@ -27,6 +27,7 @@ def test_two_trends_workers_fold_and_close_every_post_exactly_once(stack_setting
     n = 3000
     res = trends_rate(s, n, 2, batch=500, rate=rate)
     assert res["posts"] == n and res["posts_per_s"] > 0 and len(res["per_worker_seconds"]) == 2
+    assert res["windows"] > 0
     with engine_for(s.database_url).connect() as c:
         assert c.execute(text("SELECT count(*) FROM trend_members")).scalar_one() == n
         sums = dict(c.execute(text("SELECT size, sum(n_posts) FROM trend_windows GROUP BY size")).all())

@@ -109,3 +109,13 @@ def asdict_row(name: str) -> dict:
         "seconds": 9.0,
         "note": "",
     }
+
+
+def test_the_load_row_reports_the_memory_floor_so_a_sawtooth_is_not_a_leak() -> None:
+    from services.faults.run import memory_note
+
+    saw = [[t, 0, 1000 + (150 if (t // 5) % 4 else 0)] for t in range(0, 1200, 5)]  # trims every 20 s
+    assert "floor 1000 MB (first quarter) -> 1000 MB (last quarter), +0.0 MB/min" in memory_note(saw)
+    assert "peak 1150 MB" in memory_note(saw)
+    leak = [[t, 0, 1000 + t / 6] for t in range(0, 1200, 5)]  # +10 MB/min
+    assert "+10.0 MB/min over the second half" in memory_note(leak)
