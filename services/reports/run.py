@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import logging
 import re
@@ -17,6 +14,7 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine, text
 
+from services.alerts.signing import signed_headers
 from services.reports.data import collect, find_watch, period_bounds
 from services.reports.render import make_charts, render_csv, render_html, render_pdf
 
@@ -75,19 +73,13 @@ def _claim(
         return None, dict(row)
 
 
-def sign(secret: str, msg_id: str, ts: int, body: bytes) -> str:
-    """Standard Webhooks signature header value (``v1,<base64 HMAC-SHA256>``)."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    mac = hmac.new(key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode()
-
-
 def deliver_webhook(url: str, payload: dict[str, Any], secret: str | None, timeout_s: float = 10.0) -> str:
     body = json.dumps(payload, default=str).encode()
-    msg_id, ts = "rep_" + uuid.uuid4().hex, int(time.time())
-    headers = {"content-type": "application/json", "webhook-id": msg_id, "webhook-timestamp": str(ts)}
-    if secret:
-        headers["webhook-signature"] = sign(secret, msg_id, ts, body)
+    msg_id = "rep_" + uuid.uuid4().hex
+    if secret:  # Standard Webhooks, signed as the alert notifications are
+        headers = signed_headers(secret, msg_id, body)
+    else:
+        headers = {"content-type": "application/json", "webhook-id": msg_id, "webhook-timestamp": str(int(time.time()))}
     try:
         r = httpx.post(url, content=body, headers=headers, timeout=timeout_s, follow_redirects=False)
         return f"delivered:{r.status_code}" if r.is_success else f"failed:HTTP {r.status_code}"

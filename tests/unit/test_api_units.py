@@ -9,7 +9,7 @@ import pytest
 from services.api import queries as Q
 from services.api.keys import Principal, hash_token
 from services.reports.data import last_full_period_end, period_bounds
-from services.reports.run import sign, slug
+from services.reports.run import slug
 
 
 def test_parse_bucket():
@@ -70,16 +70,20 @@ def test_scopes_are_ordered():
     assert len(hash_token("vpk_x")) == 64 and hash_token("vpk_x") != hash_token("vpk_y")
 
 
-def test_report_signature_matches_standard_webhooks():
-    from standardwebhooks.webhooks import Webhook
-
-    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-    ts = int(datetime.now(UTC).timestamp())
-    body = b'{"type":"report.generated"}'
-    headers = {
-        "webhook-id": "rep_1",
-        "webhook-timestamp": str(ts),
-        "webhook-signature": sign(secret, "rep_1", ts, body),
-    }
-    assert Webhook(secret).verify(body, headers) == {"type": "report.generated"}
+def test_report_file_names_are_slugs():
     assert slug("US Airways!") == "us-airways"
+
+
+def test_report_webhooks_are_signed_as_standard_webhooks_and_verified_by_the_package() -> None:
+    from services.alerts.receiver import Receiver
+    from services.alerts.signing import new_secret
+    from services.reports.run import deliver_webhook
+
+    secret = new_secret()
+    rx = Receiver(secret).start()
+    try:
+        assert deliver_webhook(rx.url, {"watch": "Delta", "period": "week"}, secret) == "delivered:204"
+        assert deliver_webhook(rx.url, {"watch": "Delta"}, new_secret()) == "failed:HTTP 400"  # another key
+    finally:
+        rx.stop()
+    assert rx.ok[0]["payload"] == {"watch": "Delta", "period": "week"} and rx.bad == 1
