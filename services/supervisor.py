@@ -15,7 +15,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pipelines.retry import delay_after, exponential
 from services.config import Settings, child_environ
@@ -33,7 +35,7 @@ class Child:
     argv: list[str]
     restart: bool = True
     env: dict[str, str] = field(default_factory=dict)  # on top of the supervisor's environment
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
     done: bool = False
@@ -108,7 +110,7 @@ def _start(child: Child, env: dict[str, str]) -> None:
     log.info("started %s (pid %d)", child.name, child.proc.pid)
 
 
-def terminate(procs: list[subprocess.Popen], grace_s: float = 60.0) -> None:
+def terminate(procs: Sequence[subprocess.Popen[Any]], grace_s: float = 60.0) -> None:
     """SIGTERM every process still running, then SIGKILL whatever has not exited after `grace_s`."""
     for p in procs:
         if p.poll() is None:

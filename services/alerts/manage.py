@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import CursorResult, Engine, Result, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -80,6 +80,11 @@ def _rule_defaults() -> dict[str, Any]:
     }
 
 
+def _rowcount(result: Result[Any]) -> int:
+    """Rows a DELETE/UPDATE matched (Session.execute types its result as a plain Result)."""
+    return cast(CursorResult[Any], result).rowcount
+
+
 def list_rules(db: str | Engine) -> list[dict[str, Any]]:
     with Session(_engine(db)) as s:
         return [_as_dict(r) for r in s.scalars(select(AlertRule).order_by(AlertRule.id))]
@@ -89,7 +94,7 @@ def delete_rule(db: str | Engine, rule: int | str) -> bool:
     """Delete by id or name; its firings stay (rule_id set to NULL). True if it existed."""
     col = AlertRule.id if isinstance(rule, int) else AlertRule.name
     with Session(_engine(db)) as s, s.begin():
-        return bool(s.execute(delete(AlertRule).where(col == rule)).rowcount)
+        return bool(_rowcount(s.execute(delete(AlertRule).where(col == rule))))
 
 
 # --- webhook endpoints ----------------------------------------------------------------------------
@@ -154,7 +159,7 @@ def list_endpoints(db: str | Engine) -> list[dict[str, Any]]:
 def delete_endpoint(db: str | Engine, endpoint: int | str) -> bool:
     col = WebhookEndpoint.id if isinstance(endpoint, int) else WebhookEndpoint.name
     with Session(_engine(db)) as s, s.begin():
-        return bool(s.execute(delete(WebhookEndpoint).where(col == endpoint)).rowcount)
+        return bool(_rowcount(s.execute(delete(WebhookEndpoint).where(col == endpoint))))
 
 
 # --- silences -----------------------------------------------------------------------------------

@@ -83,7 +83,8 @@ class UrlPolicy:
             infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
         except OSError as e:
             raise PolicyError(f"cannot resolve {host}: {e}") from e
-        return list(dict.fromkeys(ipaddress.ip_address(i[4][0].split("%")[0]) for i in infos))
+        # an AF_INET/AF_INET6 sockaddr starts with the host as a string (the scope id after "%")
+        return list(dict.fromkeys(ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos))
 
     def _check_ip(self, ip: IPAddress) -> None:
         if isinstance(ip, ipaddress.IPv6Address):

@@ -367,7 +367,9 @@ def run_benchmark(engine: Engine, csv_path: Path) -> dict[str, Any]:
         eps = episodes_from_db(engine, rule_id)
         summary, per = score(incidents, eps, weeks)
         with engine.connect() as c:
-            outcomes = dict(c.execute(text("SELECT outcome, count(*) FROM alert_outbox GROUP BY outcome")).all())
+            outcomes: dict[str, int] = dict(
+                c.execute(text("SELECT outcome, count(*) FROM alert_outbox GROUP BY outcome")).all()
+            )
         results.append(
             RuleSetResult(
                 name=name,
@@ -395,7 +397,12 @@ def run_benchmark(engine: Engine, csv_path: Path) -> dict[str, Any]:
 
 
 def render_markdown(res: dict[str, Any]) -> str:
-    pt = lambda s: (datetime.fromisoformat(s) + PT).strftime("%m-%d %H:%M")  # noqa: E731
+    def pt(s: str) -> str:
+        return (datetime.fromisoformat(s) + PT).strftime("%m-%d %H:%M")
+
+    def yn(b: object) -> str:
+        return "yes" if b else "no"
+
     lines = [
         "# Alert quality on the airline stream",
         "",
@@ -430,7 +437,6 @@ def render_markdown(res: dict[str, Any]) -> str:
         "verified deliveries (bad signatures) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    yn = lambda b: "yes" if b else "no"  # noqa: E731
     for r in res["rule_sets"]:
         lines.append(
             f"| {r['name']} | {r['episodes']} | {r['incidents_alerted']}/{r['incidents']} | "

@@ -158,7 +158,8 @@ def why_line(why: dict[str, Any], against: str = "its baseline", reasons: int = 
 def stored_why(conn: Connection, firing: dict[str, Any]) -> dict[str, Any]:
     """The firing's why, computed and kept on first use (a firing's window never changes once closed)."""
     if firing.get("why"):
-        return firing["why"]
+        kept: dict[str, Any] = firing["why"]
+        return kept
     rule = None
     if firing.get("rule_id") is not None:
         row = conn.execute(text("SELECT * FROM alert_rules WHERE id = :r"), {"r": firing["rule_id"]}).mappings().first()

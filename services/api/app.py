@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from importlib.resources import files
@@ -86,7 +87,7 @@ def create_app(settings: Settings | None = None, api: ApiSettings | None = None)
     registry, req_count, req_latency = build_registry(st, probe)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI):
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         await hub.close()
         probe.close()
@@ -123,7 +124,7 @@ def _add_observability(app: FastAPI, req_count: Counter, req_latency: Histogram)
     """Request counts and latencies per route (Prometheus), and the security headers on every response."""
 
     @app.middleware("http")
-    async def observe(request: Request, call_next):
+    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         t0 = time.perf_counter()
         response = await call_next(request)
         route = request.scope.get("route")
@@ -161,7 +162,7 @@ def _add_service_routes(app: FastAPI, st: AppState, registry: CollectorRegistry)
     """Health (no key), metrics (a read key unless public) and the dashboard page."""
 
     @app.get("/api/health", response_model=S.Health, tags=["overview"])
-    def health() -> dict:
+    def health() -> dict[str, Any]:
         """Liveness and dependencies (no key needed)."""
         db_ok = redis_ok = True
         try:

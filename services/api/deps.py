@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 import weakref
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -70,13 +71,14 @@ class AppState:
 
 
 async def state(request: Request) -> AppState:
-    return request.app.state.voxpop  # async: no thread hop for a dependency that does no I/O
+    st: AppState = request.app.state.voxpop  # async: no thread hop for a dependency that does no I/O
+    return st
 
 
 State = Annotated[AppState, Depends(state)]
 
 
-def require(scope: str):
+def require(scope: str) -> Callable[..., Coroutine[Any, Any, keys.Principal]]:
     """Dependency factory: the caller's key must carry ``scope`` (read < write < admin)."""
 
     async def check(
@@ -97,9 +99,11 @@ def require(scope: str):
         principal = st.cached(token)
         if principal is None:
             locks = st.memo.setdefault("auth_locks", weakref.WeakValueDictionary())
-            lock = locks.setdefault(token, asyncio.Lock())
+            lock: asyncio.Lock = locks.setdefault(token, asyncio.Lock())
             async with lock:
-                principal = st.cached(token) or await run_in_threadpool(st.authenticate, token)
+                principal = st.cached(token)
+                if principal is None:
+                    principal = await run_in_threadpool(st.authenticate, token)
         if not principal.allows(scope):
             raise HTTPException(403, f"this key has scope '{principal.scope}'; this call needs '{scope}'")
         return principal

@@ -103,5 +103,7 @@ def touch(engine: Engine, key_id: int) -> None:
 
 def has_active_admin(engine: Engine) -> bool:
     with engine.connect() as conn:
-        q = select(ApiKey.id).where(ApiKey.revoked_at.is_(None), ApiKey.scopes.any("admin")).limit(1)
+        # ARRAY's any(): SQLAlchemy types a Mapped[list[str]] column as a relationship comparator
+        admin = ApiKey.scopes.any("admin")  # type: ignore[arg-type]
+        q = select(ApiKey.id).where(ApiKey.revoked_at.is_(None), admin).limit(1)
         return conn.execute(q).first() is not None

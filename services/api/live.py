@@ -33,7 +33,7 @@ class LiveHub:
     def __init__(self, redis_url: str) -> None:
         self.redis_url = redis_url
         self.subscribers: set[asyncio.Queue[tuple[str, str, str]]] = set()
-        self.task: asyncio.Task | None = None
+        self.task: asyncio.Task[None] | None = None
         self.ids = itertools.count(1)
         self.ready = asyncio.Event()
 
@@ -44,7 +44,7 @@ class LiveHub:
             self.task = asyncio.get_running_loop().create_task(self._run())
         return q
 
-    def unsubscribe(self, q: asyncio.Queue) -> None:
+    def unsubscribe(self, q: asyncio.Queue[tuple[str, str, str]]) -> None:
         self.subscribers.discard(q)
 
     def _fan_out(self, event: str, data: str) -> None:

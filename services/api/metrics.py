@@ -10,15 +10,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from sqlalchemy import text
 
 from services.storage import redis_keys as rk
 from services.storage.redis_keys import KEYS
-from services.storage.redis_stats import HISTOGRAMS, read_histogram
+from services.storage.redis_stats import HISTOGRAMS, as_text, read_histogram
+
+if TYPE_CHECKING:
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    from services.api.deps import AppState
 
 log = logging.getLogger("voxpop.api.metrics")
 REDIS_COUNTERS = {
@@ -38,11 +44,13 @@ class KafkaProbe:
     ) -> None:
         self.bootstrap, self.group, self.topic, self.dlq = bootstrap, group, topic, dlq
         self.cache_s, self.timeout_ms = cache_s, int(timeout_s * 1000)
-        self._at, self._value = 0.0, None
+        self._at = 0.0
+        self._value: dict[str, Any] | None = None
         self._lock = threading.Lock()
-        self._admin = self._consumer = None
+        self._admin: KafkaAdminClient | None = None
+        self._consumer: KafkaConsumer | None = None
 
-    def _clients(self):
+    def _clients(self) -> tuple[KafkaAdminClient, KafkaConsumer]:
         from kafka import KafkaAdminClient, KafkaConsumer
 
         if self._admin is None:
@@ -66,7 +74,7 @@ class KafkaProbe:
         tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
         committed = self._committed(admin, tps)
         ends = consumer.end_offsets(tps) if tps else {}
-        lag = {}
+        lag: dict[int, int] = {}
         for tp in tps:
             c = committed.get(tp)
             done = c.offset if c is not None and c.offset >= 0 else 0
@@ -79,14 +87,17 @@ class KafkaProbe:
             dlq = sum(d_end[tp] - d_begin.get(tp, 0) for tp in dtps)
         return {"lag": lag, "dlq": dlq}
 
-    def _committed(self, admin, tps) -> dict:
+    def _committed(self, admin: KafkaAdminClient, tps: list[TopicPartition]) -> dict[TopicPartition, Any]:
         """Committed offsets of the group (kafka-python 3 renamed the admin call; support both)."""
         from kafka.errors import KafkaError
 
+        offsets: dict[TopicPartition, Any]  # TopicPartition -> OffsetAndMetadata
         try:
             if hasattr(admin, "list_group_offsets"):
-                return admin.list_group_offsets({self.group: tps}).get(self.group, {})
-            return admin.list_consumer_group_offsets(self.group, partitions=tps)
+                offsets = admin.list_group_offsets({self.group: tps}).get(self.group, {})
+            else:
+                offsets = admin.list_consumer_group_offsets(self.group, partitions=tps)
+            return offsets
         except KafkaError as e:  # e.g. the group never committed: everything is lag
             log.debug("metrics: no committed offsets for %s: %s", self.group, e)
             return {}
@@ -119,18 +130,18 @@ class KafkaProbe:
 class PipelineCollector:
     """Collected on each scrape (prometheus_client custom collector protocol)."""
 
-    def __init__(self, st, probe: KafkaProbe) -> None:
+    def __init__(self, st: AppState, probe: KafkaProbe) -> None:
         self.st, self.probe = st, probe
 
-    def describe(self):
+    def describe(self) -> list[Metric]:
         return []
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         yield from self._redis()
         yield from self._kafka()
         yield from self._postgres()
 
-    def _redis(self):
+    def _redis(self) -> Iterator[Metric]:
         r = self.st.redis
         try:
             vals = r.mget([KEYS.stats(k) for k in REDIS_COUNTERS])
@@ -150,7 +161,7 @@ class PipelineCollector:
                 "voxpop_trends_late_posts", "posts that arrived after their window closed", labels=["size"]
             )
             for size, v in (r.hgetall(rk.TRENDS_LATE_TOTAL) or {}).items():
-                late.add_metric([size.decode()], float(v))
+                late.add_metric([as_text(size)], float(v))
             yield late
             inv = CounterMetricFamily("voxpop_trends_invalid", "posts.scored records the trends app rejected")
             inv.add_metric([], float(r.get(rk.TRENDS_INVALID_TOTAL) or 0))
@@ -164,7 +175,7 @@ class PipelineCollector:
             up.add_metric([], 0.0)
             yield up
 
-    def _kafka(self):
+    def _kafka(self) -> Iterator[Metric]:
         v = self.probe.read()
         up = GaugeMetricFamily("voxpop_kafka_up", "1 if the broker answered the lag probe")
         up.add_metric([], 1.0 if v is not None else 0.0)
@@ -188,7 +199,7 @@ class PipelineCollector:
         dlq.add_metric([self.probe.dlq], float(v["dlq"]))
         yield dlq
 
-    def _postgres(self):
+    def _postgres(self) -> Iterator[Metric]:
         try:
             with self.st.engine.connect() as conn:
                 outcomes = conn.execute(text("SELECT outcome, count(*) FROM webhook_deliveries GROUP BY outcome")).all()
@@ -214,7 +225,7 @@ class PipelineCollector:
         yield f
 
 
-def build_registry(st, probe: KafkaProbe) -> tuple[CollectorRegistry, Counter, Histogram]:
+def build_registry(st: AppState, probe: KafkaProbe) -> tuple[CollectorRegistry, Counter, Histogram]:
     reg = CollectorRegistry()
     reg.register(PipelineCollector(st, probe))
     requests = Counter("voxpop_api_requests", "API requests", ["method", "route", "status"], registry=reg)

@@ -87,7 +87,8 @@ def _watch_join(f: PostFilter) -> str:
 
 
 def _where(f: PostFilter) -> tuple[list[str], dict[str, Any]]:
-    w, p = [], {}
+    w: list[str] = []
+    p: dict[str, Any] = {}
     if f.watch_id is not None:
         p["watch_id"] = f.watch_id
         if f.since:
@@ -363,19 +364,19 @@ def _series(
     for wid, name in watches.items():
         pts = []
         for t in starts:
-            c = cells.get((wid, t))
-            n = c["n"] if c else 0
+            cell = cells.get((wid, t))
+            n = cell["n"] if cell else 0
             counts = {lab: 0 for lab in ("negative", "neutral", "positive")}
-            counts.update(c["counts"] if c else {})
+            counts.update(cell["counts"] if cell else {})
             pts.append(
                 {
                     "t": t,
                     "n": n,
                     "counts": counts,
-                    "mean_score": c["s"] / n if n else None,
+                    "mean_score": cell["s"] / n if cell and n else None,
                     "share_negative": counts["negative"] / n if n else None,
                     "share_positive": counts["positive"] / n if n else None,
-                    "unique_authors": c["ua"] if c else 0,
+                    "unique_authors": cell["ua"] if cell else 0,
                     "share_of_voice": n / all_n[t] if all_n.get(t) else None,
                 }
             )
@@ -524,7 +525,7 @@ def author_detail(conn: Connection, author_id: str, limit: int) -> dict[str, Any
     )
     if a is None:
         return None
-    hist = (
+    rows = (
         conn.execute(
             text(f"""
         SELECT * FROM (
@@ -537,7 +538,7 @@ def author_detail(conn: Connection, author_id: str, limit: int) -> dict[str, Any
         .mappings()
         .all()
     )
-    hist = [dict(h) for h in reversed(hist)]
+    hist = [dict(h) for h in reversed(rows)]
     agg = (
         conn.execute(
             text(f"""SELECT pr.label, count(*) AS n, sum(pr.score) AS s FROM posts p

@@ -25,6 +25,10 @@ class ErrorOut(BaseModel):
     detail: str = Field(..., description="what went wrong, in words")
 
 
+#: a route's documented error answers, FastAPI's `responses=` shape: status code -> OpenAPI fields
+Responses = dict[int | str, dict[str, Any]]
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     database: bool
@@ -33,7 +37,7 @@ class Health(BaseModel):
 
 
 # --- watches ------------------------------------------------------------------------------------
-_TERMS = Field(default_factory=list, max_length=200)
+_TERMS: list[str] = Field(default_factory=list, max_length=200)
 
 
 class WatchIn(_In):

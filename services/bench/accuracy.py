@@ -9,6 +9,7 @@ built from the test split only. Text only: the question is what the text encoder
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from pipelines.datasets import airline, meld, mvsa, tweeteval
 from pipelines.datasets.base import Record
 from pipelines.scoring import Encoded, InferenceEngine
 
-BENCH_SETS = {
+BENCH_SETS: dict[str, Callable[[Path], list[Record]]] = {
     "airline": airline.load,
     "tweeteval": tweeteval.load,
     "mvsa-multiple": mvsa.load_multiple,

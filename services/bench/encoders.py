@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ class Rate:
         return self.posts / self.seconds
 
 
-def _timed(warm, timed, n: int, name: str) -> Rate:
+def _timed(warm: Callable[[], object], timed: Callable[[], object], n: int, name: str) -> Rate:
     """Run `warm` (allocator, oneDNN kernels, quantised weights), then time `timed` once."""
     warm()
     t = time.perf_counter()
@@ -51,7 +52,7 @@ def text_ceiling(head: ScoringHead, texts: list[str], precision: str, batch: int
     eng = InferenceEngine(head, precision=precision, bucket_call_tokens=bucket)
     warm, timed = _split_warm(texts, batch)
 
-    def run(tx: list[str]):
+    def run(tx: list[str]) -> Callable[[], None]:
         def go() -> None:
             for i in range(0, len(tx), batch):
                 chunk = tx[i : i + batch]
@@ -141,8 +142,11 @@ def text_ceiling_per_core(
             if k.stdout.readline().strip() != "ready":
                 raise RuntimeError(f"a ceiling child exited ({k.wait()}) before it was ready; see its stderr above")
         for k in kids:
-            k.stdin.write("go\n")
-            k.stdin.flush()
+            stdin = k.stdin
+            if stdin is None:  # never: the children are started with stdin=PIPE
+                raise RuntimeError("a ceiling child has no stdin pipe")
+            stdin.write("go\n")
+            stdin.flush()
         rates = [json.loads(k.communicate(timeout=max(300.0, 20 * seconds))[0].strip().splitlines()[-1]) for k in kids]
     finally:
         for k in kids:

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -42,7 +43,7 @@ def ragged_batches(n_posts: int, max_batch: int, seed: int = 0) -> list[tuple[in
 
 def shape_memory(
     model: str, texts: list[str], precision: str, fixed_shapes: bool, bucket: int, max_batch: int = 64
-) -> dict:
+) -> dict[str, Any]:
     """One arm in a fresh single-threaded process: RSS readings (MB), posts/s, shapes met."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(texts, f)
@@ -53,7 +54,8 @@ def shape_memory(
         Path(f.name).unlink(missing_ok=True)
     if done.returncode:
         raise RuntimeError(f"the memory child failed ({done.returncode}): {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    arm: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return arm
 
 
 def _child(model: str, precision: str, texts_path: str, bucket: str, max_batch: str, fixed: str) -> None:
@@ -68,7 +70,9 @@ def _child(model: str, precision: str, texts_path: str, bucket: str, max_batch: 
     )
     batches = ragged_batches(len(texts), int(max_batch))
     warm = len(batches) // 20
-    me, shapes, rss, posts = psutil.Process(), set(), [], 0
+    me, posts = psutil.Process(), 0
+    shapes: set[tuple[int, ...]] = set()
+    rss: list[float] = []
     every = max(1, (len(batches) - warm) // READINGS)
     t0 = 0.0
     for i, (a, b) in enumerate(batches):

@@ -6,6 +6,7 @@ Same model, same servers, same per-user state (one Redis GET and SET per post), 
 from __future__ import annotations
 
 import time
+from typing import Any, cast
 
 import numpy as np
 import redis
@@ -15,15 +16,15 @@ from sqlalchemy import text
 from models.registry import load_head
 from pipelines.schemas import Post
 from pipelines.scoring import InferenceEngine, sentiment_score
-from services.bench.stream import Run
+from services.bench.stream import Run, parsed
 from services.ingest.gate import Incoming
 from services.storage.db import engine_for
 from services.stream.kafka import make_consumer
 
 
-def naive_pipeline(run: Run, posts: list[Incoming], model: str = "production") -> dict:
+def naive_pipeline(run: Run, posts: list[Incoming], model: str = "production") -> dict[str, Any]:
     run.reset()
-    run.gate().submit([Incoming(raw=p.raw, post=p.post.model_copy(), source="bench") for p in posts])
+    run.gate().submit([Incoming(raw=p.raw, post=parsed(p).model_copy(), source="bench") for p in posts])
     head = load_head(model)
     eng = InferenceEngine(head)
     rds = redis.Redis.from_url(run.ep.redis_url)
@@ -37,7 +38,8 @@ def naive_pipeline(run: Run, posts: list[Incoming], model: str = "production") -
                 t0 = t0 or time.perf_counter()
                 post = Post.model_validate_json(rec.value)
                 enc = eng.encode([post.text])
-                st = rds.hmget(f"naive:{post.author.id}", "mean", "n")
+                # bytes: the client above is made without decode_responses
+                st = cast(list[bytes | None], rds.hmget(f"naive:{post.author.id}", "mean", "n"))
                 mean = np.frombuffer(st[0], np.float32).copy() if st[0] else np.zeros(384, np.float32)
                 n = int(st[1] or 0)
                 out = eng.predict(enc, {"text": torch.from_numpy(mean)[None]}, {"text": torch.tensor([float(n)])})

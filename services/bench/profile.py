@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import redis
 
-from services.bench.stream import Run
+from services.bench.stream import Run, parsed
 from services.ingest.gate import Incoming
 from services.scorer.worker import Scorer
 from services.stream.kafka import make_producer
+
+if TYPE_CHECKING:
+    from pyinstrument import Profiler
+    from pyinstrument.frame import Frame
 
 
 def profile_scorer(run: Run, posts: list[Incoming], out_dir: Path, batch: int = 64) -> dict[str, float]:
@@ -26,8 +31,8 @@ def profile_scorer(run: Run, posts: list[Incoming], out_dir: Path, batch: int = 
             topic=s.topic_raw,
             partition=0,
             offset=i,
-            key=p.post.author.id.encode(),
-            value=p.post.model_dump_json().encode(),
+            key=parsed(p).author.id.encode(),
+            value=parsed(p).model_dump_json().encode(),
         )
         for i, p in enumerate(posts)
     ]
@@ -54,13 +59,16 @@ STAGES = {
 }
 
 
-def stage_shares(prof) -> dict[str, float]:
+def stage_shares(prof: Profiler) -> dict[str, float]:
     """Share of sampled time under the first frame that matches each stage's function names."""
-    root = prof.last_session.root_frame()
+    session = prof.last_session
+    root = session.root_frame() if session is not None else None
+    if root is None:
+        raise RuntimeError("profile: the profiler recorded no session (no samples)")
     total = root.time
     shares = dict.fromkeys(STAGES, 0.0)
 
-    def walk(frame, claimed: bool) -> None:
+    def walk(frame: Frame, claimed: bool) -> None:
         name = frame.function or ""
         hit = None if claimed else next((st for st, fns in STAGES.items() if name in fns), None)
         if hit:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -19,7 +20,7 @@ def _table(headers: list[str], rows: list[list[object]]) -> str:
     return "\n".join(out)
 
 
-def _plots(res: dict, out: Path) -> None:
+def _plots(res: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(8, 3.6))
     names, vals, cols = [], [], []
@@ -66,7 +67,7 @@ def _plots(res: dict, out: Path) -> None:
     _latency_plot(res, out)
 
 
-def _batch_sweep_plot(sweep: list[dict], out: Path) -> None:
+def _batch_sweep_plot(sweep: list[dict[str, Any]], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot([r["batch"] for r in sweep], [r["posts_per_s"] for r in sweep], "o-", color="#2f6fdf")
     ax.set_xscale("log", base=2)
@@ -78,7 +79,7 @@ def _batch_sweep_plot(sweep: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
-def _latency_plot(res: dict, out: Path) -> None:
+def _latency_plot(res: dict[str, Any], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.2))
     loads = list(res["latency"])
     for q, c in (("p50_ms", "#2f6fdf"), ("p95_ms", "#e3a008"), ("p99_ms", "#d64545")):
@@ -93,7 +94,7 @@ def _latency_plot(res: dict, out: Path) -> None:
     plt.close(fig)
 
 
-def _compiled_section(c: dict | None) -> list[str]:
+def _compiled_section(c: dict[str, Any] | None) -> list[str]:
     """The TorchInductor runs (pipelines/compiled.py), when the bench made them."""
     if c is None:
         return []
@@ -139,7 +140,7 @@ def _compiled_section(c: dict | None) -> list[str]:
     ]
 
 
-def _header(res: dict) -> list[str]:
+def _header(res: dict[str, Any]) -> list[str]:
     m = res["machine"]
     return [
         "# Performance",
@@ -153,7 +154,7 @@ def _header(res: dict) -> list[str]:
     ]
 
 
-def _earlier_phases(res: dict) -> list[str]:
+def _earlier_phases(res: dict[str, Any]) -> list[str]:
     """A `--only` run keeps the other phases' results: say when and where each was measured."""
     earlier = {
         k: v for k, v in res.get("phases", {}).items() if v.get("status") == "ok" and v.get("date") != res["date"]
@@ -171,7 +172,7 @@ def _earlier_phases(res: dict) -> list[str]:
     return [*out, ""]
 
 
-def _headline(res: dict) -> list[str]:
+def _headline(res: dict[str, Any]) -> list[str]:
     return [
         "## Headline ratios",
         "",
@@ -211,7 +212,7 @@ def _headline(res: dict) -> list[str]:
     ]
 
 
-def _encoders(res: dict) -> list[str]:
+def _encoders(res: dict[str, Any]) -> list[str]:
     return [
         "## Encoder ceilings (all-MiniLM-L6-v2, real airline tweets, each post encoded once)",
         "",
@@ -263,7 +264,7 @@ def _encoders(res: dict) -> list[str]:
     ]
 
 
-def _accuracy(res: dict) -> list[str]:
+def _accuracy(res: dict[str, Any]) -> list[str]:
     return [
         "## Accuracy per precision (production head, text, test splits, causal user means)",
         "",
@@ -289,7 +290,7 @@ def _accuracy(res: dict) -> list[str]:
     ]
 
 
-def _sweep(res: dict) -> list[str]:
+def _sweep(res: dict[str, Any]) -> list[str]:
     return [
         "## Batching policy and scorer processes (end to end, posts counted in PostgreSQL)",
         "",
@@ -334,13 +335,13 @@ def _sweep(res: dict) -> list[str]:
     ]
 
 
-def _compiled(res: dict) -> list[str]:
+def _compiled(res: dict[str, Any]) -> list[str]:
     return [
         *_compiled_section(res.get("compiled")),
     ]
 
 
-def _latency(res: dict) -> list[str]:
+def _latency(res: dict[str, Any]) -> list[str]:
     return [
         "## Latency from ingest to stored (published on posts.scored after the commit)",
         "",
@@ -360,7 +361,7 @@ def _latency(res: dict) -> list[str]:
     ]
 
 
-def _cotenancy(res: dict) -> list[str]:
+def _cotenancy(res: dict[str, Any]) -> list[str]:
     ct = res["cotenancy"]
     rows = [
         [
@@ -384,7 +385,7 @@ def _cotenancy(res: dict) -> list[str]:
     ]
 
 
-def _naive(res: dict) -> list[str]:
+def _naive(res: dict[str, Any]) -> list[str]:
     return [
         "## The naive pipeline",
         "",
@@ -395,7 +396,7 @@ def _naive(res: dict) -> list[str]:
     ]
 
 
-def _profile(res: dict) -> list[str]:
+def _profile(res: dict[str, Any]) -> list[str]:
     return [
         f"## Where a scorer's time goes (pyinstrument, in-process `Scorer.process`, batches of 64, "
         f"{res.get('profile_precision', 'fp32')})",
@@ -407,11 +408,11 @@ def _profile(res: dict) -> list[str]:
     ]
 
 
-def _memory(res: dict) -> list[str]:
+def _memory(res: dict[str, Any]) -> list[str]:
     m = res["memory"]
     ragged, fixed = m["ragged"], m["fixed"]
 
-    def growth(arm: dict) -> str:
+    def growth(arm: dict[str, Any]) -> str:
         r = arm["rss_mb"]
         return f"{r[0]:.0f} -> {r[-1]:.0f} MB ({100 * (r[-1] / r[0] - 1):+.0f} %)"
 
@@ -443,7 +444,7 @@ def _memory(res: dict) -> list[str]:
     ]
 
 
-def _scale(res: dict) -> list[str]:
+def _scale(res: dict[str, Any]) -> list[str]:
     sc = res["scale"]
     tr, api, cap = sc.get("trends"), sc.get("api"), sc.get("capacity", {})
     m = sc["machine"]
@@ -531,7 +532,7 @@ def _scale(res: dict) -> list[str]:
     return out
 
 
-def _windows_per_post(tr: dict | None) -> str:
+def _windows_per_post(tr: dict[str, Any] | None) -> str:
     """ ", N closed windows per post" of the 30-day stream, where the run counted them."""
     one = (tr or {}).get("one", {})
     return f", {one['windows'] / one['posts']:.2f} closed windows per post" if "windows" in one else ""
@@ -555,7 +556,7 @@ SECTIONS = (
 )
 
 
-def _phases(res: dict) -> list[str]:
+def _phases(res: dict[str, Any]) -> list[str]:
     ph = res.get("phases")
     if not ph or all(v.get("status") == "ok" for v in ph.values()):
         return []
@@ -570,7 +571,7 @@ def _phases(res: dict) -> list[str]:
     ]
 
 
-def render(res: dict, out_dir: Path) -> None:
+def render(res: dict[str, Any], out_dir: Path) -> None:
     """docs/performance.md from whatever phases finished (a crash or a failed phase keeps the rest)."""
     try:
         _plots(res, out_dir / "performance")

@@ -13,11 +13,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from infra import local_stack
-from models.registry import load_head
+from infra.local_stack import Endpoints
+from models.registry import ScoringHead, load_head
 from pipelines.allocator import keep_freed_memory
 from pipelines.compiled import compiler_missing
 from pipelines.quantize import cpu_flags
@@ -26,8 +28,9 @@ from services.bench import NEEDS, PHASES, encoders, memory
 from services.bench.accuracy import precision_accuracy
 from services.bench.naive import naive_pipeline
 from services.bench.profile import profile_scorer
-from services.bench.stream import ROOT, Run, airline_posts, busy_neighbour, latency_at, saturation
+from services.bench.stream import ROOT, Run, airline_posts, busy_neighbour, latency_at, parsed, saturation
 from services.config import Settings
+from services.ingest.gate import Incoming
 
 log = logging.getLogger("voxpop.bench")
 
@@ -88,10 +91,17 @@ class Bench:
     settings: Settings
     quick: bool
     out_dir: Path
-    ep: object = None
+    ep: Endpoints | None = None
     logs: Path = Path()
     cores: int = field(default_factory=lambda: os.cpu_count() or 1)
-    posts: list = field(default_factory=list)
+    posts: list[Incoming] = field(default_factory=list)
+
+    @property
+    def endpoints(self) -> Endpoints:
+        """The bench stack's endpoints (`run_bench` sets them before the first phase)."""
+        if self.ep is None:
+            raise RuntimeError("bench: the stack's endpoints are not set (run the phases through run_bench)")
+        return self.ep
 
     @property
     def n_sat(self) -> int:
@@ -101,7 +111,7 @@ class Bench:
     def batches(self) -> tuple[int, ...]:
         return (64,) if self.quick else (64, 256)
 
-    def enough(self, k: int = 1, b: int = 64) -> list:
+    def enough(self, k: int = 1, b: int = 64) -> list[Incoming]:
         """At least 16 full batches per scorer, so the steady-state window spans many commits."""
         return self.posts[: max(self.n_sat, 16 * k * b)]
 
@@ -119,7 +129,7 @@ def bench_stack(settings: Settings, prefix: str) -> tuple[Path, Settings]:
 
 def run_bench(
     settings: Settings, quick: bool = False, out_dir: Path | None = None, only: list[str] | None = None
-) -> dict:
+) -> dict[str, Any]:
     """Run the phases in order, writing the report after each: a crash or a failed phase keeps what finished.
 
     `only`: re-run these phases over the last report in `out_dir` (the rest of it is kept).
@@ -131,7 +141,7 @@ def run_bench(
         raise ValueError(f"unknown phase(s) {sorted(unknown)}; the phases are {', '.join(PHASES)}")
     keep_freed_memory()  # the in-process ceilings and the naive pipeline run on the scorer's allocator
     head = load_head(settings.scorer_model)
-    res: dict = {}
+    res: dict[str, Any] = {}
     prev = out_dir / "performance.json"
     if not only and prev.exists() and "scale" in (old := json.loads(prev.read_text())):
         res["scale"] = old["scale"]  # measured by `voxpop bench scale`, not by this command
@@ -189,16 +199,19 @@ def run_bench(
     return res
 
 
-def _ceiling(res: dict, p: str, batch: int) -> float:
+def _ceiling(res: dict[str, Any], p: str, batch: int) -> float:
     """The best encoder-only rate of precision p at this max batch size, over every layout."""
     single = max(res["encoder_ceiling_posts_per_s"][p], res["encoder_ceiling_bucketed_posts_per_s"][p])
-    return max(single if batch == 64 else 0.0, res["encoder_ceiling_per_core_posts_per_s"][p].get(str(batch), 0.0))
+    best: float = max(
+        single if batch == 64 else 0.0, res["encoder_ceiling_per_core_posts_per_s"][p].get(str(batch), 0.0)
+    )
+    return best
 
 
-def phase_encoders(b: Bench, res: dict, head) -> None:
+def phase_encoders(b: Bench, res: dict[str, Any], head: ScoringHead) -> None:
     s = b.settings
-    texts = [p.post.text for p in b.posts[: 1024 if b.quick else 2048]]  # in-process ceilings: warm-up, then new
-    stream = [p.post.text for p in b.posts]  # the per-core ceilings: a share per process, no post twice
+    texts = [parsed(p).text for p in b.posts[: 1024 if b.quick else 2048]]  # in-process ceilings: warm-up, then new
+    stream = [parsed(p).text for p in b.posts]  # the per-core ceilings: a share per process, no post twice
     probe = {p: encoders.text_ceiling(head, texts[:320], p).per_s for p in PRECISIONS}
     precisions, skipped = worth_running(probe)
     res["precisions_run"] = precisions
@@ -229,7 +242,7 @@ def phase_encoders(b: Bench, res: dict, head) -> None:
     res["bucket_by_precision"] = {p: call if ceil_bucket[p] > ceil[p] else 0 for p in precisions}
 
 
-def phase_accuracy(b: Bench, res: dict, head) -> None:
+def phase_accuracy(b: Bench, res: dict[str, Any], head: ScoringHead) -> None:
     precisions = res.get("precisions_run") or list(PRECISIONS)
     sets = QUICK_ACCURACY_SETS if b.quick else None
     res["accuracy_sets"] = list(sets) if sets else "all present"
@@ -243,23 +256,30 @@ def phase_accuracy(b: Bench, res: dict, head) -> None:
     }
 
 
-def phase_saturation(b: Bench, res: dict, head) -> None:
+def phase_saturation(b: Bench, res: dict[str, Any], head: ScoringHead) -> None:
     s, precisions, bucket = b.settings, res["precisions_run"], res["bucket_by_precision"]
     sweep = []
     for prec in precisions:  # the deployment layouts: one scorer with every core, one per core
         if not b.quick or b.cores == 1:  # --quick: the layout `voxpop up` runs (one per core) only
-            sweep.append(saturation(s, b.ep, b.enough(), b.logs, precision=prec, bucket=bucket[prec]))
+            sweep.append(saturation(s, b.endpoints, b.enough(), b.logs, precision=prec, bucket=bucket[prec]))
         if b.cores > 1:
             for bs in b.batches:
                 sweep.append(
                     saturation(
-                        s, b.ep, b.enough(b.cores, bs), b.logs, k=b.cores, batch=bs, precision=prec, bucket=bucket[prec]
+                        s,
+                        b.endpoints,
+                        b.enough(b.cores, bs),
+                        b.logs,
+                        k=b.cores,
+                        batch=bs,
+                        precision=prec,
+                        bucket=bucket[prec],
                     )
                 )
     for bs in () if b.quick else (16, 32, 128, 256):
-        sweep.append(saturation(s, b.ep, b.enough(1, bs), b.logs, batch=bs, bucket=bucket["fp32"]))
+        sweep.append(saturation(s, b.endpoints, b.enough(1, bs), b.logs, batch=bs, bucket=bucket["fp32"]))
     if not b.quick:
-        sweep.append(saturation(s, b.ep, b.enough(), b.logs, wait_ms=10, bucket=bucket["fp32"]))
+        sweep.append(saturation(s, b.endpoints, b.enough(), b.logs, wait_ms=10, bucket=bucket["fp32"]))
     for r in sweep:  # None where no encoder-only run used that batch size
         r["ceiling_posts_per_s"] = round(_ceiling(res, r["precision"], r["batch"]), 1) or None
     res["sweep"] = sweep
@@ -280,8 +300,8 @@ def phase_saturation(b: Bench, res: dict, head) -> None:
     # "the fastest path" is the fastest precision that keeps accuracy; the fastest of all is reported too
     loss = res["accuracy_loss_pts_vs_fp32"]
     keeps = [p for p in precisions if max(loss[p].values()) <= ACCURACY_TOLERANCE_PTS]
-    fastest = res["fastest_precision"] = max(keeps, key=e2e.get)
-    res["fastest_any_precision"] = fastest_any = max(e2e, key=e2e.get)
+    fastest = res["fastest_precision"] = max(keeps, key=lambda p: e2e[p])
+    res["fastest_any_precision"] = fastest_any = max(e2e, key=lambda p: e2e[p])
     res["fastest_any_over_fp32"] = round(e2e[fastest_any] / e2e["fp32"], 3)
     res["accuracy_tolerance_pts"] = ACCURACY_TOLERANCE_PTS
     res["e2e_over_ceiling"] = res["e2e_over_ceiling_by_precision"][fastest]
@@ -289,15 +309,15 @@ def phase_saturation(b: Bench, res: dict, head) -> None:
     res["scorer_peak_rss_mb"] = max(r["peak_rss_mb"] for r in sweep)
 
 
-def phase_compiled(b: Bench, res: dict, head) -> None:
+def phase_compiled(b: Bench, res: dict[str, Any], head: ScoringHead) -> None:
     if b.quick:
         res["compiled"] = {"skipped": "--quick does not compile (each compile takes about a minute per process)"}
         return
     bs = b.batches[-1]
     res["compiled"] = compiled_runs(
         b.settings,
-        b.ep,
-        [p.post.text for p in b.posts],
+        b.endpoints,
+        [parsed(p).text for p in b.posts],
         b.enough(b.cores, bs),
         b.logs,
         [p for p in res["precisions_run"] if p != "int8"],
@@ -311,7 +331,7 @@ def phase_compiled(b: Bench, res: dict, head) -> None:
     res["scorer_peak_rss_mb"] = max([res["scorer_peak_rss_mb"], *rss])
 
 
-def phase_latency(b: Bench, res: dict, head) -> None:
+def phase_latency(b: Bench, res: dict[str, Any], head: ScoringHead) -> None:
     fastest = res["fastest_precision"]
     lay = res["e2e_layout"][fastest]
     env = {
@@ -324,14 +344,14 @@ def phase_latency(b: Bench, res: dict, head) -> None:
     for share in (0.5,) if b.quick else (0.25, 0.5, 0.75):
         rate = share * res["e2e_posts_per_s"][fastest]
         lat[f"{int(share * 100)}%"] = latency_at(
-            b.settings, b.ep, b.posts[b.n_sat :], rate, 15 if b.quick else 30, b.logs, k=lay["scorers"], **env
+            b.settings, b.endpoints, b.posts[b.n_sat :], rate, 15 if b.quick else 30, b.logs, k=lay["scorers"], **env
         )
     res["latency"] = lat
     res["latency_layout"] = {"scorers": lay["scorers"], **env}
     res["p99_ms_at_half_load"] = lat["50%"]["p99_ms"]
 
 
-def phase_cotenancy(b: Bench, res: dict, head) -> None:
+def phase_cotenancy(b: Bench, res: dict[str, Any], head: ScoringHead) -> None:
     """One single-threaded scorer (a k8s scorer pod: one CPU, one thread) draining the same posts
     with the other cores quiet, then with a busy neighbour spinning on them; paired and alternated,
     so drift of a shared machine falls on both arms alike. Without --quick, a two-thread scorer
@@ -339,7 +359,7 @@ def phase_cotenancy(b: Bench, res: dict, head) -> None:
     prec = res["fastest_precision"]
     bucket = res["bucket_by_precision"][prec]
     arms = {"1 thread": 1} if b.quick or b.cores < 2 else {"1 thread": 1, f"{b.cores} threads": b.cores}
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     for arm, threads in arms.items():
         quiet: list[float] = []
         busy: list[float] = []
@@ -348,7 +368,7 @@ def phase_cotenancy(b: Bench, res: dict, head) -> None:
                 posts = b.posts[:800] if b.quick else b.enough()
                 with busy_neighbour(b.cores - 1 if neighbour else 0):
                     r = saturation(
-                        b.settings, b.ep, posts, b.logs, precision=prec, bucket=bucket, scorer_threads=threads
+                        b.settings, b.endpoints, posts, b.logs, precision=prec, bucket=bucket, scorer_threads=threads
                     )
                 rates.append(r["posts_per_s"])
         out[arm] = {
@@ -360,21 +380,23 @@ def phase_cotenancy(b: Bench, res: dict, head) -> None:
     res["cotenancy"] = {"precision": prec, "neighbours": b.cores - 1, "arms": out}
 
 
-def phase_naive(b: Bench, res: dict, head) -> None:
-    res["naive"] = naive_pipeline(Run(b.settings, b.ep), b.posts[: 150 if b.quick else 300])
+def phase_naive(b: Bench, res: dict[str, Any], head: ScoringHead) -> None:
+    res["naive"] = naive_pipeline(Run(b.settings, b.endpoints), b.posts[: 150 if b.quick else 300])
     res["e2e_over_naive"] = round(res["e2e_posts_per_s"][res["fastest_precision"]] / res["naive"]["posts_per_s"], 2)
 
 
-def phase_profile(b: Bench, res: dict, head) -> None:
+def phase_profile(b: Bench, res: dict[str, Any], head: ScoringHead) -> None:
     fastest = res["profile_precision"] = res["fastest_precision"]  # the path the latency runs and deployments use
     res["profile_share_pct"] = profile_scorer(
-        Run(b.settings.model_copy(update={"scorer_precision": fastest}), b.ep), b.posts[:640], b.out_dir / "profiles"
+        Run(b.settings.model_copy(update={"scorer_precision": fastest}), b.endpoints),
+        b.posts[:640],
+        b.out_dir / "profiles",
     )
 
 
-def phase_memory(b: Bench, res: dict, head) -> None:
+def phase_memory(b: Bench, res: dict[str, Any], head: ScoringHead) -> None:
     s = b.settings
-    texts = [p.post.text for p in b.posts[: len(b.posts) // 6 if b.quick else len(b.posts)]]
+    texts = [parsed(p).text for p in b.posts[: len(b.posts) // 6 if b.quick else len(b.posts)]]
     res["memory"] = {
         arm: memory.shape_memory(
             s.scorer_model, texts, s.scorer_precision, arm == "fixed", s.scorer_bucket_call_tokens, s.scorer_max_batch
@@ -399,9 +421,9 @@ PHASE_RUNS = {
 
 def compiled_runs(
     settings: Settings,
-    ep,
+    ep: Endpoints,
     texts: list[str],
-    posts: list,
+    posts: list[Incoming],
     logs: Path,
     precisions: list[str],
     cores: int,
@@ -409,7 +431,7 @@ def compiled_runs(
     bucket: dict[str, int],
     eager_e2e: dict[str, float],
     eager_fp32_acc: dict[str, dict[str, float]],
-) -> dict:
+) -> dict[str, Any]:
     """fp32 and bf16 again with the encoder compiled (VOXPOP_SCORER_COMPILE): its own ceiling, end to end.
 
     Same layout as the eager runs' largest batch, one scorer per core; the ceiling children compile too,
@@ -422,7 +444,7 @@ def compiled_runs(
     acc = precision_accuracy(
         settings.data_dir, ("fp32", *(p for p in precisions if p != "fp32")), settings.scorer_model, compile=True
     )
-    out: dict = {}
+    out: dict[str, Any] = {}
     for p in precisions:
         ceil = encoders.text_ceiling_per_core(
             settings.scorer_model, texts, p, cores, bucket=bucket[p], batch=batch, compile=True
@@ -451,7 +473,7 @@ def compiled_runs(
     return out
 
 
-def write_report(res: dict, out_dir: Path) -> None:
+def write_report(res: dict[str, Any], out_dir: Path) -> None:
     from services.bench.report import render
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -371,7 +371,7 @@ def api_p99(s: Settings, state: Path, seconds: float, connections: int = 16) -> 
             if time.monotonic() > deadline or api.poll() is not None:
                 raise RuntimeError("the API did not come up; see api-scale.log")
             time.sleep(0.3)
-        params = {"bucket": "1h", "days": 30}
+        params: dict[str, str | int] = {"bucket": "1h", "days": 30}
         with httpx.Client(timeout=30) as c:
             first = c.get(base + "/api/trends", params=params, headers=hdr)
             first.raise_for_status()
@@ -500,7 +500,8 @@ def run_scale(
     """Run the scale phases against an embedded stack, saving performance.json/.md after each."""
 
     from infra import local_stack
-    from services.bench.run import ROOT, bench_stack, machine, write_report
+    from services.bench.run import bench_stack, machine, write_report
+    from services.bench.stream import ROOT
     from services.storage.db import migrate
 
     out_dir = out_dir or ROOT / "docs"

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from services.config import Settings, export_endpoints, get_settings, process_defaults
 from services.logs import configure_logging
+
+if TYPE_CHECKING:
+    from infra.local_stack import Endpoints
+    from services.ingest.gate import IngestGate
 
 app = typer.Typer(
     help="VoxPop: streaming multimodal opinion monitor.", no_args_is_help=True, pretty_exceptions_show_locals=False
@@ -24,7 +30,7 @@ def _logging(level: str | None = None) -> None:
     configure_logging(level or get_settings().log_level)
 
 
-def _endpoints(settings: Settings):
+def _endpoints(settings: Settings) -> Endpoints:
     """Configured servers, or embedded ones started (or reused) now."""
     from infra.local_stack import resolve_endpoints
 
@@ -37,7 +43,7 @@ def _export_endpoints() -> Settings:
     return export_endpoints(ep.database_url, ep.redis_url, ep.kafka_bootstrap)
 
 
-def _gate(settings: Settings, ep):
+def _gate(settings: Settings, ep: Endpoints) -> IngestGate:
     import redis
 
     from services.ingest.gate import IngestGate, WatchCache

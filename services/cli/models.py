@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,11 +17,15 @@ from services.cli.app import (
 )
 from services.config import Settings, get_settings
 
+if TYPE_CHECKING:
+    from pipelines.asr import Transcriber
+    from pipelines.recipes import RecipeContext
+
 
 # --------------------------------------------------------------------------- models
 def _recipe_ctx(
     seed: int, epochs: int | None, limit: int | None, sets: list[str] | None, checkpoint: Path | None = None
-):
+) -> RecipeContext:
     from pipelines.recipes import RecipeContext
 
     s = get_settings()
@@ -150,7 +154,7 @@ def predict(
             sink.close()
 
 
-def _transcriber(s: Settings, size: str | None = None):
+def _transcriber(s: Settings, size: str | None = None) -> Transcriber:
     from pipelines.asr import ASRUnavailable, Transcriber
 
     try:

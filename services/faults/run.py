@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -111,7 +112,7 @@ class Feeder:
 
     url: str
     key: str
-    posts: list[dict]
+    posts: list[dict[str, Any]]
     rate: float
     batch: int = 50
     acked: set[str] = field(default_factory=set)
@@ -158,7 +159,7 @@ class Run:
             r.post.model_dump(mode="json") for r in load_records(csv, PRESETS["airline"]) if r.post is not None
         ]
         self.log_dir = log_dir
-        self.kids: dict[str, subprocess.Popen] = {}
+        self.kids: dict[str, subprocess.Popen[bytes]] = {}
         self.s = self.base
         self.tag = ""
 
@@ -198,7 +199,7 @@ class Run:
             **settings_environ(self.s, ENV_FIELDS),
         )
 
-    def spawn(self, name: str) -> subprocess.Popen:
+    def spawn(self, name: str) -> subprocess.Popen[bytes]:
         log = (self.log_dir / f"{self.tag}-{name}.log").open("ab")
         p = subprocess.Popen(
             [sys.executable, "-m", "services.cli", *PROCESSES[name]],
@@ -279,8 +280,11 @@ class Run:
         for name in PROCESSES:
             self.spawn(name)
         posts = resample(self.posts, sc.posts)
+        push_key = self.s.push_api_key
+        if push_key is None:  # settings() sets one for the run's push endpoint
+            raise RuntimeError("faults: no push_api_key in the run's settings")
         feeder = Feeder(
-            f"http://127.0.0.1:{self.s.push_port}/ingest/posts", self.s.push_api_key.get_secret_value(), posts, sc.rate
+            f"http://127.0.0.1:{self.s.push_port}/ingest/posts", push_key.get_secret_value(), posts, sc.rate
         ).start()
         probe = Probe(self, feeder).start()
         deadline = t0 + sc.deadline_s
@@ -435,13 +439,13 @@ def _or_none(f: Callable[[], int]) -> int | None:
         return None
 
 
-def resample(posts: list[dict], n: int) -> list[dict]:
+def resample(posts: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
     """`n` posts in time order; past the end of the stream, copies with new ids shifted in time."""
     span = datetime.fromisoformat(posts[-1]["created_at"]) - datetime.fromisoformat(posts[0]["created_at"])
     out = []
     for i in range(n):
-        k, p = divmod(i, len(posts))
-        p = posts[p]
+        k, j = divmod(i, len(posts))
+        p = posts[j]
         if k:
             t = datetime.fromisoformat(p["created_at"]) + k * (span + timedelta(hours=1))
             p = {**p, "id": f"{p['id']}-r{k}", "created_at": t.isoformat()}

@@ -19,7 +19,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -116,16 +116,18 @@ def _blob_cid(blob: Any) -> str | None:
     if not isinstance(blob, dict):
         return None
     ref = blob.get("ref")
-    if isinstance(ref, dict) and isinstance(ref.get("$link"), str):
-        return ref["$link"]
+    if isinstance(ref, dict):
+        link = ref.get("$link")
+        if isinstance(link, str):
+            return link
     if isinstance(ref, str):
         return ref
     cid = blob.get("cid")
     return cid if isinstance(cid, str) else None
 
 
-def _blob_size(blob: dict[str, Any]) -> int | None:
-    size = blob.get("size")
+def _blob_size(blob: Any) -> int | None:
+    size = blob.get("size") if isinstance(blob, dict) else None
     return size if isinstance(size, int) and size >= 0 else None
 
 
@@ -341,7 +343,7 @@ class JetstreamClient:
             return None
         return BadRecord(raw=raw, reason=reason, source=SOURCE, position=str(time_us) if time_us else None)
 
-    async def events(self) -> AsyncIterator[ConnectorEvent]:
+    async def events(self) -> AsyncGenerator[ConnectorEvent, None]:
         """Stream forever (until `cfg.stop`), reconnecting with backoff and resuming from the cursor.
 
         Close it with `contextlib.aclosing` (or set `cfg.stop`) so the websocket is closed promptly.

@@ -29,7 +29,7 @@ async def pump(
     batch: list[Incoming] = []
     sent = 0
     it = aiter(events)
-    pending: asyncio.Task | None = None
+    pending: asyncio.Future[ConnectorEvent] | None = None
     deadline = None
     while True:
         if pending is None:

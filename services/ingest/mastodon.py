@@ -23,7 +23,7 @@ import json
 import logging
 import mimetypes
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any, Literal
@@ -285,7 +285,7 @@ def post_from_status(status: dict[str, Any], instance_host: str, thread_id: str 
             extra[key] = status[key]
     if status.get("spoiler_text"):
         extra["spoiler_text"] = str(status["spoiler_text"])[:500]
-    tags = [t.get("name") for t in status.get("tags") or [] if isinstance(t, dict) and t.get("name")]
+    tags = [t["name"] for t in status.get("tags") or [] if isinstance(t, dict) and t.get("name")]
     if tags:
         extra["tags"] = " ".join(tags)[:1000]
     if status.get("edited_at"):
@@ -482,7 +482,7 @@ class MastodonClient:
         self.backfilled += len(out)
         return out
 
-    async def events(self) -> AsyncIterator[ConnectorEvent]:
+    async def events(self) -> AsyncGenerator[ConnectorEvent, None]:
         """Stream until `cfg.stop`, reconnecting with backoff and backfilling each gap.
 
         Close it with `contextlib.aclosing` (or set `cfg.stop`) so the connection is closed promptly.
@@ -517,9 +517,9 @@ class MastodonClient:
                                 ev = parser.feed(line)
                                 if ev is None:
                                     continue
-                                item = self.handle_sse(ev)
-                                if item is not None:
-                                    yield item
+                                got = self.handle_sse(ev)
+                                if got is not None:
+                                    yield got
                     why = "server ended the stream"
                 except _Retry as exc:
                     why, retry_after = str(exc), exc.after

@@ -236,14 +236,16 @@ class Reconciler:
 
 def _post_id(value: bytes | None) -> str | None:
     try:
-        return json.loads(value or b"{}").get("id")
+        post_id: str | None = json.loads(value or b"{}").get("id")
     except (ValueError, AttributeError):
         return None
+    return post_id
 
 
 def _author(payload: str) -> str:
     """The message key of a ledger post: its author id (what `posts.raw` is keyed by)."""
-    return json.loads(payload)["author"]["id"]
+    author_id: str = json.loads(payload)["author"]["id"]
+    return author_id
 
 
 def run_reconciler(

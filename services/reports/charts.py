@@ -14,6 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 LABEL_COLOURS = {"negative": "#d64545", "neutral": "#9aa5b1", "positive": "#2f9e6e"}
 ACCENT = "#2f6fdb"
@@ -22,7 +24,7 @@ GRID = "#e4e7eb"
 WATCH_COLOURS = ["#2f6fdb", "#e0892f", "#8e5bd6", "#1f9aa8", "#c2497d", "#6b8e23", "#7b8794"]
 
 
-def _style(ax) -> None:
+def _style(ax: Axes) -> None:
     ax.spines[["top", "right"]].set_visible(False)
     ax.spines[["left", "bottom"]].set_color("#cbd2d9")
     ax.tick_params(colors="#52606d", labelsize=8)
@@ -30,18 +32,19 @@ def _style(ax) -> None:
     ax.set_axisbelow(True)
 
 
-def _png(fig) -> bytes:
+def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=150, bbox_inches="tight", facecolor="white")
     plt.close(fig)
     return buf.getvalue()
 
 
-def _time_axis(ax, step: timedelta) -> None:
+def _time_axis(ax: Axes, step: timedelta) -> None:
+    # matplotlib.dates ships without annotations: DateFormatter's constructor is untyped
     if step >= timedelta(days=1):
-        ax.xaxis.set_major_formatter(mdates.DateFormatter("%a %d %b"))
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%a %d %b"))  # type: ignore[no-untyped-call]
     else:
-        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))  # type: ignore[no-untyped-call]
     for lab in ax.get_xticklabels():
         lab.set_rotation(0)
 
@@ -105,7 +108,7 @@ def sentiment_chart(points: list[dict[str, Any]], step: timedelta, title: str | 
     lines = ax.get_lines()[1:] + ax2.get_lines()
     ax.legend(
         lines,
-        [ln.get_label() for ln in lines],
+        [str(ln.get_label()) for ln in lines],
         frameon=False,
         fontsize=8,
         ncol=2,

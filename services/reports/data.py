@@ -28,10 +28,11 @@ def period_bounds(period: str, end: date | datetime) -> tuple[datetime, datetime
         e = end if end.tzinfo else end.replace(tzinfo=UTC)
     else:
         e = datetime.combine(end, time(), tzinfo=UTC)
-    if period == "monthly":
+    length = PERIODS[period]
+    if length is None:  # monthly: a calendar month, of varying length
         prev = _month_start((e - timedelta(days=1)).date())
         return datetime.combine(prev, time(), tzinfo=UTC), e
-    return e - PERIODS[period], e
+    return e - length, e
 
 
 def last_full_period_end(period: str, now: datetime) -> datetime:
@@ -126,7 +127,8 @@ class ReportData:
         return why_line(self.themes, against=f"the previous {PERIOD_NOUN[self.period]}") if self.themes else ""
 
     def delta(self, name: str) -> float | None:
-        a, b = getattr(self.kpis, name), getattr(self.previous, name)
+        a: float | None = getattr(self.kpis, name)
+        b: float | None = getattr(self.previous, name)
         if a is None or b is None:
             return None
         return a - b
@@ -147,7 +149,7 @@ class ReportData:
         }
 
 
-def _kpis(conn, watch_id: int, start: datetime, end: datetime) -> Kpis:
+def _kpis(conn: Connection, watch_id: int, start: datetime, end: datetime) -> Kpis:
     r = (
         conn.execute(
             text(f"""SELECT count(*) AS n, avg(pr.score) AS mean,

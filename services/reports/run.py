@@ -108,6 +108,8 @@ def generate_report(
     start, stop = period_bounds(period, end)
     rid, existing = _claim(engine, w[0], w[1], period, start, stop, trigger, force, stale_s)
     if rid is None:
+        if existing is None:  # never: _claim returns our run id or the existing run
+            raise RuntimeError(f"report {w[1]} {period} {start.date()}: neither claimed nor found")
         log.info("report %s %s %s already %s (run %s)", w[1], period, start.date(), existing["status"], existing["id"])
         return existing
     try:

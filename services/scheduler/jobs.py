@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -170,7 +171,7 @@ def install_jobs(sched: BaseScheduler, rs: ReportSettings) -> list[str]:
     return ids
 
 
-def wait_for_run(database_url: str, watch: str, period: str, timeout_s: float = 120.0) -> dict | None:
+def wait_for_run(database_url: str, watch: str, period: str, timeout_s: float = 120.0) -> dict[str, Any] | None:
     """Poll until a report run of ``watch`` finishes (tests and `--run-now`)."""
     engine = engine_for(database_url)
     deadline = time.monotonic() + timeout_s

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer
 from kafka.structs import MemberState
@@ -107,7 +108,7 @@ class GroupMembership:
         epoch_check_s: float,
         leave_group: bool,
         listener: ConsumerRebalanceListener | None = None,
-        **consumer_overrides,
+        **consumer_overrides: Any,
     ) -> None:
         self.db, self.bootstrap, self.base = db, bootstrap, base_group
         self.topics = list(topics)

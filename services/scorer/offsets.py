@@ -10,6 +10,7 @@ partition's commit stops just below the lowest of them (at-least-once stays at-l
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
@@ -36,7 +37,7 @@ class OffsetLedger:
             self._open[tp].discard(r.offset)
             self._top[tp] = max(self._top.get(tp, 0), r.offset + 1)
 
-    def forget(self, partitions) -> None:
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
         """Partitions this scorer lost: their new owner re-reads from the last commit."""
         for tp in partitions:
             self._open.pop(tp, None)

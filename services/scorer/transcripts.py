@@ -46,7 +46,7 @@ class Waiting:
     """One post whose audio is being transcribed."""
 
     item: Any  # services.scorer.worker.Item
-    future: Future
+    future: Future[Transcript]
     submitted: float
     deadline: float
 
@@ -70,12 +70,14 @@ class TranscriptQueue:
         max_pending: int = 8,
         max_seconds: float = 60.0,
     ) -> None:
-        self._factory, self._model, self._error = factory, None, None
+        self._factory = factory
+        self._model: Transcriber | None = None
+        self._error: str | None = None
         self._load_lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asr")
         self.timeout_s, self.max_pending, self.max_seconds = timeout_s, max_pending, max_seconds
         self.waiting: list[Waiting] = []
-        self._abandoned: list[Future] = []  # timed out here, still running there
+        self._abandoned: list[Future[Transcript]] = []  # timed out here, still running there
 
     def model(self) -> Transcriber:
         """The shared model, loaded on first use (raises ASRUnavailable with the reason)."""
@@ -124,7 +126,8 @@ class TranscriptQueue:
     def due(self) -> list[Outcome]:
         """Posts whose transcript is ready or whose time is up (removed from the queue)."""
         now = time.monotonic()
-        out, keep = [], []
+        out: list[Waiting] = []
+        keep: list[Waiting] = []
         for w in self.waiting:
             (out if w.future.done() or now >= w.deadline else keep).append(w)
         self.waiting = keep

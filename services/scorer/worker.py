@@ -33,15 +33,18 @@ import signal
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import redis
 import sqlalchemy.exc
 import torch
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from pydantic import ValidationError
@@ -53,7 +56,7 @@ from pipelines.av_heads import AVHead, AVInput, heads_for, load_av_heads
 from pipelines.reasons import ReasonClassifier
 from pipelines.retry import delay_after, exponential
 from pipelines.schemas import Media, Post, ScoredPost
-from pipelines.scoring import Encoded, InferenceEngine, TokenIds, sentiment_score
+from pipelines.scoring import Encoded, InferenceEngine, Scored, TokenIds, sentiment_score
 from pipelines.views import dominant_view
 from services.config import Settings, freeze_startup_heap
 from services.ingest.gate import validation_reason
@@ -62,7 +65,7 @@ from services.scorer.membership import GroupMembership
 from services.scorer.offsets import OffsetLedger
 from services.scorer.sinks import PredictionRow, TranscriptRow, stored_predictions, write_batch
 from services.scorer.transcripts import Outcome, TranscriptQueue
-from services.scorer.user_state import UserStateStore
+from services.scorer.user_state import UserStateStore, ViewState
 from services.storage.db import engine_for
 from services.storage.redis_keys import KEYS, SCORER_BATCHES_CHANNEL
 from services.storage.redis_stats import observe
@@ -73,6 +76,9 @@ from services.stream.kafka import (
     DeadLetter,
     make_producer,
 )
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 log = logging.getLogger("voxpop.scorer")
 
@@ -90,7 +96,7 @@ INFRA_BACKOFF = exponential(0.5, 30.0)  # a batch that met an outage waits, then
 class Item:
     rec: ConsumerRecord
     post: Post
-    image: object | None = None
+    image: Image.Image | None = None
     media_status: list[str] = field(default_factory=list)
     av: AVInput | None = None  # decoded audio / video frames, for the tri-modal heads
     tokens: TokenIds | None = None  # the text, tokenised (unpadded) on the polling thread
@@ -370,9 +376,9 @@ class Scorer:
         held = [it for it in items if it.asr_pending]
         if held and self.asr is not None:
             if defer:
-                ids = {id(it.rec) for it in held}
+                held_recs = {id(it.rec) for it in held}
                 return Prepared(
-                    [r for r in records if id(r) not in ids],
+                    [r for r in records if id(r) not in held_recs],
                     [it for it in items if not it.asr_pending],
                     (time.perf_counter() - t0) * 1000,
                 )
@@ -447,10 +453,13 @@ class Scorer:
     def _encode(self, items: list[Item]) -> Encoded:
         """Text and image features of the batch (pre-computed length buckets when every item has them)."""
         texts = [it.text_view for it in items]
-        tokens = self.engine.buckets([it.tokens for it in items]) if all(it.tokens for it in items) else None
+        ids = [it.tokens for it in items if it.tokens]
+        tokens = self.engine.buckets(ids) if len(ids) == len(items) else None
         return self.engine.encode(texts, [it.image for it in items], tokens=tokens)
 
-    def _author_state(self, items: list[Item], enc: Encoded):
+    def _author_state(
+        self, items: list[Item], enc: Encoded
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[int], dict[tuple[str, str], ViewState]]:
         """The eta term's inputs: each author's running mean before each post (causal, in stream
         order) and its count; each post not stored before is folded in once. Returns (u, n, the
         text prior counts, the changed states)."""
@@ -465,7 +474,8 @@ class Scorer:
         n_np = {v: np.zeros(len(items), np.float32) for v in views}
         x_np = {v: enc.x[v].numpy() for v in views}
         present = {v: enc.mask[v].tolist() for v in views}
-        changed, folded = {}, defaultdict(list)
+        changed: dict[tuple[str, str], ViewState] = {}
+        folded: defaultdict[str, list[str]] = defaultdict(list)
         for i, it in enumerate(items):
             a = it.post.author.id
             for v in views:
@@ -485,7 +495,7 @@ class Scorer:
         return u, n, prior, changed
 
     def _rows(
-        self, items: list[Item], scored, prior: list[int], timings: dict[str, float], now: datetime
+        self, items: list[Item], scored: Scored, prior: list[int], timings: dict[str, float], now: datetime
     ) -> list[PredictionRow]:
         """One prediction row per post: label, probabilities, score, modality weights, timings."""
         labels = list(self.head.labels)
@@ -520,7 +530,13 @@ class Scorer:
         return rows
 
     def _after_store(
-        self, items: list[Item], rows: list[PredictionRow], new_ids: set[str], changed, now: datetime, t0: float
+        self,
+        items: list[Item],
+        rows: list[PredictionRow],
+        new_ids: set[str],
+        changed: dict[tuple[str, str], ViewState],
+        now: datetime,
+        t0: float,
     ) -> None:
         """Redis, once PostgreSQL holds the batch: user-state cache, thread context, counters, live event."""
         self.state.cache(changed)
@@ -893,18 +909,18 @@ def transcript_queue(settings: Settings) -> TranscriptQueue | None:
     return q
 
 
-class LogAssignments(ConsumerRebalanceListener):
+class LogAssignments(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python ships no type hints
     """Logs each rebalance: which partitions this scorer lost and which it now owns (the whole set)."""
 
     def __init__(self, ledger: OffsetLedger | None = None) -> None:
         self.ledger = ledger
 
-    def on_partitions_revoked(self, revoked) -> None:
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         log.info("partitions revoked: %s", _partition_list(revoked))
         if self.ledger is not None:
             self.ledger.forget(revoked)
 
-    def on_partitions_assigned(self, assigned) -> None:
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions assigned: %s", _partition_list(assigned))
 
 
@@ -920,7 +936,7 @@ class _Trimmer:
             self.last = time.monotonic()
 
 
-def _partition_list(tps) -> str:
+def _partition_list(tps: Iterable[TopicPartition]) -> str:
     return ",".join(f"{tp.topic}:{tp.partition}" for tp in sorted(tps)) or "-"
 
 
@@ -945,7 +961,7 @@ def run_scorer(
         max_poll_records=settings.scorer_max_batch,
     )
 
-    def stop(signum, _frame):
+    def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: finishing the batch in hand, then exiting", signum)
         scorer.stopping.set()
 

@@ -7,6 +7,7 @@ table, so the schema is complete after ``voxpop migrate`` and nothing is created
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import DateTime, Integer, String, Text, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -46,7 +47,7 @@ class ReportRun(Base):
     trigger: Mapped[str] = mapped_column(String(20), default="manual", doc="manual | scheduler | api")
     out_dir: Mapped[str | None] = mapped_column(Text)
     files: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict, doc="kind -> path")
-    summary: Mapped[dict] = mapped_column(JSONB, default=dict)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     webhook_status: Mapped[str | None] = mapped_column(String(40))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

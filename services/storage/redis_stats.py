@@ -29,9 +29,17 @@ def observe(pipe: Any, name: str, value: float, buckets: Sequence[float] | None 
     pipe.hincrby(key, "count", 1)
 
 
-def read_histogram(raw: dict[bytes, bytes], buckets: Sequence[float]) -> tuple[list[tuple[str, int]], float, int]:
+def as_text(v: bytes | str) -> str:
+    """A Redis reply as text. Our clients return bytes (no `decode_responses`); redis-py types
+    every reply as `bytes | str`, so a `str` passes through unchanged."""
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def read_histogram(
+    raw: dict[bytes | str, bytes | str], buckets: Sequence[float]
+) -> tuple[list[tuple[str, int]], float, int]:
     """Redis hash -> ([(le, cumulative count)...incl. +Inf], sum, count)."""
-    vals = {k.decode(): v.decode() for k, v in raw.items()}
+    vals = {as_text(k): as_text(v) for k, v in raw.items()}
     count = int(vals.get("count", 0))
     out = [(str(float(b)), int(vals.get(f"le:{b:g}", 0))) for b in buckets]
     out.append(("+Inf", count))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypedDict
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
@@ -11,7 +12,17 @@ from pipelines.watch_match import WatchSpec
 from services.storage.db import engine_for
 from services.storage.models import Watch
 
-AIRLINES: dict[str, dict[str, list[str]]] = {
+
+class WatchTerms(TypedDict, total=False):
+    """What a watch matches on (the keyword arguments of `upsert_watch` besides name and kind)."""
+
+    keywords: Sequence[str]
+    handles: Sequence[str]
+    hashtags: Sequence[str]
+    languages: Sequence[str]
+
+
+AIRLINES: dict[str, WatchTerms] = {
     "United": {"handles": ["united"], "keywords": ["united airlines"]},
     "American": {"handles": ["AmericanAir"], "keywords": ["american airlines"]},
     "US Airways": {"handles": ["USAirways"], "keywords": ["us airways"]},
@@ -26,10 +37,10 @@ def upsert_watch(
     *,
     name: str,
     kind: str = "brand",
-    keywords: list[str] = (),
-    handles: list[str] = (),
-    hashtags: list[str] = (),
-    languages: list[str] = (),
+    keywords: Sequence[str] = (),
+    handles: Sequence[str] = (),
+    hashtags: Sequence[str] = (),
+    languages: Sequence[str] = (),
 ) -> int:
     values = {
         "name": name,

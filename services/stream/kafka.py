@@ -9,6 +9,7 @@ import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
@@ -27,6 +28,9 @@ from kafka.errors import (
 
 from pipelines.retry import retrying, wait_fixed
 from services.config import Settings
+
+if TYPE_CHECKING:
+    from kafka.producer.future import FutureRecordMetadata
 
 log = logging.getLogger("voxpop.kafka")
 
@@ -79,7 +83,7 @@ def ensure_topics(bootstrap: str, s: Settings, timeout_s: float = 60.0) -> list[
         admin.close()
 
 
-def make_producer(bootstrap: str, **overrides) -> KafkaProducer:
+def make_producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
     """A producer that waits for the broker's ack: at-least-once from ingest onwards."""
     cfg = dict(
         bootstrap_servers=bootstrap,
@@ -102,7 +106,11 @@ def make_producer(bootstrap: str, **overrides) -> KafkaProducer:
 
 
 def make_consumer(
-    bootstrap: str, group: str, topics: Iterable[str], listener: ConsumerRebalanceListener | None = None, **overrides
+    bootstrap: str,
+    group: str,
+    topics: Iterable[str],
+    listener: ConsumerRebalanceListener | None = None,
+    **overrides: Any,
 ) -> KafkaConsumer:
     """A group consumer with manual commits: offsets move only after the sinks succeeded."""
     cfg = dict(
@@ -143,7 +151,7 @@ class DeadLetter:
         partition: int = -1,
         offset: int = -1,
         attempts: int = 1,
-    ):
+    ) -> FutureRecordMetadata:
         """Queue one dead letter. A value over `DLQ_MAX_VALUE_BYTES` is cut to that size (headers say so)."""
         value = value or b""
         headers = [

@@ -125,7 +125,7 @@ def replay_airline(
     if on_batch is not None:
         on_batch()
     with engine.connect() as c:
-        sizes = dict(c.execute(text("SELECT size, count(*) FROM trend_windows GROUP BY size")).all())
+        sizes: dict[str, int] = dict(c.execute(text("SELECT size, count(*) FROM trend_windows GROUP BY size")).all())
         members = c.execute(text("SELECT count(*) FROM trend_members")).scalar_one()
         firings = [
             dict(r)

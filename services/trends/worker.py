@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -21,6 +21,9 @@ from pipelines.trends.windows import parse_specs
 from services.config import Settings, TrendsSettings, freeze_startup_heap, get_settings
 from services.storage import redis_keys as rk
 from services.storage.db import engine_for, migrate
+
+if TYPE_CHECKING:
+    import faust
 
 log = logging.getLogger("voxpop.trends")
 
@@ -42,8 +45,8 @@ class RedisHooks(TrendHooks):
         super().__init__()
         self.r = client
         self.ttl = ttl_s
-        self.on_batch = self._on_batch  # type: ignore[method-assign]
-        self.on_invalid = self._on_invalid  # type: ignore[method-assign]
+        self.on_batch = self._on_batch
+        self.on_invalid = self._on_invalid
 
     def _on_batch(self, res: BatchResult) -> None:
         try:
@@ -125,7 +128,7 @@ def build_processor(s: Settings, ts: TrendsSettings, partitions: int) -> TrendPr
     return TrendProcessor(engine_for(s.database_url), cfg)
 
 
-def build_app(s: Settings | None = None, ts: TrendsSettings | None = None):
+def build_app(s: Settings | None = None, ts: TrendsSettings | None = None) -> faust.App:
     """The configured Faust app (servers must be reachable); migrates the database first."""
     s = s or get_settings()
     ts = ts or s.trends

@@ -41,7 +41,8 @@ def list_alerts(
     for t in (since, until):
         if t is not None and t.tzinfo is None:
             raise HTTPException(400, "timestamps must carry a timezone (ISO 8601 with offset or Z)")
-    where, p = [], {"lim": limit + 1}
+    where: list[str] = []
+    p: dict[str, Any] = {"lim": limit + 1}
     for col, v in (("f.watch_id", watch_id), ("f.rule_id", rule_id), ("f.status", status), ("f.severity", severity)):
         if v is not None:
             key = col.split(".")[1]
@@ -69,10 +70,10 @@ def get_alert(firing_id: Annotated[int, PathParam(ge=1, le=2**63 - 1)], st: Stat
     """One firing with its why (computed and kept on first view, as the webhook does), every
     notification made for it and each delivery attempt."""
     with st.engine.begin() as conn:
-        f = conn.execute(text(f"{FIRING_SQL} WHERE f.id = :id"), {"id": firing_id}).mappings().first()
-        if f is None:
+        row = conn.execute(text(f"{FIRING_SQL} WHERE f.id = :id"), {"id": firing_id}).mappings().first()
+        if row is None:
             raise HTTPException(404, f"alert {firing_id} not found")
-        f = {**f, "why": with_links(stored_why(conn, dict(f)), st.settings.alerts.public_url())}
+        f: dict[str, Any] = {**row, "why": with_links(stored_why(conn, dict(row)), st.settings.alerts.public_url())}
         notes = [
             dict(r)
             for r in conn.execute(

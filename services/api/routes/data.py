@@ -23,13 +23,14 @@ from sqlalchemy import text
 from pipelines.trends.windows import parse_specs
 from services.api import queries as Q
 from services.api import schemas as S
-from services.api.deps import IdQuery, Reader, State
+from services.api.deps import AppState, IdQuery, Reader, State
 from services.storage import redis_keys as rk
 from services.storage.redis_keys import KEYS
+from services.storage.redis_stats import as_text
 
 router = APIRouter(prefix="/api")
-NOT_FOUND = {404: {"model": S.ErrorOut, "description": "no such object"}}
-BAD = {400: {"model": S.ErrorOut, "description": "the query cannot be answered as asked"}}
+NOT_FOUND: S.Responses = {404: {"model": S.ErrorOut, "description": "no such object"}}
+BAD: S.Responses = {400: {"model": S.ErrorOut, "description": "the query cannot be answered as asked"}}
 Since = Annotated[datetime | None, Query(description="inclusive lower bound of created_at (ISO 8601)")]
 Until = Annotated[datetime | None, Query(description="exclusive upper bound of created_at (ISO 8601)")]
 Text = Annotated[str | None, Query(max_length=300, pattern=r"^[^\x00]*$")]
@@ -41,7 +42,7 @@ def _aware(*ts: datetime | None) -> None:
             raise HTTPException(400, "timestamps must carry a timezone (ISO 8601 with offset or Z)")
 
 
-def _limit(st, limit: int) -> int:
+def _limit(st: AppState, limit: int) -> int:
     return min(limit, st.api.max_page)
 
 
@@ -145,7 +146,7 @@ def get_media(post_id: PostId, idx: Annotated[int, PathParam(ge=0, le=15)], st: 
 
 
 # --- trends ---------------------------------------------------------------------------------------
-def _watches(st, ids: list[int] | None) -> dict[int, str]:
+def _watches(st: AppState, ids: list[int] | None) -> dict[int, str]:
     with st.engine.connect() as conn:
         rows = conn.execute(text("SELECT id, name FROM watches ORDER BY id")).all()
     all_w = {r[0]: r[1] for r in rows}
@@ -166,7 +167,7 @@ def get_post(post_id: PostId, st: State, _: Reader) -> dict[str, Any]:
     return Q.post_out(r)
 
 
-def _stored_size(st, step: timedelta) -> str:
+def _stored_size(st: AppState, step: timedelta) -> str:
     """The coarsest tumbling window size the trends app stores that divides the bucket."""
     sizes = [sp for sp in parse_specs(st.settings.trends.windows) if sp.size_s == sp.step_s]
     fits = [sp for sp in sizes if step.total_seconds() % sp.size_s == 0]
@@ -232,7 +233,7 @@ class _DataVersion:
     watches: dict[int, str]
 
     @classmethod
-    def read(cls, st: Any) -> _DataVersion:
+    def read(cls, st: AppState) -> _DataVersion:
         with st.engine.connect() as conn:
             merged, folded = conn.execute(
                 text(
@@ -252,15 +253,15 @@ class _DataVersion:
         return {i: self.watches[i] for i in dict.fromkeys(ids)}
 
 
-async def _data_version(st: Any) -> _DataVersion:
+async def _data_version(st: AppState) -> _DataVersion:
     """The newest reading, shared by every request of this app. One request reads it again when it
     is stale; the others meanwhile answer from the last reading (with ``trends_fresh_s`` at 0 every
     request waits for its own): a burst must not take a PostgreSQL connection per request."""
     fresh_s = st.api.trends_fresh_s
-    ver = st.memo.get("trends_version")
+    ver: _DataVersion | None = st.memo.get("trends_version")
     if ver is not None and time.monotonic() - ver.read_at < fresh_s:
         return ver
-    lock = st.memo.setdefault("trends_version_lock", asyncio.Lock())
+    lock: asyncio.Lock = st.memo.setdefault("trends_version_lock", asyncio.Lock())
     if ver is not None and fresh_s > 0 and lock.locked():
         return ver
     async with lock:
@@ -319,7 +320,7 @@ async def get_trends(
 
 
 def _trends_body(
-    st: Any,
+    st: AppState,
     watches: dict[int, str],
     bucket: str,
     size: str,
@@ -412,7 +413,7 @@ def live_windows(
             out.append(S.WindowOut.model_validate(w).model_dump())
         except ValueError:
             continue  # a snapshot of another shape: skip rather than fail the dashboard
-    return {"watermark": wm.decode() if wm else None, "windows": out}
+    return {"watermark": as_text(wm) if wm else None, "windows": out}
 
 
 # --- authors --------------------------------------------------------------------------------------
@@ -475,5 +476,5 @@ def overview(st: State, _: Reader) -> dict[str, Any]:
         "firing_alerts": r["firing"],
         "latest_post_at": r["latest"],
         "counters": {c: int(v or 0) for c, v in zip(COUNTERS, vals, strict=True)},
-        "watermark": wm.decode() if wm else None,
+        "watermark": as_text(wm) if wm else None,
     }

@@ -8,25 +8,27 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Response
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import Executable, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from pipelines.trends.rules import Rule
 from services.alerts.policy import redact_url
 from services.api import keys as key_store
 from services.api import schemas as S
-from services.api.deps import Admin, IdPath, IdQuery, Reader, State, Writer
+from services.api.deps import Admin, AppState, IdPath, IdQuery, Reader, State, Writer
 from services.api.errors import invalid
 from services.api.keys import Principal
 from services.storage.alert_models import AlertRule, Silence, WebhookEndpoint
 from services.storage.models import Watch
 
 router = APIRouter(prefix="/api")
-NOT_FOUND = {404: {"model": S.ErrorOut, "description": "no such object"}}
-CONFLICT = {409: {"model": S.ErrorOut, "description": "the name is taken"}}
+NOT_FOUND: S.Responses = {404: {"model": S.ErrorOut, "description": "no such object"}}
+CONFLICT: S.Responses = {409: {"model": S.ErrorOut, "description": "the name is taken"}}
+#: the tables these routes read one row of by id
+Table = type[Watch] | type[AlertRule] | type[Silence] | type[WebhookEndpoint]
 
 
-def _one(st, table, obj_id: int, what: str) -> dict[str, Any]:
+def _one(st: AppState, table: Table, obj_id: int, what: str) -> dict[str, Any]:
     with st.engine.connect() as conn:
         r = conn.execute(select(table).where(table.id == obj_id)).mappings().first()
     if r is None:
@@ -34,7 +36,8 @@ def _one(st, table, obj_id: int, what: str) -> dict[str, Any]:
     return dict(r)
 
 
-def _write(st, stmt, what: str) -> dict[str, Any] | None:
+def _write(st: AppState, stmt: Executable, what: str) -> dict[str, Any]:
+    """Run an INSERT/UPDATE ... RETURNING; the row it returned (404 if an UPDATE found none)."""
     try:
         with st.engine.begin() as conn:
             r = conn.execute(stmt).mappings().first()
@@ -42,10 +45,12 @@ def _write(st, stmt, what: str) -> dict[str, Any] | None:
         if "unique" in str(e.orig).lower() or "duplicate" in str(e.orig).lower():
             raise HTTPException(409, f"a {what} with that name already exists") from None
         raise HTTPException(409, f"{what} conflicts with existing data: {e.orig}") from None
-    return dict(r) if r is not None else None
+    if r is None:  # an UPDATE whose row was deleted after the caller's existence check
+        raise HTTPException(404, f"{what} not found")
+    return dict(r)
 
 
-def _watch_exists(st, watch_id: int | None) -> None:
+def _watch_exists(st: AppState, watch_id: int | None) -> None:
     if watch_id is not None:
         _one(st, Watch, watch_id, "watch")
 
@@ -119,7 +124,7 @@ def _check_rule(values: dict[str, Any]) -> None:
         raise invalid(str(e)) from None
 
 
-def _rule_out(st, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _rule_out(st: AppState, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     with st.engine.connect() as conn:
         firing = {r[0] for r in conn.execute(text("SELECT DISTINCT rule_id FROM alert_rule_state WHERE firing"))}
     return [{**r, "firing": r["id"] in firing} for r in rows]

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy import text
 
 from services.api import schemas as S
-from services.api.deps import IdQuery, Reader, State, Writer
+from services.api.deps import AppState, IdQuery, Reader, State, Writer
 from services.api.errors import invalid
 from services.reports.data import last_full_period_end
 from services.reports.run import generate_report, report_run
@@ -22,7 +22,7 @@ MIME = {"html": "text/html; charset=utf-8", "pdf": "application/pdf", "csv": "te
 RunId = Annotated[int, PathParam(ge=1, le=2_147_483_647)]
 
 
-def report_dir(st) -> Path:
+def report_dir(st: AppState) -> Path:
     return st.settings.reports.dir or Path(st.settings.state_dir) / "reports"
 
 
@@ -104,7 +104,7 @@ def get_report(run_id: RunId, st: State, _: Reader) -> dict[str, Any]:
 def report_file(run_id: RunId, kind: Literal["html", "pdf", "csv"], st: State, _: Reader) -> FileResponse:
     r = report_run(st.engine, run_id)
     path = (r or {}).get("files", {}).get(kind)
-    if not path or not Path(path).is_file():
+    if r is None or not path or not Path(path).is_file():
         raise HTTPException(404, f"report {run_id} has no {kind} file")
     name = f"{r['watch_name']}-{r['period']}-{r['period_start']:%Y-%m-%d}.{kind}".replace(" ", "_")
     headers = {"Content-Security-Policy": "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"}
