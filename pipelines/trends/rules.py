@@ -9,7 +9,9 @@ Kinds:
   ``z <= -z_score`` too when ``z_score`` is set.
 
 Every kind also needs ``n_posts >= min_volume`` (else the window is not evaluated) and
-``|observed - baseline| >= min_delta`` where a baseline is used.
+``|observed - baseline| >= min_delta`` where a baseline is used. Surges and spikes may also
+need ``observed >= min_observed``: an absolute floor beside the relative test ("at least 20
+negative posts an hour, and 3x the usual"), so a quiet brand's 4 -> 13 does not page anyone.
 
 Baselines (why): a spike must not poison its own baseline, so windows of an open episode are
 left out (``exclude_fired``) and the lookback reaches further back for clean windows; ``median``
@@ -18,6 +20,11 @@ few posts an hour are not Gaussian, so ``model=poisson|negbin`` judges a count b
 probability under the baseline rate and reports it as the equivalent one-sided z (a count that
 is as unlikely as a 3-sigma Gaussian event gets z=3); ``seasonality=hour_of_day`` uses the same
 hour of earlier days as the baseline once ``min_baseline`` of them exist.
+
+Leaving episode windows out of a *median* baseline backfires: the busy hours that fired drop out,
+the median sinks toward the night-time level, more hours fire and drop out in turn (measured in
+docs/alerts-quality.md). A median over a week of hourly windows already shrugs off a spike that
+lasts less than half of it, so the week-long median rules keep every window.
 
 Each verdict carries a ``level``: how far past its threshold the window is (1.0 = exactly at it).
 An open episode resolves only after ``resolve_after`` consecutive windows with
@@ -65,6 +72,7 @@ class Rule:
     factor: float | None = None
     drop: float | None = None
     min_delta: float = 0.0
+    min_observed: float = 0.0
     baseline_method: str = "mean"
     ewma_alpha: float = 0.3
     lookback: int = 24
@@ -114,6 +122,8 @@ class Rule:
             raise ValueError("need 1 <= min_baseline <= lookback")
         if self.cooldown_s < 0 or self.min_volume < 0:
             raise ValueError("cooldown_s and min_volume must be >= 0")
+        if self.min_observed < 0 or (self.min_observed > 0 and self.kind not in ("surge", "spike")):
+            raise ValueError("min_observed (>= 0) is a floor for surge and spike rules only")
 
     def escalated(self, severity: str) -> str:
         """The next severity up (re-escalation within an episode), capped at critical."""
@@ -229,8 +239,8 @@ def evaluate(rule: Rule, window: Mapping[str, Any], history: Sequence[float]) ->
     assert base is not None
     std = max(base.std, rule.std_floor, 1e-9)
     delta = observed - base.mean
-    if rule.model == "gaussian":
-        z = delta / std
+    if rule.model == "gaussian":  # capped like count_z: a zero spread must not print z = 1e10
+        z = max(-_Z_CAP, min(_Z_CAP, delta / std))
     elif rule.direction == "both":
         z = count_z(observed, base, rule.model, up=delta >= 0)
     else:
@@ -254,5 +264,8 @@ def evaluate(rule: Rule, window: Mapping[str, Any], history: Sequence[float]) ->
             levels.append(-z / rule.z_score)
         level = min(levels)
         why = f"drop {-delta:.4g} (z={z:.2f})"
+    if rule.min_observed > 0 and rule.kind in ("surge", "spike"):
+        level = min(level, observed / rule.min_observed)
+        why += f", floor {rule.min_observed:g}"
     hit = level >= 1.0 and big_enough
     return Verdict(True, bool(hit), observed, base, z, why, level if big_enough else min(level, 0.0))

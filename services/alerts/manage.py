@@ -62,6 +62,7 @@ def _rule_defaults() -> dict[str, Any]:
         "op": ">=",
         "direction": "up",
         "min_delta": 0.0,
+        "min_observed": 0.0,
         "baseline_method": "mean",
         "ewma_alpha": 0.3,
         "lookback": 24,

@@ -36,7 +36,7 @@ from services.alerts.dispatcher import Dispatcher
 from services.alerts.policy import UrlPolicy
 from services.alerts.receiver import Receiver
 from services.config import AlertsSettings, get_settings
-from services.trends.replay import NEGATIVE_VOLUME, replay_airline
+from services.trends.replay import NEGATIVE_VOLUME, WEEK_SURGE, replay_airline
 
 HOUR = timedelta(hours=1)
 MIN_INCIDENT_NEGATIVES = 20
@@ -45,6 +45,7 @@ PT = timedelta(hours=-8)  # the data set's own offset (Pacific, February)
 
 _COMMON = NEGATIVE_VOLUME
 _SURGE = dict(_COMMON, kind="surge", baseline_method="median", cooldown_s=0, resolve_after=3, resolve_ratio=0.5)
+_WEEK = WEEK_SURGE
 #: name -> rule; the first is the rule as it was before issue 21 (for comparison).
 RULE_SETS: dict[str, dict[str, Any]] = {
     "before: mean/std z, spike in its own baseline, resolve at once": dict(
@@ -62,9 +63,16 @@ RULE_SETS: dict[str, dict[str, Any]] = {
     # a cooldown only hides the next incident, so it is 0. The two ends of its frontier (the sweep):
     "surge 2.5x median (+14), hysteresis, no cooldown": dict(_SURGE, factor=2.5, min_delta=14.0, min_baseline=6),
     "surge 3x median (+17), hysteresis, no cooldown": dict(_SURGE, factor=3.0, min_delta=17.0, min_baseline=6),
+    # The incident rule's own shape made causal: a floor of 20 negatives an hour and a multiple of
+    # the median of the past week's hourly windows, every window kept (see pipelines.trends.rules
+    # on why excluding episode windows from a median backfires).
+    "surge 3x week median (+10), floor 20, all windows kept": dict(_WEEK, factor=3.0),
+    # ... and an episode that resolves after 6 calm hours rather than 3, so a night's lull inside
+    # a running incident does not end it (the rule the airline replay ships with)
+    "surge 3x week median (+10), floor 20, all windows kept, 6 calm hours": dict(_WEEK, factor=3.0, resolve_after=6),
 }
 
-_THRESHOLDS = ("kind", "factor", "z_score", "min_delta", "min_baseline")
+_THRESHOLDS = ("kind", "factor", "z_score", "min_delta", "min_baseline", "lookback", "min_observed")
 #: ``--sweep``: rule families over their thresholds, for the frontier of alerted vs false.
 SWEEP: dict[str, list[dict[str, Any]]] = {
     "surge x median": [
@@ -72,6 +80,12 @@ SWEEP: dict[str, list[dict[str, Any]]] = {
         for f in (2.5, 3.0, 3.5)
         for d in (12.0, 14.0, 17.0)
         for b in (6, 12)
+    ],
+    "surge x week median, floor 20": [
+        dict(_WEEK, factor=f, resolve_after=r, min_baseline=b)
+        for f in (2.75, 3.0, 3.25)
+        for r in (3, 6)
+        for b in (6, 24)
     ],
     "median/MAD z": [
         dict(_COMMON, baseline_method="median", std_floor=1.0, z_score=z, resolve_after=3, resolve_ratio=0.5)
@@ -430,7 +444,9 @@ def render_markdown(res: dict[str, Any]) -> str:
         f"group wait {d['group_wait_s']:g} s, repeat interval {d['repeat_interval_s']:g} s, both event "
         "time), delivering to a local receiver that verifies every request with `standardwebhooks`.",
         "Goal: every incident alerted in its first window, American 2015-02-22 firing through 19:00 PT,",
-        "<= 1 false episode per brand-week.",
+        "<= 1 false episode per brand-week. An incident is alerted in its first window when an episode opens "
+        "then or is already firing then (a longer hysteresis lets one episode cover an airline's incidents "
+        "hours apart: the per-incident tables below show which episode resolved when).",
         "",
         "| rule set | episodes | incidents alerted | in first window | stayed firing through | "
         "false episodes (per brand-week) | American 02-22: first window / through 19:00 PT | "

@@ -109,6 +109,9 @@ class RuleIn(_In):
     factor: float | None = Field(None, gt=0, allow_inf_nan=False)
     drop: float | None = Field(None, gt=0, allow_inf_nan=False)
     min_delta: float = Field(0.0, ge=0, allow_inf_nan=False)
+    min_observed: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="surge/spike: the observed value must reach this too"
+    )
     baseline_method: Literal["mean", "ewma", "median"] = "mean"
     model: Literal["gaussian", "poisson", "negbin"] = "gaussian"
     exclude_fired: bool = Field(True, description="keep windows of episodes out of the baseline")
@@ -151,6 +154,7 @@ class RulePatch(_In):
     factor: float | None = Field(None, gt=0, allow_inf_nan=False)
     drop: float | None = Field(None, gt=0, allow_inf_nan=False)
     min_delta: float | None = Field(None, ge=0, allow_inf_nan=False)
+    min_observed: float | None = Field(None, ge=0, allow_inf_nan=False)
     baseline_method: Literal["mean", "ewma", "median"] | None = None
     model: Literal["gaussian", "poisson", "negbin"] | None = None
     exclude_fired: bool | None = None
@@ -182,6 +186,7 @@ class RuleOut(BaseModel):
     factor: float | None
     drop: float | None
     min_delta: float
+    min_observed: float
     baseline_method: str
     model: str
     exclude_fired: bool

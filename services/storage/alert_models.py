@@ -181,6 +181,7 @@ class AlertRule(Base):
     factor: Mapped[float | None] = mapped_column(Float, doc="surge: observed / baseline mean needed")
     drop: Mapped[float | None] = mapped_column(Float, doc="dip: baseline mean - observed needed")
     min_delta: Mapped[float] = mapped_column(Float, default=0.0, doc="|observed - baseline| needed")
+    min_observed: Mapped[float] = mapped_column(Float, default=0.0, doc="surge/spike: absolute floor of observed")
     baseline_method: Mapped[str] = mapped_column(String(8), default="mean", doc="mean | ewma")
     ewma_alpha: Mapped[float] = mapped_column(Float, default=0.3)
     lookback: Mapped[int] = mapped_column(Integer, default=24, doc="previous windows in the baseline")

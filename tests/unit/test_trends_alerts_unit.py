@@ -178,3 +178,18 @@ def test_count_model_and_robust_baseline_and_hysteresis_levels() -> None:
     assert rule.escalated("warning") == "critical" and rule.escalated("critical") == "critical"
     with pytest.raises(ValueError, match="count metric"):
         Rule(id=2, name="s", kind="spike", metric="share_negative", z_score=3, model="poisson").validate()
+
+
+def test_min_observed_is_an_absolute_floor_beside_the_relative_test() -> None:
+    """3x a quiet brand's median of 2 is 6: without a floor 13 negatives page someone; with a floor of
+    20 they do not, and the verdict's level (which hysteresis reads) is the nearer of the two bars."""
+    quiet = [2.0] * 24
+    surge = Rule(id=1, name="s", kind="surge", metric="n_negative", factor=3.0, baseline_method="median")
+    floored = Rule(**{**surge.__dict__, "min_observed": 20.0})
+    floored.validate()
+    assert evaluate(surge, {"n_posts": 30, "n_negative": 13}, quiet).firing
+    held = evaluate(floored, {"n_posts": 30, "n_negative": 13}, quiet)
+    assert not held.firing and held.level == pytest.approx(13 / 20) and "floor 20" in held.reason
+    assert evaluate(floored, {"n_posts": 30, "n_negative": 21}, quiet).firing
+    with pytest.raises(ValueError, match="min_observed"):
+        Rule(id=2, name="d", kind="dip", metric="mean_score", drop=0.2, min_observed=1.0).validate()
