@@ -539,7 +539,9 @@ class FiringDetail(FiringOut):
 class ReportIn(_In):
     watch_id: DbId
     period: Literal["daily", "weekly", "monthly"] = "weekly"
-    end: datetime | None = Field(None, description="period end (exclusive); default: the last full period")
+    end: datetime | None = Field(
+        None, description="period end (exclusive); default: the newest full period holding the watch's posts"
+    )
     webhook_url: HttpUrl | None = None
 
 

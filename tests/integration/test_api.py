@@ -9,6 +9,8 @@ OpenAPI with no server errors and responses matching their schemas.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -436,6 +438,21 @@ def test_report_over_api_is_generated_once(env):
     assert pdf.headers["content-type"] == "application/pdf" and pdf.content.startswith(b"%PDF")
     csv_rows = c.get(run["files"]["csv"], headers=H(env)).text.strip().splitlines()
     assert len(csv_rows) >= n + 1  # header + one row per post (texts may hold newlines)
+
+
+def test_report_over_api_defaults_to_the_datas_latest_period(env):
+    """No end: the daily report covers the newest day holding the watch's posts (2015 here), not
+    today's empty day; an unknown watch is a 404."""
+    c, jb = env["c"], env["watches"]["JetBlue"]
+    r = c.post("/api/reports", json={"watch_id": jb, "period": "daily"}, headers=H(env, "write"))
+    assert r.status_code == 201, r.text
+    run = r.json()
+    newest = sql(env, "SELECT max(created_at) FROM post_watches WHERE watch_id = :w", w=jb)[0][0]
+    assert run["period_start"].startswith("2015-") and run["summary"]["posts"] > 0
+    end = datetime.fromisoformat(run["period_end"])
+    assert newest - timedelta(days=1) < end <= newest + timedelta(days=1)  # the newest (full) day
+    missing = c.post("/api/reports", json={"watch_id": 999_999, "period": "daily"}, headers=H(env, "write"))
+    assert missing.status_code == 404, missing.text
 
 
 # --- OpenAPI fuzzing ------------------------------------------------------------------------------

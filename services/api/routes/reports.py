@@ -14,7 +14,7 @@ from sqlalchemy import text
 from services.api import schemas as S
 from services.api.deps import AppState, IdQuery, Reader, State, Writer
 from services.api.errors import invalid
-from services.reports.data import last_full_period_end
+from services.reports.data import data_period_end, last_full_period_end
 from services.reports.run import generate_report, report_run
 
 router = APIRouter(prefix="/api", tags=["reports"])
@@ -57,7 +57,11 @@ def create_report(
     force: Annotated[bool, Query(description="regenerate even if this period was done")] = False,
 ) -> dict[str, Any]:
     """Generate (or return the existing) report of one watch and period, synchronously."""
-    end = body.end or last_full_period_end(body.period, datetime.now(UTC))
+    try:  # by default the data's own latest period (a replayed or backfilled stream), as the CLI does
+        end = body.end or data_period_end(st.engine, body.watch_id, body.period)
+    except LookupError as e:
+        raise HTTPException(404, str(e)) from None
+    end = end or last_full_period_end(body.period, datetime.now(UTC))
     if end.tzinfo is None:
         raise invalid("end must carry a timezone (ISO 8601 with offset or Z)")
     if not (datetime(1990, 1, 1, tzinfo=UTC) < end < datetime(2200, 1, 1, tzinfo=UTC)):

@@ -16,7 +16,7 @@ export function svg(tag, attrs = {}, kids = []) {
 
 // Times are shown in one time zone, the header's choice (default: the browser's), kept in localStorage.
 export const BROWSER_TZ = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
-let tz, dayFmt, timeFmt, fullFmt, dateFmt, hourFmt;
+let tz, dayFmt, timeFmt, fullFmt, hourFmt;
 export function setTimeZone(zone) {
   try { new Intl.DateTimeFormat("en-GB", { timeZone: zone }); } catch { zone = BROWSER_TZ; } // an unknown name
   tz = zone;
@@ -24,7 +24,6 @@ export function setTimeZone(zone) {
   dayFmt = fmt({ weekday: "short", day: "numeric", month: "short" });
   timeFmt = fmt({ hour: "2-digit", minute: "2-digit", hour12: false });
   fullFmt = fmt({ weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit", hour12: false, timeZoneName: "short" });
-  dateFmt = fmt({ weekday: "short", day: "numeric", month: "short", year: "numeric" });
   hourFmt = fmt({ year: "numeric", month: "numeric", day: "numeric", hour: "numeric", minute: "numeric", hour12: false });
   return tz;
 }
@@ -36,8 +35,11 @@ function zoneOffset(t) {
   const wall = Date.UTC(+p.year, +p.month - 1, +p.day, +p.hour % 24, +p.minute);
   return wall - Math.floor(t / 60e3) * 60e3;
 }
-export const fmtDate = (t) => dateFmt.format(new Date(t));
 export const fmtTime = (t) => fullFmt.format(new Date(t));
+// Report periods are UTC calendar days: shown in another zone, a week from Monday 00:00 UTC would
+// read as starting on Sunday, so their dates are always written in UTC.
+const periodFmt = new Intl.DateTimeFormat("en-GB", { timeZone: "UTC", weekday: "short", day: "numeric", month: "short", year: "numeric" });
+export const fmtPeriodDate = (t) => periodFmt.format(new Date(t));
 export const fmtPct = (v) => (v === null || v === undefined ? "–" : `${(100 * v).toFixed(1)}%`);
 export const fmtScore = (v) => (v === null || v === undefined ? "–" : (v > 0 ? "+" : "") + v.toFixed(2));
 export const fmtInt = (v) => (v ?? 0).toLocaleString("en-US");

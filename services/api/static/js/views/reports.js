@@ -1,6 +1,6 @@
 // Reports: runs so far (HTML, PDF, CSV) and "generate now" for a watch and period.
 import { api, getKey } from "../api.js";
-import { fmtDate, fmtInt, fmtPct, fmtScore } from "../charts.js";
+import { fmtInt, fmtPct, fmtPeriodDate, fmtScore } from "../charts.js";
 import { state } from "../state.js";
 import { h, panel, toast } from "../util.js";
 
@@ -16,7 +16,7 @@ export async function reportsPage(main) {
   async function load() {
     const runs = await api("/api/reports", { params: { limit: 100 } });
     table.replaceChildren(h("tr", {}, ...["Watch", "Period", "Status", "Posts", "Mean", "% neg", "Files"].map((t, i) => h("th", { class: i >= 3 && i <= 5 ? "num" : null }, t))),
-      ...runs.map((r) => h("tr", {}, h("td", {}, r.watch_name), h("td", {}, `${r.period} · ${fmtDate(r.period_start)} – ${fmtDate(Date.parse(r.period_end) - 1000)}`),
+      ...runs.map((r) => h("tr", {}, h("td", {}, r.watch_name), h("td", {}, `${r.period} · ${fmtPeriodDate(r.period_start)} – ${fmtPeriodDate(Date.parse(r.period_end) - 1000)}`),
         h("td", {}, h("span", { class: `pill ${r.status === "done" ? "resolved" : r.status === "failed" ? "firing" : "off"}`, title: r.error || "" }, r.status)),
         h("td", { class: "num" }, fmtInt(r.summary.posts)), h("td", { class: "num" }, fmtScore(r.summary.mean_score)), h("td", { class: "num" }, fmtPct(r.summary.share_negative)),
         h("td", { class: "row-actions" }, ...Object.entries(r.files).map(([k, p]) => h("button", { onclick: () => openFile(p) }, k.toUpperCase()))))));
