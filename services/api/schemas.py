@@ -87,35 +87,45 @@ class WatchOut(BaseModel):
 
 
 # --- alert rules ----------------------------------------------------------------------------------
+# The evaluator's vocabulary (pipelines.trends.rules; tests/unit/test_rule_schema.py keeps them equal)
+RuleKind = Literal["threshold", "spike", "surge", "dip"]
+RuleMetric = Literal[
+    "n_posts",
+    "n_negative",
+    "n_neutral",
+    "n_positive",
+    "unique_authors",
+    "mean_score",
+    "share_negative",
+    "share_positive",
+]
+RuleOp = Literal[">", ">=", "<", "<="]
+RuleDirection = Literal["up", "down", "both"]
+BaselineMethod = Literal["mean", "ewma", "median"]
+CountModel = Literal["gaussian", "poisson", "negbin"]
+Seasonality = Literal["none", "hour_of_day"]
+
+
 class RuleIn(_In):
     name: str = Field(..., min_length=1, max_length=200, pattern=r"\S")
     watch_id: DbId | None = Field(None, description="None = every watch")
     window_size: str = Field("1h", max_length=16, description="a window size the trends app computes")
-    kind: Literal["threshold", "spike", "surge", "dip"] = "threshold"
-    metric: Literal[
-        "n_posts",
-        "n_negative",
-        "n_neutral",
-        "n_positive",
-        "unique_authors",
-        "mean_score",
-        "share_negative",
-        "share_positive",
-    ] = "share_negative"
-    op: Literal[">", ">=", "<", "<="] = ">="
+    kind: RuleKind = "threshold"
+    metric: RuleMetric = "share_negative"
+    op: RuleOp = ">="
     threshold: float | None = Field(None, allow_inf_nan=False)
     z_score: float | None = Field(None, gt=0, allow_inf_nan=False)
-    direction: Literal["up", "down", "both"] = "up"
+    direction: RuleDirection = "up"
     factor: float | None = Field(None, gt=0, allow_inf_nan=False)
     drop: float | None = Field(None, gt=0, allow_inf_nan=False)
     min_delta: float = Field(0.0, ge=0, allow_inf_nan=False)
     min_observed: float = Field(
         0.0, ge=0, allow_inf_nan=False, description="surge/spike: the observed value must reach this too"
     )
-    baseline_method: Literal["mean", "ewma", "median"] = "mean"
-    model: Literal["gaussian", "poisson", "negbin"] = "gaussian"
+    baseline_method: BaselineMethod = "mean"
+    model: CountModel = "gaussian"
     exclude_fired: bool = Field(True, description="keep windows of episodes out of the baseline")
-    seasonality: Literal["none", "hour_of_day"] = "none"
+    seasonality: Seasonality = "none"
     resolve_after: int = Field(1, ge=1, le=1000, description="calm windows before an episode resolves")
     resolve_ratio: float = Field(1.0, gt=0, le=1, description="calm = level below this x threshold")
     ewma_alpha: float = Field(0.3, gt=0, le=1)
@@ -133,32 +143,20 @@ class RulePatch(_In):
     name: str | None = Field(None, min_length=1, max_length=200, pattern=r"\S")
     watch_id: DbId | None = None
     window_size: str | None = Field(None, max_length=16)
-    kind: Literal["threshold", "spike", "surge", "dip"] | None = None
-    metric: (
-        Literal[
-            "n_posts",
-            "n_negative",
-            "n_neutral",
-            "n_positive",
-            "unique_authors",
-            "mean_score",
-            "share_negative",
-            "share_positive",
-        ]
-        | None
-    ) = None
-    op: Literal[">", ">=", "<", "<="] | None = None
+    kind: RuleKind | None = None
+    metric: RuleMetric | None = None
+    op: RuleOp | None = None
     threshold: float | None = Field(None, allow_inf_nan=False)
     z_score: float | None = Field(None, gt=0, allow_inf_nan=False)
-    direction: Literal["up", "down", "both"] | None = None
+    direction: RuleDirection | None = None
     factor: float | None = Field(None, gt=0, allow_inf_nan=False)
     drop: float | None = Field(None, gt=0, allow_inf_nan=False)
     min_delta: float | None = Field(None, ge=0, allow_inf_nan=False)
     min_observed: float | None = Field(None, ge=0, allow_inf_nan=False)
-    baseline_method: Literal["mean", "ewma", "median"] | None = None
-    model: Literal["gaussian", "poisson", "negbin"] | None = None
+    baseline_method: BaselineMethod | None = None
+    model: CountModel | None = None
     exclude_fired: bool | None = None
-    seasonality: Literal["none", "hour_of_day"] | None = None
+    seasonality: Seasonality | None = None
     resolve_after: int | None = Field(None, ge=1, le=1000)
     resolve_ratio: float | None = Field(None, gt=0, le=1)
     ewma_alpha: float | None = Field(None, gt=0, le=1)
