@@ -507,8 +507,6 @@ def build(
     model_cache_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate (unless from_cards), derive, write `out` (.md) and its .json; return the JSON document."""
-    from tqdm.auto import tqdm
-
     t0 = time.time()
     json_path = out.with_suffix(".json")
     prev: dict[str, Any] = {}
@@ -516,10 +514,58 @@ def build(
         with contextlib.suppress(ValueError):
             prev = json.loads(json_path.read_text(encoding="utf-8"))
     ckpts = discover(checkpoints_dir)
-    selected = lambda name: not only or any(fnmatch.fnmatch(name, p) for p in only)  # noqa: E731
+    selected = _Selection(only)
+    raw = _carried_over(prev, ckpts)
+    if not from_cards:
+        import torch
+
+        from pipelines.recipes import RecipeContext
+
+        torch.set_num_threads(threads)
+
+        def ctx_for(path: Path | None = None) -> RecipeContext:
+            return RecipeContext(
+                data_dir=data_dir,
+                checkpoints_dir=checkpoints_dir,
+                cache_dir=cache_dir,
+                options={"threads": threads},
+                command=command,
+                checkpoint=path,
+                model_cache_dir=model_cache_dir,
+            )
+
+        _evaluate_checkpoints(raw, ckpts, selected, ctx_for, checkpoints_dir, data_dir, cache_dir)
+        if production:
+            _evaluate_production(raw, prev, selected, ctx_for)
+    doc = _document(raw, prev, command=command, only=only, from_cards=from_cards, seconds=time.time() - t0)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(doc, indent=1, default=str) + "\n", encoding="utf-8")
+    from pipelines.benchmarks_doc import render
+
+    out.write_text(render(doc), encoding="utf-8")
+    return doc
+
+
+class _Selection:
+    """`--only` globs: everything when none are given."""
+
+    def __init__(self, only: list[str] | None) -> None:
+        self.only = only or []
+
+    def __call__(self, name: str) -> bool:
+        return not self.only or any(fnmatch.fnmatch(name, p) for p in self.only)
+
+    def named(self, name: str) -> bool:
+        """Asked for by a glob (an expensive part a full run leaves out)."""
+        return bool(self.only) and self(name)
+
+
+def _carried_over(prev: dict[str, Any], ckpts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The starting point: each card's numbers, or the previous run's for an unchanged checkpoint."""
     raw: dict[str, Any] = {"checkpoints": {}, "errors": {}}
-    for name, c in ckpts.items():  # start from the cards or the previous run's matching numbers
-        old = prev.get("raw", {}).get("checkpoints", {}).get(name)
+    before = prev.get("raw", {})
+    for name, c in ckpts.items():
+        old = before.get("checkpoints", {}).get(name)
         if old and old.get("digest") == c["digest"] and old.get("source") == "re-evaluated":
             raw["checkpoints"][name] = {
                 **c,
@@ -529,70 +575,87 @@ def build(
             }
         else:
             raw["checkpoints"][name] = {**c, "numbers": c["card"], "source": "card"}
-    raw["baselines"] = dict(prev.get("raw", {}).get("baselines", {}))
-    raw["amsgfn_dominant"] = dict(prev.get("raw", {}).get("amsgfn_dominant", {}))
-    raw["production"] = prev.get("raw", {}).get("production")
-    raw["sentiment_heldout"] = prev.get("raw", {}).get("sentiment_heldout")
-    if not from_cards:
-        import torch
+    raw["baselines"] = dict(before.get("baselines", {}))
+    raw["amsgfn_dominant"] = dict(before.get("amsgfn_dominant", {}))
+    raw["production"] = before.get("production")
+    raw["sentiment_heldout"] = before.get("sentiment_heldout")
+    return raw
 
-        from pipelines import recipes
-        from pipelines.recipes import RecipeContext
 
-        torch.set_num_threads(threads)
-        ctx_for = lambda path=None: RecipeContext(  # noqa: E731
-            data_dir=data_dir,
-            checkpoints_dir=checkpoints_dir,
-            cache_dir=cache_dir,
-            options={"threads": threads},
-            command=command,
-            checkpoint=path,
-            model_cache_dir=model_cache_dir,
-        )
-        todo = [n for n in ckpts if selected(n)]
-        base_todo = [d for d in TEXT_BASELINE_SETS if selected(d) or any(ckpts[n]["dataset"] == d for n in todo)]
-        with shared_preparation() as forget:
-            for dataset in tqdm(base_todo, desc="baselines", unit="dataset"):
-                with _recorded(raw["errors"], f"baselines/{dataset}"):
-                    raw["baselines"][dataset] = run_baselines(dataset, data_dir, cache_dir)
-            bar = tqdm(total=len(todo) * 2, desc="checkpoints", unit="eval")
-            for dataset in DATASETS:
-                for name in [n for n in todo if ckpts[n]["dataset"] == dataset]:
-                    c = ckpts[name]
-                    with _recorded(raw["errors"], name):
-                        rec = recipes.get(c["model"], dataset)
-                        nums = {}
-                        for split in ("val", "test"):
-                            bar.set_postfix_str(f"{name} {split}")
-                            nums[split] = _numbers(rec.evaluate(ctx_for(checkpoints_dir / name), split))
-                            bar.update(1)
-                        raw["checkpoints"][name].update(
-                            numbers=nums,
-                            source="re-evaluated",
-                            evaluated_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                        )
-                        if c["model"] == "amsgfn":
-                            raw["amsgfn_dominant"][name] = amsgfn_dominant(checkpoints_dir / name, dataset, ctx_for())
-                forget()
-            bar.close()
-        if production and (not only or selected("production")):
-            from pipelines.training.production import benchmark
+def _evaluate_checkpoints(
+    raw: dict[str, Any],
+    ckpts: dict[str, dict[str, Any]],
+    selected: _Selection,
+    ctx_for: Callable[..., Any],
+    checkpoints_dir: Path,
+    data_dir: Path,
+    cache_dir: Path,
+) -> None:
+    """The text baselines of each data set in play, then every selected checkpoint on val and test."""
+    from tqdm.auto import tqdm
 
-            with _recorded(raw["errors"], "production"):
-                raw["production"] = benchmark(ctx_for(), "test")
-        if production and (not only or selected("sentiment-heldout")):
-            from pipelines import sentiment_heldout
+    from pipelines import recipes
 
-            with _recorded(raw["errors"], "sentiment-heldout"):
-                raw["sentiment_heldout"] = sentiment_heldout.build(ctx_for())
-    doc = {
+    todo = [n for n in ckpts if selected(n)]
+    base_todo = [d for d in TEXT_BASELINE_SETS if selected(d) or any(ckpts[n]["dataset"] == d for n in todo)]
+    with shared_preparation() as forget:
+        for dataset in tqdm(base_todo, desc="baselines", unit="dataset"):
+            with _recorded(raw["errors"], f"baselines/{dataset}"):
+                raw["baselines"][dataset] = run_baselines(dataset, data_dir, cache_dir)
+        bar = tqdm(total=len(todo) * 2, desc="checkpoints", unit="eval")
+        for dataset in DATASETS:
+            for name in [n for n in todo if ckpts[n]["dataset"] == dataset]:
+                c = ckpts[name]
+                with _recorded(raw["errors"], name):
+                    rec = recipes.get(c["model"], dataset)
+                    nums = {}
+                    for split in ("val", "test"):
+                        bar.set_postfix_str(f"{name} {split}")
+                        nums[split] = _numbers(rec.evaluate(ctx_for(checkpoints_dir / name), split))
+                        bar.update(1)
+                    raw["checkpoints"][name].update(
+                        numbers=nums,
+                        source="re-evaluated",
+                        evaluated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                    )
+                    if c["model"] == "amsgfn":
+                        raw["amsgfn_dominant"][name] = amsgfn_dominant(checkpoints_dir / name, dataset, ctx_for())
+            forget()
+        bar.close()
+
+
+def _evaluate_production(
+    raw: dict[str, Any], prev: dict[str, Any], selected: _Selection, ctx_for: Callable[..., Any]
+) -> None:
+    """The production head against the baselines, and the held-out sentiment table (its MPNet
+    baseline only when named: hours of frozen-encoder features on a CPU)."""
+    if selected("production"):
+        from pipelines.training.production import benchmark
+
+        with _recorded(raw["errors"], "production"):
+            raw["production"] = benchmark(ctx_for(), "test")
+    large = selected.named("sentiment-heldout-mpnet-lr")
+    if selected("sentiment-heldout") or large:
+        from pipelines import sentiment_heldout
+
+        with _recorded(raw["errors"], "sentiment-heldout"):
+            raw["sentiment_heldout"] = sentiment_heldout.build(
+                ctx_for(), large_baseline=large, previous=prev.get("raw", {}).get("sentiment_heldout")
+            )
+
+
+def _document(
+    raw: dict[str, Any], prev: dict[str, Any], *, command: str, only: list[str] | None, from_cards: bool, seconds: float
+) -> dict[str, Any]:
+    """The JSON document: this run's meta, the history of passes, the raw and derived numbers."""
+    doc: dict[str, Any] = {
         "meta": {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": machine(),
             "command": command,
             "mode": "from-cards" if from_cards else "evaluate",
             "only": only or [],
-            "runtime_s": round(time.time() - t0, 1),
+            "runtime_s": round(seconds, 1),
         },
         "raw": raw,
     }
@@ -602,9 +665,4 @@ def build(
         passes = [*passes, this] if only else [this]
     doc["meta"]["passes"] = passes
     doc["derived"] = derive(raw)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(doc, indent=1, default=str) + "\n", encoding="utf-8")
-    from pipelines.benchmarks_doc import render
-
-    out.write_text(render(doc), encoding="utf-8")
     return doc

@@ -55,6 +55,13 @@ def cpu_has_native_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16", "bf16"} & cpu_flags())
 
 
+def bf16_autocast(wanted: bool = True) -> torch.autocast:
+    """bf16 autocast on the CPU where it pays: when asked for and the CPU has bf16 instructions.
+    Elsewhere torch emulates bf16, several times slower than fp32, so this runs fp32 instead
+    (training and evaluation only; the scorer's precision is chosen in pipelines/scoring.py)."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=wanted and cpu_has_native_bf16())
+
+
 def bf16_linear_weights(model: nn.Module) -> nn.Module:
     """A copy of `model` whose Linear weights and biases are bf16; every other tensor is shared.
 

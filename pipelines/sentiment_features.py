@@ -91,6 +91,12 @@ def load_records(datasets: list[str], data_dir: Path, limit: int | None = None) 
     return records
 
 
+def with_their_authors(records: list[Record], splits: tuple[str, ...]) -> list[Record]:
+    """The records of `splits` and every other post of their authors, in the original order."""
+    authors = {(r.dataset, r.author) for r in records if r.split in splits}
+    return [r for r in records if r.split in splits or (r.dataset, r.author) in authors]
+
+
 def build(
     datasets: list[str],
     data_dir: Path,
@@ -100,8 +106,13 @@ def build(
     image_encoder=None,
     limit: int | None = None,
     cached_only: bool = False,
+    splits: tuple[str, ...] | None = None,
 ) -> SentimentTable:
     """Load, encode (cached) and assemble. `limit` keeps the first N records per split per set.
+
+    `splits` keeps only those splits' records, plus the other posts of their authors (an
+    author's running mean reads their earlier posts whatever the split): evaluating a large
+    encoder on test rows then encodes little more than the test rows.
 
     `cached_only` trains on what is already encoded: TRAIN records whose text is not in the
     cache are dropped and their uncached images treated as absent (val/test are always complete).
@@ -111,6 +122,8 @@ def build(
     from pipelines.feature_cache import FeatureStore, cached_image_features, cached_text_features, content_key
 
     records = load_records(datasets, data_dir, limit)
+    if splits is not None:
+        records = with_their_authors(records, splits)
     img_missing: set[int] = set()
     if cached_only:
         tv = getattr(text_encoder, "version", TEXT_ENCODER_VERSION)

@@ -30,12 +30,17 @@ from models.text_encoder import MINILM, MPNET, TextEncoder, encoder_for_head
 from models.text_normalise import PREPROCESS
 from pipelines.datasets.base import SENTIMENT_LABELS
 from pipelines.metrics import classification_metrics
+from pipelines.quantize import bf16_autocast
 from pipelines.recipes import RecipeContext
-from pipelines.sentiment_features import IMAGE, TEXT
+from pipelines.sentiment_features import IMAGE, TEXT, load_records
 from pipelines.training import production as prod
 
 HELDOUT_SETS = ("tweeteval-heldout", "semeval", "airline", "mvsa-single", "mvsa-multiple", "meld")
 MODEL_HEADS = ("production-large", "production", "production-v6", "production-v5")
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def metrics(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -51,7 +56,7 @@ def metrics(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
 
 def _autocast(encoder: TextEncoder) -> torch.autocast:
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=encoder.spec.name == MPNET.name)
+    return bf16_autocast(encoder.spec.name == MPNET.name)
 
 
 def evaluate_head(ctx: RecipeContext, name: str, sets: list[str]) -> dict[str, Any]:
@@ -61,7 +66,7 @@ def evaluate_head(ctx: RecipeContext, name: str, sets: list[str]) -> dict[str, A
     out: dict[str, Any] = {"version": head.version, "encoder": enc.version}
     for d in sets:
         with _autocast(enc):
-            table = prod.load_table(ctx, [d], with_image=IMAGE in head.views, text_encoder=enc)
+            table = prod.load_table(ctx, [d], with_image=IMAGE in head.views, text_encoder=enc, splits=("test",))
         rows = table.rows("test")
         probs, _ = prod.predict_probs(head, table, rows)
         out[d] = metrics(probs.numpy(), table.y.numpy()[rows])
@@ -71,7 +76,7 @@ def evaluate_head(ctx: RecipeContext, name: str, sets: list[str]) -> dict[str, A
 def evaluate_vader(ctx: RecipeContext, sets: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for d in sets:
-        recs = [r for r in prod.load_table(ctx, [d], with_image=False).records if r.split == "test"]
+        recs = [r for r in load_records([d], Path(ctx.data_dir), ctx.limit) if r.split == "test"]
         y = np.array([SENTIMENT_LABELS.index(r.label) for r in recs])
         out[d] = metrics(prod.vader_predict([r.text for r in recs]), y)
     return out
@@ -85,7 +90,7 @@ def evaluate_lr(ctx: RecipeContext, encoder: TextEncoder, train_sets: list[str],
     out: dict[str, Any] = {"encoder": encoder.version, "C": c, "train_rows": int(len(table.rows("train")))}
     for d in sets:
         with _autocast(encoder):
-            t = prod.load_table(ctx, [d], with_image=False, text_encoder=encoder)
+            t = prod.load_table(ctx, [d], with_image=False, text_encoder=encoder, splits=("test",))
         rows = t.rows("test")
         out[d] = metrics(model.predict(t.x[TEXT].numpy()[rows]), t.y.numpy()[rows])
     return out
@@ -97,31 +102,61 @@ def _trained_on_tweeteval_val(ctx: RecipeContext, head: str) -> bool:
     return "tweeteval" in (card.get("training_data") or {}).get("datasets", {})
 
 
-def build(ctx: RecipeContext, heads: tuple[str, ...] = MODEL_HEADS) -> dict[str, Any]:
-    """Every model and baseline on every held-out set present."""
+def student_head(ctx: RecipeContext, heads: list[str]) -> str:
+    """The student: the served head if it was distilled from the teacher, else the newest head
+    that was (production-v6 while it is not promoted); the baselines are fitted on its data."""
+    distilled = [h for h in heads if read_card(Path(ctx.checkpoints_dir) / h).get("options", {}).get("teacher")]
+    return "production" if "production" in distilled else (distilled or ["production"])[0]
+
+
+def build(
+    ctx: RecipeContext,
+    heads: tuple[str, ...] = MODEL_HEADS,
+    large_baseline: bool = False,
+    previous: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Every model and baseline on every held-out set present.
+
+    The MPNet logistic regression needs the frozen large encoder over the whole training union
+    (about 90k texts), hours on a CPU without bf16 or AMX instructions, so it runs only when asked
+    (`large_baseline`, `--only sentiment-heldout-mpnet-lr`); otherwise the previous run's numbers
+    are carried over, marked with their date, or the table says it was not measured."""
     t0 = time.time()
     sets = prod.present_sets(ctx, list(HELDOUT_SETS))
     present = [h for h in heads if (Path(ctx.checkpoints_dir) / h / "card.json").exists()]
-    student = read_card(Path(ctx.checkpoints_dir) / "production")
-    train_sets = prod.present_sets(ctx, list(student.get("options", {}).get("datasets", "").split(",")) or None)
+    student = student_head(ctx, present)
+    card = read_card(Path(ctx.checkpoints_dir) / student)
+    train_sets = prod.present_sets(ctx, list(card.get("options", {}).get("datasets", "").split(",")) or None)
     models: dict[str, Any] = {h: evaluate_head(ctx, h, sets) for h in present}
     models["vader"] = evaluate_vader(ctx, sets)
     models["minilm-lr"] = evaluate_lr(ctx, TextEncoder(spec=MINILM), train_sets, sets)
-    try:
-        large = TextEncoder(spec=MPNET, preprocess=PREPROCESS, head_tail=True, model_dir=ctx.model_cache_dir)
-        models["mpnet-lr"] = evaluate_lr(ctx, large, train_sets, sets)
-    except Exception as e:  # the large encoder is an optional extra
-        models["mpnet-lr"] = {"error": str(e)}
+    models["mpnet-lr"] = _mpnet_lr(ctx, train_sets, sets, large_baseline, previous)
     doc = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "date": _now(),
         "machine": machine(),
         "seconds": round(time.time() - t0, 1),
         "sets": sets,
+        "student": student,
         "train_sets": train_sets,
         "not_held_out": [[h, "tweeteval-heldout"] for h in present if _trained_on_tweeteval_val(ctx, h)],
         "models": models,
     }
     return doc
+
+
+def _mpnet_lr(
+    ctx: RecipeContext, train_sets: list[str], sets: list[str], measure: bool, previous: dict[str, Any] | None
+) -> dict[str, Any]:
+    if not measure:
+        carried = ((previous or {}).get("models") or {}).get("mpnet-lr") or {}
+        if any(d in carried for d in sets):
+            return {**carried, "carried_from": carried.get("measured", (previous or {}).get("date"))}
+        return {"skipped": "not measured: run `voxpop benchmarks --only sentiment-heldout-mpnet-lr`"}
+    try:
+        large = TextEncoder(spec=MPNET, preprocess=PREPROCESS, head_tail=True, model_dir=ctx.model_cache_dir)
+        return {**evaluate_lr(ctx, large, train_sets, sets), "measured": _now()}
+    except Exception as e:  # the large encoder is an optional extra
+        return {"error": str(e)}
 
 
 def render(doc: dict[str, Any]) -> list[str]:
@@ -139,9 +174,16 @@ def render(doc: dict[str, Any]) -> list[str]:
         f"Measured {doc['date']} on {doc['machine']} in {doc['seconds']} s by "
         "`voxpop benchmarks --only sentiment-heldout`. Test splits only; mR = macro-recall (TweetEval's "
         "official metric), mF1 = macro-F1, Acc = accuracy, nR = neutral recall. The baselines' logistic "
-        f"regressions are fitted on the student's training union ({', '.join(doc['train_sets'])}).",
+        f"regressions are fitted on the training union of the student, {doc.get('student', 'production')} "
+        f"({', '.join(doc['train_sets'])}).",
         "",
     ]
+    large = doc["models"].get("mpnet-lr", {})
+    for why in (large.get("skipped"), large.get("error")):
+        if why:
+            lines += [f"LR on frozen MPNet: {why}.", ""]
+    if large.get("carried_from"):
+        lines += [f"LR on frozen MPNet: carried over from the run of {large['carried_from']}.", ""]
     not_held = {tuple(p) for p in doc.get("not_held_out", [])}
     for d in doc["sets"]:
         lines += [f"**{d}**", "", "| model | mR | mF1 | Acc | nR | n |", "|---|---|---|---|---|---|"]

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from models.production import EtaFusionHead
 from models.text_encoder import TextEncoder
 from pipelines.feature_cache import FeatureStore, content_key
+from pipelines.quantize import bf16_autocast
 from pipelines.training.distill import distillation_loss
 from pipelines.training.sampling import (
     BestOnValidation,
@@ -211,7 +212,7 @@ def tune(
         head.train()
         rows = train_rows[batches[step - 1]]
         h, mask = prefix.batch(rows_of[rows].tolist())
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        with bf16_autocast(cfg.bf16):
             top = run_layers(model, layers, h, mask)
         x, m = head_inputs(rows, TextEncoder.mean_pool(top.float(), mask))
         logits = head(x, {}, {}, m).logits

@@ -131,8 +131,10 @@ def load_table(
     datasets: list[str] | None = None,
     with_image: bool = True,
     text_encoder: TextEncoder | None = None,
+    splits: tuple[str, ...] | None = None,
 ) -> SentimentTable:
-    """The data sets' table; `text_encoder` (default: frozen MiniLM) makes the text features."""
+    """The data sets' table; `text_encoder` (default: frozen MiniLM) makes the text features;
+    `splits` keeps only those splits (and their authors' other posts)."""
     return build(
         present_sets(ctx, datasets),
         ctx.data_dir,
@@ -141,6 +143,7 @@ def load_table(
         text_encoder=text_encoder,
         limit=ctx.limit,
         cached_only=bool(ctx.options.get("cached_only", False)),
+        splits=splits,
     )
 
 

@@ -31,6 +31,7 @@ from models.production import EtaFusionHead
 from models.registry import load_head
 from models.text_encoder import TextEncoder, encoder_for_head, spec_named
 from pipelines.feature_cache import content_key
+from pipelines.quantize import bf16_autocast
 from pipelines.recipes import RecipeContext, recipe
 from pipelines.sentiment_features import TEXT, load_records
 from pipelines.training import production as prod
@@ -97,7 +98,7 @@ class ProductionLargeRecipe:
         tuned = encoder_for_head(stage1, None, ctx.device, ctx.model_cache_dir)
         torch.set_num_threads(cfg.threads)
         sctx = RecipeContext(**{**ctx.__dict__, "options": {**ctx.options, "name": NAME, "datasets": cfg.datasets}})
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        with bf16_autocast(cfg.bf16):
             table = prod.load_table(sctx, cfg.datasets, with_image=False, text_encoder=tuned)
             extra = load_records(
                 [d for d in DISTILL_EXTRA if d in prod.present_sets(ctx, list(DISTILL_EXTRA))], ctx.data_dir, ctx.limit
@@ -179,7 +180,7 @@ class ProductionLargeRecipe:
         assert isinstance(head, EtaFusionHead)
         enc = encoder_for_head(head, None, ctx.device, ctx.model_cache_dir)
         sets = prod._sets(ctx) if self.dataset == prod.UNION else [self.dataset]
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with bf16_autocast():
             table = prod.load_table(ctx, sets, with_image=False, text_encoder=enc)
         rows = table.rows(prod._split(split))
         m = prod.per_dataset_metrics(prod.predict_probs(head, table, rows)[0].numpy(), table, rows)

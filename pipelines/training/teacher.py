@@ -40,6 +40,7 @@ from models.registry import HeadOutput
 from models.text_encoder import TextEncoder, spec_named
 from models.text_normalise import PREPROCESS
 from pipelines.datasets.base import Record, label_index
+from pipelines.quantize import bf16_autocast
 from pipelines.training.sampling import (
     BestOnValidation,
     adapter_optimizer,
@@ -132,7 +133,7 @@ class Teacher(torch.nn.Module):
 
     def features(self, texts: list[str], bf16: bool) -> torch.Tensor:
         tok = self.encoder.tokenize(texts)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with bf16_autocast(bf16):
             last = self.model(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]).last_hidden_state
         return TextEncoder.mean_pool(last.float(), tok["attention_mask"])
 

@@ -105,3 +105,24 @@ def test_no_view_present_gives_finite_output() -> None:
     assert torch.isfinite(out.logits).all()
     assert all((w == 0).all() for w in out.modality_weights.values())
     assert head.score(out.logits).shape == (6,)
+
+
+def test_test_rows_keep_their_authors_earlier_posts() -> None:
+    """Evaluating on test rows alone must not change their eta term: an author's running mean reads
+    their posts in every split, so those posts are kept (and nobody else's)."""
+    from pipelines.datasets.base import Record
+    from pipelines.sentiment_features import with_their_authors
+
+    def rec(uid: str, split: str, author: str, dataset: str = "airline") -> Record:
+        return Record(uid, "text", "neutral", split, author, float(len(uid)), dataset=dataset)
+
+    records = [
+        rec("a1", "train", "ann"),
+        rec("b1", "train", "bob"),
+        rec("a2", "val", "ann"),
+        rec("a3", "test", "ann"),
+        rec("c1", "test", "cat"),
+        rec("x1", "train", "ann", dataset="meld"),  # another data set's "ann" is someone else
+    ]
+    kept = with_their_authors(records, ("test",))
+    assert [r.uid for r in kept] == ["a1", "a2", "a3", "c1"]

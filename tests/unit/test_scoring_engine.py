@@ -252,3 +252,14 @@ def test_the_ceiling_times_only_posts_it_has_not_seen() -> None:
     assert warm + timed == texts and len(warm) == 10 and not set(warm) & set(timed)
     rate = text_ceiling(EtaFusionHead({"text": 384}, hidden=16), texts, "fp32", batch=4)
     assert rate.posts == len(timed) and rate.per_s > 0
+
+
+def test_training_bf16_autocast_only_where_the_cpu_has_bf16(monkeypatch) -> None:
+    """Emulated bf16 is several times slower than fp32: training and evaluation run fp32 there."""
+    from pipelines import quantize
+
+    monkeypatch.setattr(quantize, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert not quantize.bf16_autocast(True)._enabled
+    monkeypatch.setattr(quantize, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    on, off = quantize.bf16_autocast(True), quantize.bf16_autocast(False)
+    assert on._enabled and on.fast_dtype == torch.bfloat16 and not off._enabled
