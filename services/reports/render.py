@@ -129,31 +129,11 @@ def render_csv(r: ReportData) -> str:
 
 def render_pdf(r: ReportData, ch: Charts) -> bytes:
     """A4 PDF: headline cards, the three charts, top posts, top authors and alerts."""
-    from reportlab.lib import colors
-    from reportlab.lib.enums import TA_LEFT
     from reportlab.lib.pagesizes import A4
-    from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
     from reportlab.lib.units import mm
-    from reportlab.platypus import Image, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+    from reportlab.platypus import SimpleDocTemplate
 
-    ss = getSampleStyleSheet()
-    h1 = ParagraphStyle(
-        "h1", parent=ss["Heading1"], fontSize=17, leading=21, spaceAfter=2, textColor=colors.HexColor("#1f2933")
-    )
-    h2 = ParagraphStyle(
-        "h2",
-        parent=ss["Heading2"],
-        fontSize=10.5,
-        leading=13,
-        spaceBefore=8,
-        spaceAfter=4,
-        textColor=colors.HexColor("#52606d"),
-        keepWithNext=1,
-    )
-    card = ParagraphStyle("card", parent=ss["BodyText"], fontSize=8.5, leading=15)
-    body = ParagraphStyle("b", parent=ss["BodyText"], fontSize=8.5, leading=11, alignment=TA_LEFT)
-    sub = ParagraphStyle("s", parent=body, textColor=colors.HexColor("#52606d"), fontSize=9)
-    width = A4[0] - 30 * mm
+    pdf = _PdfParts(width=A4[0] - 30 * mm)
     buf = io.BytesIO()
     doc = SimpleDocTemplate(
         buf,
@@ -165,118 +145,171 @@ def render_pdf(r: ReportData, ch: Charts) -> bytes:
         title=f"{r.watch_name} {r.period} sentiment report",
         author="VoxPop",
     )
-    last = r.end - timedelta(seconds=1)
-    story: list[Any] = [
-        Paragraph(f"{_esc(r.watch_name)} — {r.period} brand-sentiment report", h1),
-        Paragraph(
-            f"{r.start:%a %d %b %Y} – {last:%a %d %b %Y} (UTC), compared with the previous {PERIOD_NOUN[r.period]}", sub
-        ),
-        Spacer(1, 5),
-    ]
-    cards = kpi_cards(r)
-    tone = {"up": "#2f9e6e", "down": "#d64545", "flat": "#7b8794"}
-    cells = [
+    doc.build(
         [
-            Paragraph(
-                f"<font size=7.5 color='#52606d'>{c['label']}</font><br/>"
-                f"<font size=14><b>{_esc(c['value'])}</b></font><br/>"
-                f"<font size=7 color='{tone[c['trend']]}'>{_esc(c['delta'])}</font>",
-                card,
-            )
-            for c in cards
+            *pdf.heading(r),
+            pdf.kpi_cards(r),
+            *pdf.narrative(r),
+            *pdf.charts(ch),
+            *pdf.top_posts(r),
+            *pdf.top_authors(r),
+            *pdf.alerts(r),
         ]
-    ]
-    t = Table(cells, colWidths=[width / 5] * 5)
-    t.setStyle(
-        TableStyle(
-            [
-                ("BOX", (0, 0), (-1, -1), 0.5, colors.HexColor("#e4e7eb")),
-                ("INNERGRID", (0, 0), (-1, -1), 0.5, colors.HexColor("#e4e7eb")),
-                ("TOPPADDING", (0, 0), (-1, -1), 5),
-                ("BOTTOMPADDING", (0, 0), (-1, -1), 6),
-            ]
-        )
     )
-    story += [t]
-    if r.narrative:
-        story += [Paragraph("What drove it", h2), Paragraph(_esc(r.narrative), body)]
-    for title, png in (("Volume", ch.volume), ("Sentiment trend", ch.sentiment), ("Share of voice", ch.share)):
-        img = Image(io.BytesIO(png))
-        scale = width / img.imageWidth
-        img.drawWidth, img.drawHeight = width, img.imageHeight * scale
-        if title == "Share of voice":
-            img.drawWidth, img.drawHeight = width * 0.75, img.imageHeight * scale * 0.75
-        story += [KeepTogether([Paragraph(title.upper(), h2), img])]
+    return buf.getvalue()
 
-    def table(head: list[str], rows: list[list[Any]], widths: list[float]) -> Table:
-        data = [[Paragraph(f"<b>{h}</b>", body) for h in head]] + [
-            [c if not isinstance(c, str) else Paragraph(_esc(c), body) for c in row] for row in rows
+
+class _PdfParts:
+    """The report's PDF sections as reportlab flowables, in one set of styles (reportlab is
+    imported here, not at module import: the API and the scheduler load this module too)."""
+
+    def __init__(self, width: float) -> None:
+        from reportlab.lib import colors
+        from reportlab.lib.enums import TA_LEFT
+        from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
+
+        ss = getSampleStyleSheet()
+        self.width, self.colors = width, colors
+        self.rule = colors.HexColor("#e4e7eb")
+        self.h1 = ParagraphStyle(
+            "h1", parent=ss["Heading1"], fontSize=17, leading=21, spaceAfter=2, textColor=colors.HexColor("#1f2933")
+        )
+        self.h2 = ParagraphStyle(
+            "h2",
+            parent=ss["Heading2"],
+            fontSize=10.5,
+            leading=13,
+            spaceBefore=8,
+            spaceAfter=4,
+            textColor=colors.HexColor("#52606d"),
+            keepWithNext=1,
+        )
+        self.card = ParagraphStyle("card", parent=ss["BodyText"], fontSize=8.5, leading=15)
+        self.body = ParagraphStyle("b", parent=ss["BodyText"], fontSize=8.5, leading=11, alignment=TA_LEFT)
+        self.sub = ParagraphStyle("s", parent=self.body, textColor=colors.HexColor("#52606d"), fontSize=9)
+
+    def heading(self, r: ReportData) -> list[Any]:
+        from reportlab.platypus import Paragraph, Spacer
+
+        last = r.end - timedelta(seconds=1)
+        period = f"{r.start:%a %d %b %Y} – {last:%a %d %b %Y} (UTC), compared with the previous {PERIOD_NOUN[r.period]}"
+        return [
+            Paragraph(f"{_esc(r.watch_name)} — {r.period} brand-sentiment report", self.h1),
+            Paragraph(period, self.sub),
+            Spacer(1, 5),
         ]
-        tb = Table(data, colWidths=[w * width for w in widths], repeatRows=1)
+
+    def kpi_cards(self, r: ReportData) -> Any:
+        from reportlab.platypus import Paragraph, Table, TableStyle
+
+        tone = {"up": "#2f9e6e", "down": "#d64545", "flat": "#7b8794"}
+        cells = [
+            [
+                Paragraph(
+                    f"<font size=7.5 color='#52606d'>{c['label']}</font><br/>"
+                    f"<font size=14><b>{_esc(c['value'])}</b></font><br/>"
+                    f"<font size=7 color='{tone[c['trend']]}'>{_esc(c['delta'])}</font>",
+                    self.card,
+                )
+                for c in kpi_cards(r)
+            ]
+        ]
+        t = Table(cells, colWidths=[self.width / 5] * 5)
+        t.setStyle(
+            TableStyle(
+                [
+                    ("BOX", (0, 0), (-1, -1), 0.5, self.rule),
+                    ("INNERGRID", (0, 0), (-1, -1), 0.5, self.rule),
+                    ("TOPPADDING", (0, 0), (-1, -1), 5),
+                    ("BOTTOMPADDING", (0, 0), (-1, -1), 6),
+                ]
+            )
+        )
+        return t
+
+    def narrative(self, r: ReportData) -> list[Any]:
+        from reportlab.platypus import Paragraph
+
+        return [Paragraph("What drove it", self.h2), Paragraph(_esc(r.narrative), self.body)] if r.narrative else []
+
+    def charts(self, ch: Charts) -> list[Any]:
+        from reportlab.platypus import Image, KeepTogether, Paragraph
+
+        out: list[Any] = []
+        for title, png, share in (
+            ("Volume", ch.volume, 1.0),
+            ("Sentiment trend", ch.sentiment, 1.0),
+            ("Share of voice", ch.share, 0.75),
+        ):
+            img = Image(io.BytesIO(png))
+            scale = self.width / img.imageWidth
+            img.drawWidth, img.drawHeight = self.width * share, img.imageHeight * scale * share
+            out.append(KeepTogether([Paragraph(title.upper(), self.h2), img]))
+        return out
+
+    def table(self, title: str, head: list[str], rows: list[list[Any]], widths: list[float]) -> list[Any]:
+        """A titled table, one row a line, text cells wrapped."""
+        from reportlab.platypus import Paragraph, Table, TableStyle
+
+        data = [[Paragraph(f"<b>{h}</b>", self.body) for h in head]] + [
+            [c if not isinstance(c, str) else Paragraph(_esc(c), self.body) for c in row] for row in rows
+        ]
+        tb = Table(data, colWidths=[w * self.width for w in widths], repeatRows=1)
         tb.setStyle(
             TableStyle(
                 [
-                    ("LINEBELOW", (0, 0), (-1, -1), 0.4, colors.HexColor("#e4e7eb")),
+                    ("LINEBELOW", (0, 0), (-1, -1), 0.4, self.rule),
                     ("VALIGN", (0, 0), (-1, -1), "TOP"),
                     ("TOPPADDING", (0, 0), (-1, -1), 2),
                     ("BOTTOMPADDING", (0, 0), (-1, -1), 3),
                 ]
             )
         )
-        return tb
+        return [Paragraph(title.upper(), self.h2), tb]
 
-    for title, posts in (("Most negative posts", r.top_negative), ("Most positive posts", r.top_positive)):
+    def top_posts(self, r: ReportData) -> list[Any]:
+        out: list[Any] = []
+        for title, posts in (("Most negative posts", r.top_negative), ("Most positive posts", r.top_positive)):
+            rows = [
+                [
+                    f"{p['created_at']:%d %b %H:%M}",
+                    "@" + (p["author"]["handle"] or p["author"]["id"]),
+                    p["text"],
+                    f"{p['prediction']['score']:+.2f}",
+                ]
+                for p in posts
+            ] or [["", "", "No posts in this period.", ""]]
+            out += self.table(title, ["When", "Author", "Post", "Score"], rows, [0.13, 0.17, 0.6, 0.1])
+        return out
+
+    def top_authors(self, r: ReportData) -> list[Any]:
         rows = [
             [
-                f"{p['created_at']:%d %b %H:%M}",
-                "@" + (p["author"]["handle"] or p["author"]["id"]),
-                p["text"],
-                f"{p['prediction']['score']:+.2f}",
+                "@" + (a["handle"] or a["id"]),
+                str(a["posts"]),
+                f"{a['mean_score'] or 0:+.2f}",
+                f"{100 * (a['share_negative'] or 0):.0f}%",
             ]
-            for p in posts
-        ] or [["", "", "No posts in this period.", ""]]
-        story += [
-            Paragraph(title.upper(), h2),
-            table(["When", "Author", "Post", "Score"], rows, [0.13, 0.17, 0.6, 0.1]),
-        ]
-    arows = [
-        [
-            "@" + (a["handle"] or a["id"]),
-            str(a["posts"]),
-            f"{a['mean_score'] or 0:+.2f}",
-            f"{100 * (a['share_negative'] or 0):.0f}%",
-        ]
-        for a in r.top_authors
-    ]
-    story += [
-        Paragraph("TOP AUTHORS", h2),
-        table(
-            ["Author", "Posts", "Mean score", "% negative"],
-            arows or [["No authors in this period.", "", "", ""]],
-            [0.46, 0.18, 0.18, 0.18],
-        ),
-    ]
-    al = [
-        [
-            f"{a['window_start']:%d %b %H:%M} ({a['window_size']})",
-            a["rule_name"],
-            a["status"],
-            a["severity"],
-            _fmt(a["observed"]),
-            _fmt(a["baseline"]),
-        ]
-        for a in r.alerts
-    ]
-    story += [
-        Paragraph("ALERTS IN THE PERIOD", h2),
-        table(
-            ["Window", "Rule", "Status", "Severity", "Observed", "Baseline"],
-            al or [["No alerts fired for this watch in the period.", "", "", "", "", ""]],
-            [0.24, 0.28, 0.12, 0.12, 0.12, 0.12],
-        ),
-    ]
-    doc.build(story)
-    return buf.getvalue()
+            for a in r.top_authors
+        ] or [["No authors in this period.", "", "", ""]]
+        return self.table(
+            "Top authors", ["Author", "Posts", "Mean score", "% negative"], rows, [0.46, 0.18, 0.18, 0.18]
+        )
+
+    def alerts(self, r: ReportData) -> list[Any]:
+        rows = [
+            [
+                f"{a['window_start']:%d %b %H:%M} ({a['window_size']})",
+                a["rule_name"],
+                a["status"],
+                a["severity"],
+                _fmt(a["observed"]),
+                _fmt(a["baseline"]),
+            ]
+            for a in r.alerts
+        ] or [["No alerts fired for this watch in the period.", "", "", "", "", ""]]
+        head = ["Window", "Rule", "Status", "Severity", "Observed", "Baseline"]
+        return self.table("Alerts in the period", head, rows, [0.24, 0.28, 0.12, 0.12, 0.12, 0.12])
 
 
 def _esc(s: str) -> str:
